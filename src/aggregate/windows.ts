@@ -1,0 +1,207 @@
+import { pairKey } from "../core/keys.js";
+import { QuantileSketch } from "../core/sketch.js";
+import { RESOURCES, sampleValue, type Resource, type ResourceWindowStats, type Sample, type WindowAggregate } from "../core/types.js";
+
+export interface WindowingOptions {
+  kind: "tumbling" | "sliding";
+  sizeMs: number;
+  /** Distance between window starts; equals sizeMs for tumbling windows. */
+  slideMs: number;
+  /** How far behind the newest event time a sample may arrive and still count. */
+  allowedLatenessMs: number;
+  /** Relative accuracy of the per-window quantile sketch. */
+  sketchAccuracy: number;
+}
+
+export type RejectReason = "late" | "duplicate";
+
+export interface AddResult {
+  /** Windows that the advancing watermark closed, oldest first. */
+  closed: WindowAggregate[];
+  /** Set when the sample was not counted. */
+  rejected?: RejectReason;
+}
+
+class ResourceAccumulator {
+  readonly sketch: QuantileSketch;
+  count = 0;
+  sum = 0;
+  min = Infinity;
+  max = -Infinity;
+  constructor(accuracy: number) {
+    this.sketch = new QuantileSketch(accuracy);
+  }
+  add(value: number): void {
+    this.sketch.add(value);
+    this.count++;
+    this.sum += value;
+    if (value < this.min) this.min = value;
+    if (value > this.max) this.max = value;
+  }
+  stats(): ResourceWindowStats {
+    return {
+      count: this.count,
+      mean: this.sum / this.count,
+      min: this.min,
+      max: this.max,
+      p50: this.sketch.quantile(0.5),
+      p90: this.sketch.quantile(0.9),
+      p95: this.sketch.quantile(0.95),
+      p99: this.sketch.quantile(0.99),
+      sketch: this.sketch.toState(),
+    };
+  }
+}
+
+class WindowAccumulator {
+  readonly resources = new Map<Resource, ResourceAccumulator>();
+  readonly workloads = new Set<string>();
+  sampleCount = 0;
+  oomKills = 0;
+  cpuThrottledPeriods = 0;
+  cpuThrottledSeconds = 0;
+  memoryLimitBytes: number | null = null;
+  cpuLimitCores: number | null = null;
+
+  constructor(
+    readonly image: string,
+    readonly user: string,
+    readonly windowStart: number,
+    readonly windowEnd: number,
+    private readonly accuracy: number,
+  ) {}
+
+  add(sample: Sample): void {
+    this.sampleCount++;
+    this.workloads.add(sample.workload);
+    for (const resource of RESOURCES) {
+      const value = sampleValue(sample, resource);
+      if (value === null) continue;
+      let accumulator = this.resources.get(resource);
+      if (!accumulator) this.resources.set(resource, (accumulator = new ResourceAccumulator(this.accuracy)));
+      accumulator.add(value);
+    }
+    this.oomKills += sample.oomKills;
+    this.cpuThrottledPeriods += sample.cpuThrottledPeriods;
+    this.cpuThrottledSeconds += sample.cpuThrottledSeconds;
+    if (sample.memoryLimitBytes !== null) this.memoryLimitBytes = Math.max(this.memoryLimitBytes ?? 0, sample.memoryLimitBytes);
+    if (sample.cpuLimitCores !== null) this.cpuLimitCores = Math.max(this.cpuLimitCores ?? 0, sample.cpuLimitCores);
+  }
+
+  result(): WindowAggregate {
+    const resources: WindowAggregate["resources"] = {};
+    for (const [resource, accumulator] of this.resources) resources[resource] = accumulator.stats();
+    return {
+      image: this.image,
+      user: this.user,
+      windowStart: this.windowStart,
+      windowEnd: this.windowEnd,
+      sampleCount: this.sampleCount,
+      workloadCount: this.workloads.size,
+      resources,
+      oomKills: this.oomKills,
+      cpuThrottledPeriods: this.cpuThrottledPeriods,
+      cpuThrottledSeconds: this.cpuThrottledSeconds,
+      memoryLimitBytes: this.memoryLimitBytes,
+      cpuLimitCores: this.cpuLimitCores,
+    };
+  }
+}
+
+/** How many recent timestamps per workload are remembered to spot duplicates. */
+const RECENT_TIMESTAMPS = 64;
+
+/**
+ * Event-time windows per (image, user). The clock is the records' own: the
+ * watermark is the newest event time seen minus the allowed lateness, and a
+ * window closes once the watermark passes its end. Samples for windows that
+ * have closed are late; a second sample of a workload at a timestamp already
+ * counted is a duplicate. Both are refused and reported, never counted twice.
+ */
+export class WindowAggregator {
+  private readonly open = new Map<number, Map<string, WindowAccumulator>>(); // windowEnd → key → window
+  private readonly recent = new Map<string, { ts: number[]; newest: number }>();
+  private maxEventTs = -Infinity;
+  private watermarkMs = -Infinity;
+
+  constructor(readonly options: WindowingOptions) {
+    if (!(options.sizeMs > 0) || !(options.slideMs > 0) || options.slideMs > options.sizeMs) {
+      throw new RangeError("window size and slide must be > 0 and slide <= size");
+    }
+    if (options.kind === "tumbling" && options.slideMs !== options.sizeMs) throw new RangeError("tumbling windows slide by their size");
+  }
+
+  get watermark(): number {
+    return this.watermarkMs;
+  }
+
+  /** Window starts that contain ts, aligned to the epoch. */
+  private windowStarts(ts: number): number[] {
+    const { sizeMs, slideMs } = this.options;
+    const starts: number[] = [];
+    const last = Math.floor(ts / slideMs) * slideMs;
+    for (let start = last; start > ts - sizeMs; start -= slideMs) starts.push(start);
+    return starts;
+  }
+
+  add(sample: Sample): AddResult {
+    const { sizeMs } = this.options;
+    const starts = this.windowStarts(sample.ts).filter((start) => start + sizeMs > this.watermarkMs);
+    if (starts.length === 0) return { closed: [], rejected: "late" };
+    if (this.isDuplicate(sample)) return { closed: [], rejected: "duplicate" };
+    const key = pairKey(sample.image, sample.user);
+    for (const start of starts) {
+      const end = start + sizeMs;
+      let byKey = this.open.get(end);
+      if (!byKey) this.open.set(end, (byKey = new Map()));
+      let window = byKey.get(key);
+      if (!window) byKey.set(key, (window = new WindowAccumulator(sample.image, sample.user, start, end, this.options.sketchAccuracy)));
+      window.add(sample);
+    }
+    if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
+    return { closed: this.advanceWatermark(this.maxEventTs - this.options.allowedLatenessMs) };
+  }
+
+  private isDuplicate(sample: Sample): boolean {
+    let seen = this.recent.get(sample.workload);
+    if (!seen) this.recent.set(sample.workload, (seen = { ts: [], newest: sample.ts }));
+    if (seen.ts.includes(sample.ts)) return true;
+    seen.ts.push(sample.ts);
+    if (seen.ts.length > RECENT_TIMESTAMPS) seen.ts.shift();
+    if (sample.ts > seen.newest) seen.newest = sample.ts;
+    return false;
+  }
+
+  /**
+   * Moves the watermark forward (never back) and returns the windows it
+   * closes. Collectors call it on idle ticks so quiet keys still close.
+   */
+  advanceWatermark(watermarkMs: number): WindowAggregate[] {
+    if (watermarkMs <= this.watermarkMs) return [];
+    this.watermarkMs = watermarkMs;
+    const ends = [...this.open.keys()].filter((end) => end <= watermarkMs).sort((a, b) => a - b);
+    const closed: WindowAggregate[] = [];
+    for (const end of ends) {
+      for (const window of this.open.get(end)!.values()) closed.push(window.result());
+      this.open.delete(end);
+    }
+    if (ends.length > 0) this.forgetIdleWorkloads();
+    return closed;
+  }
+
+  private forgetIdleWorkloads(): void {
+    const horizon = this.watermarkMs - this.options.sizeMs - this.options.allowedLatenessMs;
+    for (const [workload, seen] of this.recent) if (seen.newest < horizon) this.recent.delete(workload);
+  }
+
+  /** Closes every open window (end of a finite stream). */
+  flush(): WindowAggregate[] {
+    return this.advanceWatermark(Infinity);
+  }
+
+  openWindowCount(): number {
+    let n = 0;
+    for (const byKey of this.open.values()) n += byKey.size;
+    return n;
+  }
+}

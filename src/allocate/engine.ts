@@ -1,0 +1,305 @@
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import { ValidationError, errorMessage } from "../core/errors.js";
+import { ANY, validateId } from "../core/keys.js";
+import type { Metrics } from "../core/metrics.js";
+import type { AllocatedResource, AllocationDecision, AllocationLevel, AllocationRequest, Profile, ResourcePrediction } from "../core/types.js";
+import type { ActiveAllocation, ProfileStore } from "../store/profile-store.js";
+import type { AllocationConfig } from "./config.js";
+import type { Inventory } from "./inventory.js";
+import type { Scaler } from "./scaler.js";
+
+/** The body of POST /v1/allocations, and what `augur allocate` builds. */
+export const allocationRequestSchema = z
+  .object({
+    requestId: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, "letters, digits and . _ : -").optional(),
+    image: z.string(),
+    user: z.string(),
+    /** Explicit amounts for this run; they override the prediction. */
+    request: z
+      .object({
+        cpu: z.number().finite().positive().max(1e5).optional(),
+        memory: z.number().finite().positive().max(1e15).optional(),
+        gpus: z.number().int().nonnegative().max(1024).optional(),
+        netEgress: z.number().finite().positive().max(1e13).optional(),
+      })
+      .strict()
+      .default({}),
+    priorityClass: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+export type AllocationRequestInput = z.input<typeof allocationRequestSchema>;
+
+export function parseAllocationRequest(input: unknown, nowMs: number): AllocationRequest {
+  const parsed = allocationRequestSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ValidationError(`${issue.path.join(".") || "body"}: ${issue.message}`, input);
+  }
+  const body = parsed.data;
+  return {
+    requestId: body.requestId ?? randomUUID(),
+    image: validateId("image", body.image),
+    user: validateId("user", body.user),
+    request: body.request,
+    priorityClass: body.priorityClass ?? null,
+    ts: nowMs,
+  };
+}
+
+interface Resolved {
+  level: AllocationLevel;
+  profile: Profile | null;
+  /** Applied to predictions from the (image, *) level: how this user compares with others. */
+  userFactor: { cpu: number; memory: number };
+}
+
+const geometricMean = (values: number[]) => Math.exp(values.reduce((sum, v) => sum + Math.log(v), 0) / values.length);
+
+/**
+ * `allocate(image, user, request)`: profile (or fallback, or default) →
+ * priority weights → capacity check on this node (asking the scaler when
+ * short) → a decision with a machine-readable reason and the profile level
+ * used. The clock is passed in; I/O is the store and the scaler.
+ */
+export class AllocationEngine {
+  private extraCapacity: Inventory = { cpu: 0, memory: 0, gpus: 0 };
+
+  constructor(
+    private readonly config: AllocationConfig,
+    private readonly store: ProfileStore,
+    private readonly inventory: Inventory,
+    private readonly node: string,
+    private readonly scaler: Scaler,
+    private readonly metrics?: Metrics,
+  ) {
+    for (const [scope, table] of [
+      ["images", config.priorities.images],
+      ["users", config.priorities.users],
+    ] as const) {
+      for (const [name, weights] of Object.entries(table)) {
+        if (weights.class && !(weights.class in config.priorities.classes)) {
+          throw new ValidationError(`priorities.${scope}.${name}.class: unknown priority class '${weights.class}'`);
+        }
+      }
+    }
+  }
+
+  capacity(): Inventory {
+    return {
+      cpu: this.inventory.cpu + this.extraCapacity.cpu,
+      memory: this.inventory.memory + this.extraCapacity.memory,
+      gpus: this.inventory.gpus + this.extraCapacity.gpus,
+    };
+  }
+
+  private usable(profile: Profile | null): profile is Profile {
+    return profile !== null && profile.windows >= this.config.minWindows;
+  }
+
+  /** How this user's runs compare with all users' runs of the same images (geometric mean of p90 ratios). */
+  userFactor(user: string): { cpu: number; memory: number } {
+    const ratios = { cpu: [] as number[], memory: [] as number[] };
+    for (const exact of this.store.profilesOfUser(user)) {
+      if (!this.usable(exact)) continue;
+      const general = this.store.getProfile(exact.image, ANY);
+      if (!this.usable(general)) continue;
+      for (const [resource, into] of [
+        ["cpu", ratios.cpu],
+        ["mem", ratios.memory],
+      ] as const) {
+        const mine = exact.resources[resource]?.p90;
+        const all = general.resources[resource]?.p90;
+        if (mine && all && mine > 0 && all > 0) into.push(mine / all);
+      }
+    }
+    const { min, max } = this.config.userFactor;
+    const clamp = (values: number[]) => (values.length === 0 ? 1 : Math.min(max, Math.max(min, geometricMean(values))));
+    return { cpu: clamp(ratios.cpu), memory: clamp(ratios.memory) };
+  }
+
+  resolve(image: string, user: string): Resolved {
+    const neutral = { cpu: 1, memory: 1 };
+    const exact = this.store.getProfile(image, user);
+    if (this.usable(exact)) return { level: "exact", profile: exact, userFactor: neutral };
+    const byImage = this.store.getProfile(image, ANY);
+    if (this.usable(byImage)) return { level: "image", profile: byImage, userFactor: this.userFactor(user) };
+    const byUser = this.store.getProfile(ANY, user);
+    if (this.usable(byUser)) return { level: "user", profile: byUser, userFactor: neutral };
+    const global = this.store.getProfile(ANY, ANY);
+    if (this.usable(global)) return { level: "global", profile: global, userFactor: neutral };
+    return { level: "default", profile: null, userFactor: neutral };
+  }
+
+  /** Product of class, image and user multipliers for CPU and memory. */
+  multipliers(image: string, user: string, requestedClass: string | null): { cpu: number; memory: number } {
+    const { classes, images, users } = this.config.priorities;
+    if (requestedClass !== null && !(requestedClass in classes)) throw new ValidationError(`unknown priority class '${requestedClass}'`, requestedClass);
+    let cpu = 1;
+    let memory = 1;
+    const applied = new Set<string>();
+    for (const weights of [images[image], users[user]]) {
+      if (!weights) continue;
+      cpu *= weights.cpuMultiplier ?? 1;
+      memory *= weights.memoryMultiplier ?? 1;
+      if (weights.class) applied.add(weights.class);
+    }
+    if (requestedClass !== null) applied.add(requestedClass);
+    for (const name of applied) {
+      cpu *= classes[name]!.cpuMultiplier;
+      memory *= classes[name]!.memoryMultiplier;
+    }
+    return { cpu, memory };
+  }
+
+  private amount(
+    prediction: ResourcePrediction | undefined,
+    explicit: number | undefined,
+    fallback: AllocatedResource,
+    factor: number,
+    multiplier: number,
+    minimum: number,
+  ): { amount: AllocatedResource; predicted: boolean } {
+    if (explicit !== undefined) return { amount: { request: explicit, limit: explicit }, predicted: false };
+    if (!prediction) return { amount: { request: fallback.request * multiplier, limit: fallback.limit * multiplier }, predicted: false };
+    const request = Math.max(minimum, prediction.request * factor) * multiplier;
+    const limit = Math.max(request, Math.max(minimum, prediction.limit * factor) * multiplier);
+    return { amount: { request, limit }, predicted: true };
+  }
+
+  async allocate(request: AllocationRequest): Promise<AllocationDecision> {
+    const started = performance.now();
+    const decision = await this.decide(request);
+    this.metrics?.decisionSeconds.observe((performance.now() - started) / 1000);
+    this.metrics?.allocations.inc({ reason: decision.reason, level: decision.level });
+    return decision;
+  }
+
+  private async decide(request: AllocationRequest): Promise<AllocationDecision> {
+    const { image, user } = request;
+    const earlier = this.store.getAllocation(request.requestId);
+    if (earlier) return earlier; // the same request again: same answer, capacity taken once
+    const firstSight = this.store.markSeen(image, user, request.ts);
+    const resolved = this.resolve(image, user);
+    const multipliers = this.multipliers(image, user, request.priorityClass);
+    const cpu = this.amount(
+      resolved.profile?.resources.cpu,
+      request.request.cpu,
+      this.config.defaults.cpu,
+      resolved.userFactor.cpu,
+      multipliers.cpu,
+      this.config.minimum.cpu,
+    );
+    const memory = this.amount(
+      resolved.profile?.resources.mem,
+      request.request.memory,
+      this.config.defaults.memory,
+      resolved.userFactor.memory,
+      multipliers.memory,
+      this.config.minimum.memory,
+    );
+    const explicitOnly = request.request.cpu !== undefined && request.request.memory !== undefined;
+    const level: AllocationLevel = explicitOnly ? "explicit" : resolved.level;
+    const gpus = request.request.gpus ?? Math.ceil(resolved.profile?.resources.gpu_util?.request ?? 0);
+    const base: AllocationDecision = {
+      requestId: request.requestId,
+      image,
+      user,
+      ok: true,
+      reason: "ok",
+      message: "",
+      node: this.node,
+      level,
+      profileVersion: resolved.profile?.version ?? null,
+      cpu: cpu.amount,
+      memory: memory.amount,
+      gpus,
+      netEgressBytesPerSecond: request.request.netEgress ?? null,
+      priorityMultiplier: multipliers.cpu,
+      scaled: false,
+      ts: request.ts,
+    };
+    const describe = () => {
+      const parts = [
+        level === "default"
+          ? `no profile for (${image}, ${user}) or its fallbacks yet: default amounts`
+          : level === "explicit"
+            ? "explicit amounts from the request"
+            : `profile level ${level} (${resolved.profile!.image}, ${resolved.profile!.user}), version ${resolved.profile!.version}`,
+      ];
+      if (firstSight) parts.push(`first request for (${image}, ${user}): profiling starts with this run`);
+      if (resolved.level === "image") parts.push(`user factor cpu ${resolved.userFactor.cpu.toFixed(3)}, memory ${resolved.userFactor.memory.toFixed(3)}`);
+      if (multipliers.cpu !== 1 || multipliers.memory !== 1) parts.push(`priority multipliers cpu ×${multipliers.cpu}, memory ×${multipliers.memory}`);
+      return parts.join("; ");
+    };
+
+    base.message = describe();
+    const attempt = () => this.tryReserve(base, request.ts);
+    let outcome = attempt();
+    if (outcome.ok) return base;
+    let scalerError: string | null = null;
+    try {
+      const added = await this.scaler({ node: this.node, shortfall: outcome.shortfall, image, user, requestId: request.requestId });
+      base.scaled = true;
+      if (added.cpu > 0 || added.memory > 0 || added.gpus > 0) {
+        this.extraCapacity = {
+          cpu: this.extraCapacity.cpu + added.cpu,
+          memory: this.extraCapacity.memory + added.memory,
+          gpus: this.extraCapacity.gpus + added.gpus,
+        };
+        base.message = `${describe()}; scaler added ${added.cpu} cores, ${added.memory} bytes, ${added.gpus} GPUs`;
+        outcome = attempt();
+        if (outcome.ok) return base;
+      }
+    } catch (error) {
+      base.scaled = true;
+      scalerError = errorMessage(error);
+    }
+    const short = outcome.shortfall;
+    const missing = [
+      short.cpu > 0 ? `${short.cpu.toFixed(3)} cores` : null,
+      short.memory > 0 ? `${Math.ceil(short.memory)} bytes of memory` : null,
+      short.gpus > 0 ? `${short.gpus} GPUs` : null,
+    ].filter(Boolean);
+    return {
+      ...base,
+      ok: false,
+      reason: "capacity",
+      message: `node ${this.node} lacks ${missing.join(", ")}${scalerError ? `; scaler failed: ${scalerError}` : ""}; ${describe()}`,
+    };
+  }
+
+  /** Reserves the decision's requests if they fit; otherwise says what is missing. */
+  private tryReserve(decision: AllocationDecision, nowMs: number): { ok: boolean; shortfall: Inventory } {
+    const want = { cpu: decision.cpu!.request, memory: decision.memory!.request, gpus: decision.gpus };
+    const capacity = this.capacity();
+    return this.store.allocateAtomically<{ ok: boolean; shortfall: Inventory }>(this.node, nowMs, (active: ActiveAllocation[]) => {
+      const used = active.reduce(
+        (sum, a) => ({ cpu: sum.cpu + a.cpuCores, memory: sum.memory + a.memoryBytes, gpus: sum.gpus + a.gpus }),
+        { cpu: 0, memory: 0, gpus: 0 },
+      );
+      const shortfall = {
+        cpu: Math.max(0, used.cpu + want.cpu - capacity.cpu),
+        memory: Math.max(0, used.memory + want.memory - capacity.memory),
+        gpus: Math.max(0, used.gpus + want.gpus - capacity.gpus),
+      };
+      if (shortfall.cpu > 1e-9 || shortfall.memory > 0 || shortfall.gpus > 0) return { result: { ok: false, shortfall }, record: null };
+      return {
+        result: { ok: true, shortfall },
+        record: {
+          requestId: decision.requestId,
+          node: this.node,
+          cpuCores: want.cpu,
+          memoryBytes: want.memory,
+          gpus: want.gpus,
+          expiresAt: nowMs + this.config.leaseSeconds * 1000,
+          decision,
+        },
+      };
+    });
+  }
+
+  release(requestId: string): boolean {
+    return this.store.releaseAllocation(requestId);
+  }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from "commander";
+import { registerAllocate } from "./allocate.js";
+import { EXIT, fail } from "./common.js";
+import { registerProfiles } from "./profiles.js";
+import { registerRun } from "./run.js";
+
+const program = new Command()
+  .name("augur")
+  .description("learns what each (image, user) needs, predicts it, allocates it")
+  .version("0.1.0")
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride();
+
+registerRun(program);
+registerAllocate(program);
+registerProfiles(program);
+for (const command of program.commands) command.exitOverride();
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // --help and --version exit 0; unknown options, missing values and the like exit 2.
+    process.exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);
+  }
+  fail(error);
+}

@@ -1,0 +1,126 @@
+import { hostname } from "node:os";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { z } from "zod";
+import { allocationConfig } from "../allocate/config.js";
+import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
+import { ConfigError } from "../core/errors.js";
+import { validateId } from "../core/keys.js";
+import { MODEL_NAMES } from "../forecast/registry.js";
+import { loadYamlConfig, validateConfig, parseYaml, readConfigFile } from "./load.js";
+
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/, "host:port, e.g. 127.0.0.1:7070")
+  .refine((value) => Number(value.slice(value.lastIndexOf(":") + 1)) <= 65535, "port must be <= 65535");
+
+export const pipelineConfig = z
+  .object({
+    name: z.string().min(1).max(64).default("local"),
+    /** This node's name in allocations; `auto` is the host name. */
+    node: z.string().min(1).max(253).default("auto"),
+    /** Durable state (profiles, model state, allocations). Relative paths are relative to the config file. */
+    dataDir: z.string().min(1).default("../.augur/data"),
+    transport: z
+      .object({
+        kind: z.literal("embedded"),
+        partitions: z.number().int().min(1).max(256).default(4),
+        bufferRecords: z.number().int().min(1).max(10_000_000).default(10_000),
+      })
+      .strict()
+      .default({ kind: "embedded" }),
+    collect: z
+      .object({
+        /** Collector connector configs (connectors/*.yaml), relative to this file. */
+        connectors: z.array(z.string().min(1)).default([]),
+      })
+      .strict()
+      .default({}),
+    aggregate: z
+      .object({
+        window: z
+          .object({
+            kind: z.enum(["tumbling", "sliding"]).default("tumbling"),
+            sizeSeconds: z.number().positive().max(86400 * 7).default(60),
+            /** Sliding windows only; tumbling windows slide by their size. */
+            slideSeconds: z.number().positive().optional(),
+          })
+          .strict()
+          .default({}),
+        allowedLatenessSeconds: z.number().min(0).max(86400).default(10),
+        latePolicy: z.enum(["drop", "dead-letter"]).default("dead-letter"),
+        duplicatePolicy: z.enum(["drop", "dead-letter"]).default("drop"),
+        /** Live runs: close quiet windows after this much wall time without samples (0: never). */
+        idleWatermarkSeconds: z.number().min(0).max(86400).default(30),
+        sketchAccuracy: z.number().gt(0).lt(0.5).default(0.01),
+      })
+      .strict()
+      .default({}),
+    forecast: z
+      .object({
+        model: z.enum(MODEL_NAMES).default("decaying-percentile"),
+        /** Options of the chosen model (see its config schema). */
+        options: z.record(z.string(), z.unknown()).default({}),
+        cacheKeys: z.number().int().min(1).max(10_000_000).default(10_000),
+      })
+      .strict()
+      .default({}),
+    allocate: allocationConfig.default({}),
+    api: z
+      .object({
+        listen: listen.default("127.0.0.1:7070"),
+        /** Writes need `Authorization: Bearer <token>`. Read from this environment variable if set… */
+        tokenEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default("AUGUR_TOKEN"),
+        /** …else from this file (relative to the config), else a random one is written to <dataDir>/api-token. */
+        tokenFile: z.string().min(1).optional(),
+        bodyLimitBytes: z.number().int().min(1024).max(16 << 20).default(1 << 20),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    const { window } = config.aggregate;
+    if (window.kind === "tumbling" && window.slideSeconds !== undefined && window.slideSeconds !== window.sizeSeconds) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["aggregate", "window", "slideSeconds"], message: "tumbling windows slide by their size; use kind: sliding" });
+    }
+    if (window.slideSeconds !== undefined && window.slideSeconds > window.sizeSeconds) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ["aggregate", "window", "slideSeconds"], message: "slide must not exceed the window size" });
+    }
+  });
+
+export type PipelineConfig = z.infer<typeof pipelineConfig>;
+
+export interface LoadedPipeline {
+  path: string;
+  config: PipelineConfig;
+  node: string;
+  dataDir: string;
+  collectors: HostCollectorConfig[];
+}
+
+function relativeTo(base: string, path: string): string {
+  return isAbsolute(path) ? path : resolve(dirname(base), path);
+}
+
+/** Reads a pipeline file and the connector files it names; every error is a ConfigError. */
+export function loadPipeline(path: string, overrides: { dataDir?: string; listen?: string } = {}): LoadedPipeline {
+  const raw = parseYaml(readConfigFile(path), path);
+  if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) throw new ConfigError(`${path}: expected a mapping at the top level`);
+  const merged = { ...((raw as Record<string, unknown>) ?? {}) };
+  if (overrides.listen) merged.api = { ...((merged.api as object) ?? {}), listen: overrides.listen };
+  const config = validateConfig(pipelineConfig, merged, path);
+  const node = config.node === "auto" ? hostname() : config.node;
+  try {
+    validateId("node", node);
+  } catch (error) {
+    throw new ConfigError(`${path}: node: ${(error as Error).message}`);
+  }
+  const collectors = config.collect.connectors.map((file) => loadYamlConfig(hostCollectorConfig, relativeTo(path, file)));
+  return {
+    path,
+    config,
+    node,
+    dataDir: overrides.dataDir ? resolve(overrides.dataDir) : relativeTo(path, config.dataDir),
+    collectors,
+  };
+}

@@ -1,0 +1,56 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** Prometheus metrics of one augur process; every stage labels its own. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly recordsIn: Counter<"stage">;
+  readonly recordsOut: Counter<"stage">;
+  readonly deadLetters: Counter<"stage" | "code">;
+  readonly rejectedSamples: Counter<"reason">;
+  readonly stageErrors: Counter<"stage">;
+  readonly workloads: Gauge<"source">;
+  readonly profiles: Gauge;
+  readonly allocations: Counter<"reason" | "level">;
+  readonly decisionSeconds: Histogram;
+  readonly watermarkLagSeconds: Gauge<"stage">;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: "augur_process_" });
+    this.recordsIn = new Counter({ name: "augur_stage_records_in_total", help: "Records a stage consumed", labelNames: ["stage"], registers });
+    this.recordsOut = new Counter({ name: "augur_stage_records_out_total", help: "Records a stage produced", labelNames: ["stage"], registers });
+    this.deadLetters = new Counter({
+      name: "augur_dead_letters_total",
+      help: "Records sent to the dead-letter topic, by stage and error code",
+      labelNames: ["stage", "code"],
+      registers,
+    });
+    this.rejectedSamples = new Counter({
+      name: "augur_samples_rejected_total",
+      help: "Samples not counted by the windowing (late or duplicate)",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.stageErrors = new Counter({ name: "augur_stage_errors_total", help: "Errors a stage recovered from", labelNames: ["stage"], registers });
+    this.workloads = new Gauge({ name: "augur_collect_workloads", help: "Workloads the collectors see now", labelNames: ["source"], registers });
+    this.profiles = new Gauge({ name: "augur_profiles", help: "Profiles in the store", registers });
+    this.allocations = new Counter({
+      name: "augur_allocations_total",
+      help: "Allocation decisions by reason and profile level",
+      labelNames: ["reason", "level"],
+      registers,
+    });
+    this.decisionSeconds = new Histogram({
+      name: "augur_allocation_decision_seconds",
+      help: "Time to decide one allocation",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
+    this.watermarkLagSeconds = new Gauge({
+      name: "augur_stage_watermark_lag_seconds",
+      help: "Wall time minus the stage's event-time watermark",
+      labelNames: ["stage"],
+      registers,
+    });
+  }
+}

@@ -1,0 +1,152 @@
+// The decaying exponential histogram of the Kubernetes VPA recommender
+// (vertical-pod-autoscaler/pkg/recommender/util/{histogram,decaying_histogram}.go),
+// with the constants and percentile semantics of ../shared/ANCHORS.md §1.3–1.4.
+
+export interface HistogramOptions {
+  /** Largest value tracked; bigger ones land in the last bucket. VPA: 1000 cores, 1e12 bytes. */
+  maxValue: number;
+  /** Width of the first bucket. VPA: 0.01 core (CPU), 1e7 bytes (memory). */
+  firstBucketSize: number;
+  /** Bucket growth ratio. VPA DefaultHistogramBucketSizeGrowth = 0.05 → 1.05. */
+  ratio: number;
+  /** Weights below this count as empty. VPA: 0.001 × minSampleWeight(0.1) = 1e-4. */
+  epsilon: number;
+  /** Decay half-life in ms. VPA DefaultCPU/MemoryHistogramDecayHalfLife = 24 h. */
+  halfLifeMs: number;
+}
+
+/** VPA util/decaying_histogram.go maxDecayExponent. */
+const MAX_DECAY_EXPONENT = 100;
+
+export interface HistogramState {
+  referenceMs: number;
+  /** Sparse buckets: [index, weight]. */
+  buckets: Array<[number, number]>;
+}
+
+export class DecayingHistogram {
+  readonly numBuckets: number;
+  private weights: Float64Array;
+  private referenceMs = 0;
+  private totalWeight = 0;
+  private minBucket: number;
+  private maxBucket: number;
+
+  constructor(readonly options: HistogramOptions) {
+    const { maxValue, firstBucketSize, ratio } = options;
+    if (!(ratio > 1) || !(firstBucketSize > 0) || !(maxValue > firstBucketSize) || !(options.halfLifeMs > 0)) {
+      throw new RangeError("histogram needs ratio > 1, firstBucketSize > 0, maxValue > firstBucketSize, halfLife > 0");
+    }
+    // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
+    this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / Math.log(ratio)) + 1;
+    this.weights = new Float64Array(this.numBuckets);
+    this.minBucket = this.numBuckets - 1;
+    this.maxBucket = 0;
+  }
+
+  bucketStart(bucket: number): number {
+    if (bucket === 0) return 0;
+    const { firstBucketSize, ratio } = this.options;
+    return (firstBucketSize * (Math.pow(ratio, bucket) - 1)) / (ratio - 1);
+  }
+
+  findBucket(value: number): number {
+    const { firstBucketSize, ratio } = this.options;
+    if (value < firstBucketSize) return 0;
+    const bucket = Math.floor(Math.log((value * (ratio - 1)) / firstBucketSize + 1) / Math.log(ratio));
+    return Math.min(bucket, this.numBuckets - 1);
+  }
+
+  isEmpty(): boolean {
+    return this.totalWeight < this.options.epsilon;
+  }
+
+  /** Adds value with weight at event time `timeMs`; newer samples weigh exponentially more. */
+  add(value: number, weight: number, timeMs: number): void {
+    const exponent = (timeMs - this.referenceMs) / this.options.halfLifeMs;
+    if (exponent > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
+    const decayed = weight * Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+    if (!(decayed > 0) || !Number.isFinite(decayed)) return;
+    this.addToBucket(this.findBucket(value), decayed);
+  }
+
+  /** Removes weight earlier added at the same (value, time): VPA's peak replacement. */
+  subtract(value: number, weight: number, timeMs: number): void {
+    const decayed = weight * Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+    const bucket = this.findBucket(value);
+    const taken = Math.min(this.weights[bucket]!, decayed);
+    this.weights[bucket] = this.weights[bucket]! - taken;
+    this.totalWeight -= taken;
+    if (this.weights[bucket]! < this.options.epsilon) {
+      this.totalWeight -= this.weights[bucket]!;
+      this.weights[bucket] = 0;
+    }
+    this.updateMinAndMax();
+  }
+
+  private addToBucket(bucket: number, weight: number): void {
+    this.weights[bucket] = this.weights[bucket]! + weight;
+    this.totalWeight += weight;
+    if (bucket < this.minBucket && this.weights[bucket]! >= this.options.epsilon) this.minBucket = bucket;
+    if (bucket > this.maxBucket && this.weights[bucket]! >= this.options.epsilon) this.maxBucket = bucket;
+  }
+
+  /** VPA: shift the reference to round(t, halfLife) and rescale every weight. */
+  private shiftReference(timeMs: number): void {
+    const halfLife = this.options.halfLifeMs;
+    const newReference = Math.round(timeMs / halfLife) * halfLife;
+    const factor = Math.pow(2, Math.round((this.referenceMs - newReference) / halfLife));
+    this.referenceMs = newReference;
+    this.totalWeight = 0;
+    for (let b = 0; b < this.numBuckets; b++) {
+      const scaled = this.weights[b]! * factor;
+      this.weights[b] = scaled < this.options.epsilon ? 0 : scaled;
+      this.totalWeight += this.weights[b]!;
+    }
+    this.updateMinAndMax();
+  }
+
+  private updateMinAndMax(): void {
+    this.minBucket = this.numBuckets - 1;
+    this.maxBucket = 0;
+    for (let b = 0; b < this.numBuckets; b++) {
+      if (this.weights[b]! >= this.options.epsilon) {
+        if (b < this.minBucket) this.minBucket = b;
+        this.maxBucket = b;
+      }
+    }
+  }
+
+  /** VPA percentile: the upper edge of the first bucket whose cumulative weight reaches p × total. */
+  percentile(p: number): number {
+    if (this.isEmpty()) return 0;
+    const threshold = p * this.totalWeight;
+    let sum = 0;
+    let bucket = this.minBucket;
+    for (; bucket < this.maxBucket; bucket++) {
+      sum += this.weights[bucket]!;
+      if (sum >= threshold) break;
+    }
+    return bucket < this.numBuckets - 1 ? this.bucketStart(bucket + 1) : this.bucketStart(bucket);
+  }
+
+  toState(): HistogramState {
+    const buckets: Array<[number, number]> = [];
+    this.weights.forEach((weight, index) => {
+      if (weight >= this.options.epsilon) buckets.push([index, weight]);
+    });
+    return { referenceMs: this.referenceMs, buckets };
+  }
+
+  static fromState(options: HistogramOptions, state: HistogramState): DecayingHistogram {
+    const histogram = new DecayingHistogram(options);
+    histogram.referenceMs = state.referenceMs;
+    for (const [index, weight] of state.buckets) {
+      if (!Number.isInteger(index) || index < 0 || index >= histogram.numBuckets || !(weight >= 0)) {
+        throw new RangeError(`histogram state has an invalid bucket [${index}, ${weight}]`);
+      }
+      histogram.addToBucket(index, weight);
+    }
+    return histogram;
+  }
+}

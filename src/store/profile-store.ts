@@ -1,0 +1,183 @@
+import Database from "better-sqlite3";
+import { mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { AllocationDecision, Profile, ProfileLevel } from "../core/types.js";
+
+/** Layout version of the database; bump with a migration when tables change. */
+const SCHEMA_VERSION = 1;
+
+export interface StoredModelState {
+  model: string;
+  stateVersion: number;
+  state: unknown;
+}
+
+export interface ProfileUpdate {
+  profile: Profile;
+  modelState: StoredModelState;
+}
+
+export interface ActiveAllocation {
+  requestId: string;
+  node: string;
+  cpuCores: number;
+  memoryBytes: number;
+  gpus: number;
+  expiresAt: number;
+}
+
+/**
+ * The embedded, durable store of a pipeline: profiles with the model state
+ * that produced them, pairs seen by the allocator, and live allocations.
+ * SQLite in WAL mode with synchronous=FULL: a transaction that returned is
+ * on disk, so a SIGKILL (or a power cut) loses no committed update. It lives
+ * in one file under the data directory; no id ever becomes a path.
+ */
+export class ProfileStore {
+  private readonly db: Database.Database;
+  private readonly statements;
+
+  constructor(readonly dataDir: string) {
+    const dir = resolve(dataDir);
+    mkdirSync(dir, { recursive: true });
+    this.db = new Database(join(dir, "augur.db"));
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("busy_timeout = 5000");
+    this.migrate();
+    this.statements = {
+      upsertProfile: this.db.prepare(
+        `INSERT INTO profiles (image, user, level, version, profile, model, model_version, model_state)
+         VALUES (@image, @user, @level, @version, @profile, @model, @modelVersion, @modelState)
+         ON CONFLICT (image, user) DO UPDATE SET level = excluded.level, version = excluded.version,
+           profile = excluded.profile, model = excluded.model, model_version = excluded.model_version,
+           model_state = excluded.model_state
+         WHERE excluded.version >= profiles.version`,
+      ),
+      getProfile: this.db.prepare(`SELECT profile FROM profiles WHERE image = ? AND user = ?`),
+      getModelState: this.db.prepare(`SELECT model, model_version, model_state FROM profiles WHERE image = ? AND user = ?`),
+      listProfiles: this.db.prepare(
+        `SELECT profile FROM profiles WHERE (@image IS NULL OR image = @image) AND (@user IS NULL OR user = @user) ORDER BY image, user LIMIT @limit`,
+      ),
+      userProfiles: this.db.prepare(`SELECT profile FROM profiles WHERE user = ? AND image <> '*'`),
+      markSeen: this.db.prepare(`INSERT OR IGNORE INTO pairs (image, user, first_requested) VALUES (?, ?, ?)`),
+      isSeen: this.db.prepare(`SELECT first_requested FROM pairs WHERE image = ? AND user = ?`),
+      insertAllocation: this.db.prepare(
+        `INSERT INTO allocations (request_id, node, cpu_cores, memory_bytes, gpus, expires_at, decision)
+         VALUES (@requestId, @node, @cpuCores, @memoryBytes, @gpus, @expiresAt, @decision)`,
+      ),
+      deleteAllocation: this.db.prepare(`DELETE FROM allocations WHERE request_id = ?`),
+      expireAllocations: this.db.prepare(`DELETE FROM allocations WHERE expires_at <= ?`),
+      activeAllocations: this.db.prepare(`SELECT request_id, node, cpu_cores, memory_bytes, gpus, expires_at FROM allocations WHERE node = ?`),
+      getAllocation: this.db.prepare(`SELECT decision FROM allocations WHERE request_id = ?`),
+    };
+  }
+
+  private migrate(): void {
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS profiles (
+        image TEXT NOT NULL, user TEXT NOT NULL, level TEXT NOT NULL, version INTEGER NOT NULL,
+        profile TEXT NOT NULL, model TEXT NOT NULL, model_version INTEGER NOT NULL, model_state TEXT NOT NULL,
+        PRIMARY KEY (image, user));
+      CREATE INDEX IF NOT EXISTS profiles_by_user ON profiles (user);
+      CREATE TABLE IF NOT EXISTS pairs (image TEXT NOT NULL, user TEXT NOT NULL, first_requested INTEGER NOT NULL, PRIMARY KEY (image, user));
+      CREATE TABLE IF NOT EXISTS allocations (
+        request_id TEXT PRIMARY KEY, node TEXT NOT NULL, cpu_cores REAL NOT NULL, memory_bytes REAL NOT NULL,
+        gpus INTEGER NOT NULL, expires_at INTEGER NOT NULL, decision TEXT NOT NULL);
+    `);
+    const row = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
+    if (!row) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
+    else if (Number(row.value) > SCHEMA_VERSION) {
+      throw new Error(`data directory ${this.dataDir} was written by a newer augur (schema ${row.value} > ${SCHEMA_VERSION})`);
+    }
+  }
+
+  /** Writes all updates in one transaction: all or none survive a crash. */
+  writeProfiles(updates: ProfileUpdate[]): void {
+    this.db.transaction(() => {
+      for (const { profile, modelState } of updates) {
+        this.statements.upsertProfile.run({
+          image: profile.image,
+          user: profile.user,
+          level: profile.level,
+          version: profile.version,
+          profile: JSON.stringify(profile),
+          model: modelState.model,
+          modelVersion: modelState.stateVersion,
+          modelState: JSON.stringify(modelState.state),
+        });
+      }
+    })();
+  }
+
+  getProfile(image: string, user: string): Profile | null {
+    const row = this.statements.getProfile.get(image, user) as { profile: string } | undefined;
+    return row ? (JSON.parse(row.profile) as Profile) : null;
+  }
+
+  getModelState(image: string, user: string): StoredModelState | null {
+    const row = this.statements.getModelState.get(image, user) as { model: string; model_version: number; model_state: string } | undefined;
+    return row ? { model: row.model, stateVersion: row.model_version, state: JSON.parse(row.model_state) } : null;
+  }
+
+  listProfiles(filter: { image?: string; user?: string; level?: ProfileLevel; limit?: number } = {}): Profile[] {
+    const rows = this.statements.listProfiles.all({ image: filter.image ?? null, user: filter.user ?? null, limit: filter.limit ?? 10_000 }) as Array<{
+      profile: string;
+    }>;
+    const profiles = rows.map((row) => JSON.parse(row.profile) as Profile);
+    return filter.level ? profiles.filter((profile) => profile.level === filter.level) : profiles;
+  }
+
+  /** Exact profiles of one user over all images (to compute the user's factor). */
+  profilesOfUser(user: string): Profile[] {
+    return (this.statements.userProfiles.all(user) as Array<{ profile: string }>).map((row) => JSON.parse(row.profile) as Profile);
+  }
+
+  /** Records the first request for a pair; returns true if it had never been seen. */
+  markSeen(image: string, user: string, ts: number): boolean {
+    return this.statements.markSeen.run(image, user, ts).changes > 0;
+  }
+
+  firstSeen(image: string, user: string): number | null {
+    const row = this.statements.isSeen.get(image, user) as { first_requested: number } | undefined;
+    return row ? row.first_requested : null;
+  }
+
+  /**
+   * Runs `decide` with the node's live allocations inside one write
+   * transaction, so that two processes allocating at once cannot both take
+   * the last free core. `decide` returns what to record (or null).
+   */
+  allocateAtomically<T>(node: string, nowMs: number, decide: (active: ActiveAllocation[]) => { result: T; record: ActiveAllocation & { decision: AllocationDecision } | null }): T {
+    const run = this.db.transaction(() => {
+      this.statements.expireAllocations.run(nowMs);
+      const active = (this.statements.activeAllocations.all(node) as Array<Record<string, number | string>>).map((row) => ({
+        requestId: String(row.request_id),
+        node: String(row.node),
+        cpuCores: Number(row.cpu_cores),
+        memoryBytes: Number(row.memory_bytes),
+        gpus: Number(row.gpus),
+        expiresAt: Number(row.expires_at),
+      }));
+      const { result, record } = decide(active);
+      if (record) this.statements.insertAllocation.run({ ...record, decision: JSON.stringify(record.decision) });
+      return result;
+    });
+    return run.immediate();
+  }
+
+  getAllocation(requestId: string): AllocationDecision | null {
+    const row = this.statements.getAllocation.get(requestId) as { decision: string } | undefined;
+    return row ? (JSON.parse(row.decision) as AllocationDecision) : null;
+  }
+
+  releaseAllocation(requestId: string): boolean {
+    return this.statements.deleteAllocation.run(requestId).changes > 0;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+

@@ -1,0 +1,85 @@
+// The seam between stages and whatever carries records between them. A
+// stage gets a Transport and names topics; it never knows whether they live
+// in this process (embedded) or in Kafka.
+
+export interface OutgoingRecord<T> {
+  key: string;
+  value: T;
+  /** Event time of the record, epoch ms. */
+  timestamp: number;
+  headers?: Record<string, string>;
+}
+
+export interface TopicRecord<T> extends Required<OutgoingRecord<T>> {
+  topic: string;
+  partition: number;
+  offset: number;
+}
+
+export interface Topic<T> {
+  readonly name: string;
+  /**
+   * Appends records. Records with the same key keep their order. The promise
+   * settles once the transport has taken them; while consumers lag behind by
+   * more than the buffer, it waits (backpressure).
+   */
+  publish(records: Array<OutgoingRecord<T>>): Promise<void>;
+}
+
+export type BatchHandler<T> = (batch: Array<TopicRecord<T>>) => Promise<void>;
+
+export interface ConsumeOptions {
+  /** Consumer group: each group sees every record once; members share partitions. */
+  group: string;
+  /** Largest batch handed to the handler at once. */
+  maxBatch?: number;
+  /** Where a group with no committed position starts. */
+  from?: "earliest" | "latest";
+}
+
+export interface Consumer {
+  /** Stops fetching, waits for the batch in flight, commits what was handled. */
+  stop(): Promise<void>;
+}
+
+export interface Transport {
+  readonly kind: string;
+  topic<T>(name: string): Topic<T>;
+  /**
+   * Calls `handler` with batches of records, one partition at a time and in
+   * order within a partition. A batch counts as consumed (its offsets are
+   * committed) only after the handler's promise resolves.
+   */
+  consume<T>(topic: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer>;
+  close(): Promise<void>;
+}
+
+/** Topic names, as in the design's "Topics" table. */
+export const TOPICS = {
+  samples: "augur.samples",
+  windows: "augur.windows",
+  profiles: "augur.profiles",
+  anomalies: "augur.anomalies",
+  allocationRequests: "augur.allocation-requests",
+  allocations: "augur.allocations",
+  actuations: "augur.actuations",
+  deadLetter: "augur.dead-letter",
+} as const;
+
+/** What lands on `augur.dead-letter`: the original record and why it was refused. */
+export interface DeadLetter {
+  originalTopic: string;
+  stage: string;
+  errorCode: string;
+  error: string;
+  /** The refused value as it arrived (decoded if it could be, else raw text). */
+  payload: unknown;
+}
+
+/** Headers that carry the reason on the dead-letter topic (as Kafka Connect does). */
+export const DEAD_LETTER_HEADERS = {
+  topic: "augur.dlq.topic",
+  stage: "augur.dlq.stage",
+  code: "augur.dlq.error.code",
+  message: "augur.dlq.error.message",
+} as const;
