@@ -60,7 +60,7 @@ export const pipelineConfig = z
         model: z.enum(MODEL_NAMES).default("decaying-percentile"),
         /** Options of the chosen model (see its config schema). */
         options: z.record(z.string(), z.unknown()).default({}),
-        cacheKeys: z.number().int().min(1).max(10_000_000).default(10_000),
+        cacheKeys: z.number().int().min(1).max(10_000_000).default(2_000),
       })
       .strict()
       .default({}),

@@ -196,7 +196,7 @@ export interface ActuationResult {
   ts: number;
 }
 
-export type AnomalyType = "memory-leak" | "cpu-runaway" | "spike" | "miner" | "network-burst" | "never-seen";
+export type AnomalyType = "memory_leak" | "cpu_runaway" | "spike" | "miner" | "network_burst" | "never_seen" | "unknown";
 
 export interface Anomaly {
   workload: string;

@@ -19,6 +19,13 @@ export const percentileModelConfig = z
     /** VPA DefaultOOMBumpUpRatio (1.2) and DefaultOOMMinBumpUp (100 MiB). */
     oomBumpUpRatio: z.number().min(1).max(10).default(1.2),
     oomMinBumpUpBytes: z.number().min(0).default(100 * MIB),
+    /**
+     * Bucket growth. VPA uses 0.05 with a 0.01-core / 1e7-byte first bucket,
+     * which at 100 MB is a 15% step; augur defaults to 0.02 and buckets ten
+     * times finer (`bucketScale` 0.1), a 3% step there. The VPA baseline sets 0.05 and 1.
+     */
+    bucketGrowth: z.number().gt(0).max(1).default(0.02),
+    bucketScale: z.number().gt(0).max(1).default(0.1),
   })
   .strict();
 export type PercentileModelConfig = z.infer<typeof percentileModelConfig>;
@@ -145,7 +152,14 @@ class PercentileModel implements ForecastModel {
 }
 
 function histogramOptions(resource: Resource, config: PercentileModelConfig): HistogramOptions {
-  return { ...BUCKETS[resource], ratio: 1.05, epsilon: 1e-4, halfLifeMs: config.halfLifeHours * HOUR_MS };
+  const { firstBucketSize, maxValue } = BUCKETS[resource];
+  return {
+    firstBucketSize: firstBucketSize * config.bucketScale,
+    maxValue,
+    ratio: 1 + config.bucketGrowth,
+    epsilon: 1e-4,
+    halfLifeMs: config.halfLifeHours * HOUR_MS,
+  };
 }
 
 export function createPercentileModelFactory(config: PercentileModelConfig): ModelFactory {

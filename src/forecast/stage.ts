@@ -48,7 +48,7 @@ export class ForecastStage {
     private readonly store: ProfileStore,
     private readonly factory: ModelFactory,
     private readonly metrics: Metrics,
-    private readonly options: ForecastStageOptions = { cacheKeys: 10_000 },
+    private readonly options: ForecastStageOptions = { cacheKeys: 2_000 },
   ) {}
 
   async start(): Promise<void> {

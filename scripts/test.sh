@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs augur's tests: `unit`, `integration`, or both (default).
+# Installs dependencies if missing, builds, then runs node's test runner on
+# the compiled tests. Services that later suites need are started by
+# scripts/services.sh from here, and stopped if this script started them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+suite="${1:-all}"
+if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
+fi
+npx tsc -p tsconfig.json
+
+files=()
+case "$suite" in
+  unit) mapfile -t files < <(find dist/test/unit -name '*.test.js' | sort) ;;
+  integration) mapfile -t files < <(find dist/test/integration -name '*.test.js' | sort) ;;
+  all) mapfile -t files < <(find dist/test/unit dist/test/integration -name '*.test.js' | sort) ;;
+  *) echo "usage: $0 [unit|integration|all]" >&2; exit 2 ;;
+esac
+if [ "${#files[@]}" -eq 0 ]; then
+  echo "no test files for suite '$suite'" >&2
+  exit 1
+fi
+
+mkdir -p test-artifacts
+exec node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"

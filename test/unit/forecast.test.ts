@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { WindowAggregator } from "../../src/aggregate/windows.js";
+import { Metrics } from "../../src/core/metrics.js";
+import type { WindowAggregate } from "../../src/core/types.js";
+import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
+import { createModelFactory } from "../../src/forecast/registry.js";
+import { ForecastStage } from "../../src/forecast/stage.js";
+import { ProfileStore } from "../../src/store/profile-store.js";
+import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
+import { TOPICS, type DeadLetter, type TopicRecord } from "../../src/transport/topic.js";
+import { T0, sample, tempDir } from "../helpers.js";
+
+const DAY = 86_400_000;
+const vpaCpu = { firstBucketSize: 0.01, maxValue: 1000, ratio: 1.05, epsilon: 1e-4, halfLifeMs: DAY };
+
+describe("decaying histogram (VPA)", () => {
+  it("has VPA's 176 buckets for CPU and memory", () => {
+    assert.equal(new DecayingHistogram(vpaCpu).numBuckets, 176);
+    assert.equal(new DecayingHistogram({ ...vpaCpu, firstBucketSize: 1e7, maxValue: 1e12 }).numBuckets, 176);
+  });
+
+  it("returns the upper edge of the percentile's bucket, as ANCHORS §1.3's worked examples", () => {
+    for (const [value, end] of [
+      [0.5, 0.5111],
+      [0.1, 0.1103],
+      [2.0, 2.093],
+    ] as const) {
+      const histogram = new DecayingHistogram(vpaCpu);
+      histogram.add(value, 1, T0);
+      assert.ok(Math.abs(histogram.percentile(0.9) - end) < 5e-4, `${value} → ${histogram.percentile(0.9)}`);
+    }
+  });
+
+  it("weighs a sample one half-life newer twice as much", () => {
+    const histogram = new DecayingHistogram(vpaCpu);
+    histogram.add(1, 1, T0);
+    histogram.add(2, 1, T0 + DAY);
+    // weights 1 and 2: p50 threshold 1.5 is reached only in the bucket of 2
+    assert.ok(histogram.percentile(0.5) > 2);
+    assert.ok(histogram.percentile(0.3) < 1.1);
+  });
+
+  it("keeps percentiles when the reference time shifts far ahead", () => {
+    const histogram = new DecayingHistogram(vpaCpu);
+    histogram.add(1, 1, T0);
+    histogram.add(1, 1, T0 + 150 * DAY); // exponent > 100: reference shifts
+    assert.ok(Math.abs(histogram.percentile(0.5) - 1.04) < 0.05);
+    const copy = DecayingHistogram.fromState(vpaCpu, histogram.toState());
+    assert.equal(copy.percentile(0.5), histogram.percentile(0.5));
+  });
+});
+
+function windowsFor(image: string, user: string, cpu: number, memory: number, count: number, startMs = T0): WindowAggregate[] {
+  const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs: 60_000, slideMs: 60_000, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+  const out: WindowAggregate[] = [];
+  for (let i = 0; i < count * 6; i++) {
+    out.push(...aggregator.add(sample({ ts: startMs + i * 10_000, image, user, cpuCores: cpu, memoryWorkingSetBytes: memory })).closed);
+  }
+  out.push(...aggregator.flush());
+  return out;
+}
+
+const asRecords = (windows: WindowAggregate[]): Array<TopicRecord<WindowAggregate>> =>
+  windows.map((value, offset) => ({ topic: TOPICS.windows, partition: 0, offset, key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd, headers: {} }));
+
+describe("forecast stage", () => {
+  it("builds profiles at all four levels, and a restarted stage continues from the stored model", async () => {
+    const { dir, cleanup } = tempDir();
+    const factory = createModelFactory("decaying-percentile", {});
+    try {
+      const windows = windowsFor("app", "alice", 0.5, 200e6, 10);
+      let store = new ProfileStore(dir);
+      let transport = new EmbeddedTransport();
+      const stage = new ForecastStage(transport, store, factory, new Metrics());
+      await stage.handle(asRecords(windows.slice(0, 5)));
+      const levels = store.listProfiles().map((p) => `${p.image}|${p.user}|${p.level}`).sort();
+      assert.deepEqual(levels, ["*|*|global", "*|alice|user", "app|*|image", "app|alice|exact"]);
+      const exact = store.getProfile("app", "alice")!;
+      assert.equal(exact.windows, 5);
+      assert.ok(Math.abs(exact.resources.cpu!.p50 - 0.5) / 0.5 < 0.05, `cpu p50 ${exact.resources.cpu!.p50}`);
+      assert.ok(Math.abs(exact.resources.mem!.p50 - 200e6) / 200e6 < 0.06, `mem p50 ${exact.resources.mem!.p50}`);
+      assert.ok(exact.resources.cpu!.request > exact.resources.cpu!.p90, "request carries the margin");
+      store.close();
+      await transport.close();
+
+      // A new process: new stage, same data directory.
+      store = new ProfileStore(dir);
+      transport = new EmbeddedTransport();
+      const restarted = new ForecastStage(transport, store, factory, new Metrics());
+      await restarted.handle(asRecords(windows.slice(3))); // 3 and 4 again: redelivered
+      const after = store.getProfile("app", "alice")!;
+      assert.equal(after.windows, 10, "redelivered windows are not counted twice");
+      assert.equal(after.version, windows[9]!.windowEnd);
+      store.close();
+      await transport.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("raises the memory prediction after an OOM kill (VPA bump-up)", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const store = new ProfileStore(dir);
+      const stage = new ForecastStage(new EmbeddedTransport(), store, createModelFactory("decaying-percentile", {}), new Metrics());
+      const windows = windowsFor("app", "bob", 0.2, 100e6, 4);
+      await stage.handle(asRecords(windows.slice(0, 3)));
+      const before = store.getProfile("app", "bob")!.resources.mem!.max;
+      await stage.handle(asRecords([{ ...windows[3]!, oomKills: 1 }]));
+      const after = store.getProfile("app", "bob")!;
+      assert.equal(after.oomKills, 1);
+      assert.ok(after.resources.mem!.max >= before + 100 * 1024 * 1024, `max ${after.resources.mem!.max}`);
+      store.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("sends malformed windows to the dead letter with the reason and keeps going", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const store = new ProfileStore(dir);
+      const transport = new EmbeddedTransport();
+      const dead: DeadLetter[] = [];
+      await transport.consume<DeadLetter>(TOPICS.deadLetter, { group: "test" }, async (batch) => {
+        dead.push(...batch.map((r) => r.value));
+      });
+      const stage = new ForecastStage(transport, store, createModelFactory("decaying-percentile", {}), new Metrics());
+      const good = windowsFor("app", "carol", 0.1, 50e6, 1)[0]!;
+      const bad = [
+        { ...good, image: "x\u0000y" },
+        { ...good, resources: { cpu: { ...good.resources.cpu!, max: Number.NaN } } },
+        { ...good, windowEnd: good.windowStart - 1 },
+        "garbage",
+      ];
+      await stage.handle(asRecords([...bad, good] as WindowAggregate[]));
+      await transport.drain();
+      assert.equal(dead.length, 4);
+      assert.ok(dead.every((d) => d.stage === "forecast" && d.error.length > 0));
+      assert.ok(store.getProfile("app", "carol"));
+      store.close();
+      await transport.close();
+    } finally {
+      cleanup();
+    }
+  });
+});

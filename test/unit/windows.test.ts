@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { firstValueFrom, from, toArray } from "rxjs";
+import { windowByPair } from "../../src/aggregate/operators.js";
+import { WindowAggregator, type WindowingOptions } from "../../src/aggregate/windows.js";
+import { T0, sample } from "../helpers.js";
+
+const tumbling: WindowingOptions = { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 2_000, sketchAccuracy: 0.01 };
+
+describe("event-time windows", () => {
+  it("closes a tumbling window when the watermark passes its end, with count, mean, max and quantiles", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    for (let i = 0; i < 10; i++) assert.deepEqual(aggregator.add(sample({ ts: T0 + i * 1000, cpuCores: i / 10 })).closed, []);
+    // 11 s: watermark 9 s, window [0, 10) still open
+    assert.deepEqual(aggregator.add(sample({ ts: T0 + 11_000, cpuCores: 1 })).closed, []);
+    const { closed } = aggregator.add(sample({ ts: T0 + 12_000, cpuCores: 1 }));
+    assert.equal(closed.length, 1);
+    const window = closed[0]!;
+    assert.equal(window.windowStart, T0);
+    assert.equal(window.windowEnd, T0 + 10_000);
+    assert.equal(window.sampleCount, 10);
+    const cpu = window.resources.cpu!;
+    assert.equal(cpu.count, 10);
+    assert.ok(Math.abs(cpu.mean - 0.45) < 1e-9);
+    assert.equal(cpu.max, 0.9);
+    assert.ok(Math.abs(cpu.p50 - 0.4) <= 0.01 * 0.5, `p50 ${cpu.p50}`);
+  });
+
+  it("keeps (image, user) pairs apart and counts distinct workloads", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    aggregator.add(sample({ ts: T0, workload: "a", image: "i1", cpuCores: 1 }));
+    aggregator.add(sample({ ts: T0, workload: "b", image: "i1", cpuCores: 1 }));
+    aggregator.add(sample({ ts: T0, workload: "c", image: "i2", cpuCores: 1 }));
+    const closed = aggregator.flush();
+    assert.equal(closed.length, 2);
+    assert.equal(closed.find((w) => w.image === "i1")!.workloadCount, 2);
+  });
+
+  it("accepts out-of-order samples within the allowed lateness and refuses later ones as late", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    aggregator.add(sample({ ts: T0 + 9_000, cpuCores: 1 }));
+    aggregator.add(sample({ ts: T0 + 11_000, workload: "w2", cpuCores: 1 }));
+    assert.equal(aggregator.add(sample({ ts: T0 + 5_000, workload: "w3", cpuCores: 1 })).rejected, undefined);
+    const { closed } = aggregator.add(sample({ ts: T0 + 12_500, workload: "w2", cpuCores: 1 }));
+    assert.equal(closed[0]!.sampleCount, 2);
+    assert.equal(aggregator.add(sample({ ts: T0 + 4_000, workload: "w4", cpuCores: 1 })).rejected, "late");
+  });
+
+  it("refuses a second sample of a workload at the same timestamp", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    assert.equal(aggregator.add(sample({ ts: T0, cpuCores: 1 })).rejected, undefined);
+    assert.equal(aggregator.add(sample({ ts: T0, cpuCores: 2 })).rejected, "duplicate");
+    assert.equal(aggregator.flush()[0]!.resources.cpu!.max, 1);
+  });
+
+  it("puts a sample in every sliding window that covers it", () => {
+    const aggregator = new WindowAggregator({ ...tumbling, kind: "sliding", sizeMs: 10_000, slideMs: 5_000 });
+    aggregator.add(sample({ ts: T0 + 7_000, cpuCores: 1 }));
+    const closed = aggregator.flush();
+    assert.deepEqual(
+      closed.map((w) => [w.windowStart - T0, w.windowEnd - T0]),
+      [
+        [0, 10_000],
+        [5_000, 15_000],
+      ],
+    );
+  });
+
+  it("closes quiet windows on a watermark tick, and never moves the watermark back", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    aggregator.add(sample({ ts: T0, cpuCores: 1 }));
+    assert.equal(aggregator.advanceWatermark(T0 + 10_000).length, 1);
+    assert.deepEqual(aggregator.advanceWatermark(T0), []);
+    assert.equal(aggregator.watermark, T0 + 10_000);
+  });
+
+  it("refuses a slide longer than the window, and a tumbling window that slides", () => {
+    assert.throws(() => new WindowAggregator({ ...tumbling, kind: "sliding", slideMs: 20_000 }), RangeError);
+    assert.throws(() => new WindowAggregator({ ...tumbling, slideMs: 5_000 }), RangeError);
+  });
+
+  it("works as an RxJS operator, flushing open windows when the source completes", async () => {
+    const inputs = [
+      sample({ ts: T0, cpuCores: 0.5 }),
+      sample({ ts: T0, cpuCores: 0.5 }), // duplicate
+      sample({ ts: T0 + 15_000, cpuCores: 0.25 }),
+      { watermarkMs: T0 + 30_000 },
+    ];
+    const events = await firstValueFrom(from(inputs).pipe(windowByPair(tumbling), toArray()));
+    assert.deepEqual(
+      events.map((e) => e.kind),
+      ["rejected", "window", "window"],
+    );
+  });
+});
