@@ -38,9 +38,16 @@ function problem(reply: FastifyReply, status: number, reason: string, message: s
 
 /** The HTTP API. Reads are open; writes need the bearer token. */
 export function buildApi(deps: ApiDependencies): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes, routerOptions: { maxParamLength: 1024 } });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: deps.bodyLimitBytes,
+    routerOptions: { maxParamLength: 1024 },
+    // Undecodable URLs and the like: same error shape as every other answer.
+    frameworkErrors: (error, _request, reply) => problem(reply, 400, "invalid", error.message),
+  });
   const now = deps.now ?? Date.now;
   const expected = digest(deps.token);
+  app.removeContentTypeParser("text/plain"); // bodies are JSON; anything else is 415
 
   const requireToken = async (request: FastifyRequest, reply: FastifyReply) => {
     const header = request.headers.authorization ?? "";

@@ -28,7 +28,12 @@ export function formatIssues(source: string, error: z.ZodError, input: unknown):
 export function parseYaml(text: string, source: string): unknown {
   const document = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (document.errors.length > 0) throw new ConfigError(`${source}: ${document.errors[0]!.message}`);
-  return document.toJS({ maxAliasCount: 100 });
+  try {
+    return document.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    // The yaml library refuses alias bombs while resolving: still a config error.
+    throw new ConfigError(`${source}: ${(error as Error).message}`);
+  }
 }
 
 export function readConfigFile(path: string): string {

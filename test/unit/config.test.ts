@@ -1,0 +1,69 @@
+import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { ConfigError } from "../../src/core/errors.js";
+import { loadPipeline } from "../../src/config/pipeline.js";
+import { tempDir } from "../helpers.js";
+
+const repo = fileURLToPath(new URL("../../../", import.meta.url));
+
+function withConfig(body: string, connector?: string): { path: string; cleanup: () => void } {
+  const { dir, cleanup } = tempDir();
+  mkdirSync(join(dir, "connectors"));
+  if (connector !== undefined) writeFileSync(join(dir, "connectors", "host.yaml"), connector);
+  const path = join(dir, "pipeline.yaml");
+  writeFileSync(path, body);
+  return { path, cleanup };
+}
+
+function expectConfigError(body: string, pattern: RegExp, connector?: string) {
+  const { path, cleanup } = withConfig(body, connector);
+  try {
+    assert.throws(() => loadPipeline(path), (error: unknown) => error instanceof ConfigError && pattern.test(error.message), pattern.source);
+  } finally {
+    cleanup();
+  }
+}
+
+describe("pipeline config", () => {
+  it("loads the shipped local.yaml and its connector", () => {
+    const loaded = loadPipeline(join(repo, "pipelines/local.yaml"));
+    assert.equal(loaded.config.transport.kind, "embedded");
+    assert.equal(loaded.collectors.length, 1);
+    assert.ok(loaded.collectors[0]!.process.rules.length >= 1);
+    assert.ok(loaded.dataDir.endsWith(".augur/data"));
+  });
+
+  it("fills defaults for an empty file", () => {
+    const { path, cleanup } = withConfig("");
+    try {
+      const loaded = loadPipeline(path);
+      assert.equal(loaded.config.api.listen, "127.0.0.1:7070");
+      assert.equal(loaded.config.aggregate.window.sizeSeconds, 60);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("names unknown fields with their path", () => expectConfigError("aggregate:\n  windw: {}\n", /aggregate: Unrecognized key.*"windw"/));
+  it("says what it expected and what it got", () => expectConfigError("aggregate:\n  allowedLatenessSeconds: lots\n", /aggregate\.allowedLatenessSeconds: Expected number, received string \(got "lots"\)/));
+  it("rejects malformed YAML with a position", () => expectConfigError("api: [unclosed\n", /pipeline\.yaml: .*(line|at)/i));
+  it("rejects duplicate keys", () => expectConfigError("name: a\nname: b\n", /[Dd]uplicate|unique/));
+  it("rejects a top level that is not a mapping", () => expectConfigError("- a\n- b\n", /mapping/));
+  it("rejects a bad listen address", () => expectConfigError("api:\n  listen: 'localhost:99999'\n", /api\.listen/));
+  it("rejects sliding settings on a tumbling window", () => expectConfigError("aggregate:\n  window: { kind: tumbling, sizeSeconds: 10, slideSeconds: 5 }\n", /slideSeconds/));
+  it("rejects a node name with a control character", () => expectConfigError('node: "a\\u0000b"\n', /node/));
+  it("rejects NaN-like and negative numbers", () => expectConfigError("allocate:\n  defaults:\n    cpu: { request: .nan, limit: -1 }\n", /allocate\.defaults\.cpu/));
+  it("rejects a missing connector file", () => expectConfigError("collect:\n  connectors: [connectors/none.yaml]\n", /cannot read config .*none\.yaml: ENOENT/));
+  it("rejects a connector with an invalid regular expression", () =>
+    expectConfigError("collect:\n  connectors: [connectors/host.yaml]\n", /cgroup\.rules\.0\.pattern: invalid regular expression/, "kind: host\ncgroup:\n  rules:\n    - pattern: '(['\n"));
+  it("rejects a connector of an unknown kind", () => expectConfigError("collect:\n  connectors: [connectors/host.yaml]\n", /kind/, "kind: satellite\n"));
+  it("rejects a YAML alias bomb", () => {
+    const bomb = ["a: &a [x, x, x, x, x, x, x, x, x]"];
+    for (let i = 0; i < 12; i++) bomb.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`);
+    expectConfigError(bomb.join("\n") + "\n", /alias/i);
+  });
+  it("rejects a config with a NUL byte", () => expectConfigError("name: a\u0000\n", /NUL/));
+});
