@@ -39,8 +39,14 @@ const MAX_TS = Date.UTC(2200, 0, 1);
 
 /** Builds a Sample with every optional measurement empty. */
 export function emptySample(base: Pick<Sample, "ts" | "workload" | "image" | "user" | "host" | "source">): Sample {
+  // Listed field by field (no spread): every Sample gets one hidden class.
   return {
-    ...base,
+    ts: base.ts,
+    workload: base.workload,
+    image: base.image,
+    user: base.user,
+    host: base.host,
+    source: base.source,
     cpuCores: null,
     memoryWorkingSetBytes: null,
     memoryRssBytes: null,
