@@ -7,7 +7,7 @@ import { pairKey } from "../core/keys.js";
 import { TOPICS, type Transport } from "../transport/topic.js";
 import { attributeCgroup, attributeProcess, cgroupRuleSchema, processRuleSchema } from "./attribution.js";
 import { detectHostLayout, listCgroups, readCgroup, type CgroupLayout } from "./cgroup.js";
-import { listPids, parsePasswd, readEnviron, readOwnNetns, readProcCgroups, readProcess } from "./proc.js";
+import { listPids, parsePasswd, type NetCounters, readEnviron, readOwnNetns, readProcCgroups, readProcess } from "./proc.js";
 
 export const hostCollectorConfig = z
   .object({
@@ -131,17 +131,7 @@ export class HostCollector {
         alive.add(workload);
         cgroupCount++;
         samples.push(
-          this.toSample(workload, attribution, "cgroup", nowMs, monotonicSeconds, {
-            atSeconds: monotonicSeconds,
-            cpuSeconds: reading.cpuSeconds,
-            ioReadBytes: reading.ioReadBytes,
-            ioWriteBytes: reading.ioWriteBytes,
-            netRxBytes: net?.rxBytes ?? null,
-            netTxBytes: net?.txBytes ?? null,
-            oomKills: reading.oomKills,
-            throttledPeriods: reading.throttledPeriods,
-            throttledSeconds: reading.throttledSeconds,
-          }, {
+          this.toSample(workload, attribution, "cgroup", nowMs, monotonicSeconds, { ...reading, net }, {
             memoryWorkingSetBytes: reading.memoryWorkingSetBytes,
             memoryRssBytes: reading.memoryRssBytes,
             memoryLimitBytes: reading.memoryLimitBytes,
@@ -169,19 +159,16 @@ export class HostCollector {
         if (!attribution) continue;
         alive.add(workload);
         processCount++;
-        const net = readOwnNetns(pid, this.procRoot);
         samples.push(
-          this.toSample(workload, attribution, "proc", nowMs, monotonicSeconds, {
-            atSeconds: monotonicSeconds,
-            cpuSeconds: reading.cpuSeconds,
-            ioReadBytes: reading.ioReadBytes,
-            ioWriteBytes: reading.ioWriteBytes,
-            netRxBytes: net?.rxBytes ?? null,
-            netTxBytes: net?.txBytes ?? null,
-            oomKills: null,
-            throttledPeriods: null,
-            throttledSeconds: null,
-          }, { memoryWorkingSetBytes: reading.rssBytes, memoryRssBytes: reading.rssBytes, memoryLimitBytes: null, cpuLimitCores: null }),
+          this.toSample(
+            workload,
+            attribution,
+            "proc",
+            nowMs,
+            monotonicSeconds,
+            { ...reading, oomKills: null, throttledPeriods: null, throttledSeconds: null, net: readOwnNetns(pid, this.procRoot) },
+            { memoryWorkingSetBytes: reading.rssBytes, memoryRssBytes: reading.rssBytes, memoryLimitBytes: null, cpuLimitCores: null },
+          ),
         );
       }
     }
@@ -215,9 +202,20 @@ export class HostCollector {
     source: string,
     nowMs: number,
     monotonicSeconds: number,
-    counters: Counters,
+    raw: Omit<Counters, "atSeconds" | "netRxBytes" | "netTxBytes"> & { net: NetCounters | null },
     gauges: Pick<Sample, "memoryWorkingSetBytes" | "memoryRssBytes" | "memoryLimitBytes" | "cpuLimitCores">,
   ): Sample {
+    const counters: Counters = {
+      atSeconds: monotonicSeconds,
+      cpuSeconds: raw.cpuSeconds,
+      ioReadBytes: raw.ioReadBytes,
+      ioWriteBytes: raw.ioWriteBytes,
+      netRxBytes: raw.net?.rxBytes ?? null,
+      netTxBytes: raw.net?.txBytes ?? null,
+      oomKills: raw.oomKills,
+      throttledPeriods: raw.throttledPeriods,
+      throttledSeconds: raw.throttledSeconds,
+    };
     const before = this.previous.get(workload);
     this.previous.set(workload, counters);
     const seconds = before ? monotonicSeconds - before.atSeconds : 0;
