@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
 import { registerAllocate } from "./allocate.js";
+import { registerBacktest } from "./backtest.js";
 import { EXIT, fail } from "./common.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
@@ -15,6 +16,7 @@ const program = new Command()
 registerRun(program);
 registerAllocate(program);
 registerProfiles(program);
+registerBacktest(program);
 for (const command of program.commands) command.exitOverride();
 
 try {

@@ -35,7 +35,7 @@ export type PercentileModelConfig = z.infer<typeof percentileModelConfig>;
  * core / 1e7 bytes, max 1000 cores / 1e12 bytes, ratio 1.05); the other
  * resources reuse the same growth with a first bucket of similar relative size.
  */
-const BUCKETS: Record<Resource, Pick<HistogramOptions, "firstBucketSize" | "maxValue">> = {
+export const BUCKETS: Record<Resource, Pick<HistogramOptions, "firstBucketSize" | "maxValue">> = {
   cpu: { firstBucketSize: 0.01, maxValue: 1000 },
   mem: { firstBucketSize: 1e7, maxValue: 1e12 },
   net_rx: { firstBucketSize: 1e3, maxValue: 1e12 },

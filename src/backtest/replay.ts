@@ -1,0 +1,208 @@
+import type { Resource } from "../core/types.js";
+import { COLD_START_MS, ScoreAccumulator, type ResourceScore } from "./metrics.js";
+import { PEAK_LIKE, type BacktestPolicy, type PairRef } from "./policy.js";
+import type { Trace, WorkloadSeries } from "./trace.js";
+
+/** What a policy with no data gets when the trace says no limit (cores, bytes, GPUs, bytes/s). */
+export const DEFAULT_LIMITS: Record<Resource, number> = {
+  cpu: 1,
+  mem: 4 * 2 ** 30,
+  net_rx: 125e6,
+  net_tx: 125e6,
+  disk_read: 200e6,
+  disk_write: 200e6,
+  gpu_util: 1,
+  gpu_mem: 80e9,
+};
+
+export interface SeriesPoint {
+  ts: number;
+  usage: number;
+  limits: Record<string, number>;
+}
+
+export interface ReplayResult {
+  samples: number;
+  workloads: number;
+  scores: Record<string, Partial<Record<Resource, ResourceScore>>>;
+  /** For the report: a few workloads' usage and limits over time. */
+  series: Array<{ workload: string; resource: Resource; points: SeriesPoint[] }>;
+}
+
+export interface ReplayOptions {
+  policies: BacktestPolicy[];
+  resources: readonly Resource[];
+  defaults?: Partial<Record<Resource, number>>;
+  /** Replayed first, observed but not scored. */
+  train?: Trace;
+  /** Workloads whose series are kept for the report. */
+  sampleWorkloads?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+interface Cursor {
+  series: WorkloadSeries;
+  index: number;
+  workload: number;
+  pair: PairRef;
+  scored: boolean;
+}
+
+/** A binary min-heap of cursors by their next timestamp: merges sorted series in event time. */
+class CursorHeap {
+  private readonly items: Cursor[] = [];
+  get size(): number {
+    return this.items.length;
+  }
+  private key(c: Cursor): number {
+    return c.series.ts[c.index]!;
+  }
+  push(cursor: Cursor): void {
+    const items = this.items;
+    items.push(cursor);
+    let i = items.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (this.key(items[parent]!) <= this.key(items[i]!)) break;
+      [items[parent], items[i]] = [items[i]!, items[parent]!];
+      i = parent;
+    }
+  }
+  peekTs(): number {
+    return this.key(this.items[0]!);
+  }
+  pop(): Cursor {
+    const items = this.items;
+    const top = items[0]!;
+    const last = items.pop()!;
+    if (items.length > 0) {
+      items[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let smallest = i;
+        if (l < items.length && this.key(items[l]!) < this.key(items[smallest]!)) smallest = l;
+        if (r < items.length && this.key(items[r]!) < this.key(items[smallest]!)) smallest = r;
+        if (smallest === i) break;
+        [items[smallest], items[i]] = [items[i]!, items[smallest]!];
+        i = smallest;
+      }
+    }
+    return top;
+  }
+}
+
+/**
+ * Replays traces in event time through the policies. Rows that share a
+ * timestamp are decided together before any of them is observed, so no
+ * policy sees a step's usage before setting that step's limit.
+ */
+export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
+  const pairs = new Map<string, PairRef>();
+  const images = new Map<string, number>();
+  const users = new Map<string, number>();
+  const pairOf = (image: string, user: string): PairRef => {
+    const key = `${image}|${user}`;
+    let pair = pairs.get(key);
+    if (!pair) {
+      if (!images.has(image)) images.set(image, images.size);
+      if (!users.has(user)) users.set(user, users.size);
+      pairs.set(key, (pair = { id: pairs.size, image, user, imageId: images.get(image)!, userId: users.get(user)! }));
+    }
+    return pair;
+  };
+  const defaults = { ...DEFAULT_LIMITS, ...options.defaults };
+  const workloadIds = new Map<string, number>();
+  const firstSeen: number[] = [];
+  const scores = new Map<string, Map<Resource, ScoreAccumulator>>();
+  for (const policy of options.policies) {
+    scores.set(policy.name, new Map(options.resources.map((r) => [r, new ScoreAccumulator(PEAK_LIKE.has(r))])));
+  }
+  const sampleCount = options.sampleWorkloads ?? 3;
+  const kept = new Map<string, { workload: string; resource: Resource; points: SeriesPoint[] }>();
+  const sampled = new Set(
+    [...trace.workloads]
+      .sort((a, b) => b.ts.length - a.ts.length)
+      .slice(0, sampleCount)
+      .map((w) => w.workload),
+  );
+
+  const phases: Array<{ trace: Trace; scored: boolean }> = [];
+  if (options.train) phases.push({ trace: options.train, scored: false });
+  phases.push({ trace, scored: true });
+  const total = phases.reduce((sum, phase) => sum + phase.trace.rows, 0);
+  let done = 0;
+  let samples = 0;
+
+  const limitsBuffer: number[][] = [];
+  for (const phase of phases) {
+    const heap = new CursorHeap();
+    for (const series of phase.trace.workloads) {
+      if (series.ts.length === 0) continue;
+      let id = workloadIds.get(series.workload);
+      if (id === undefined) {
+        workloadIds.set(series.workload, (id = workloadIds.size));
+        firstSeen[id] = series.ts[0]!;
+      }
+      heap.push({ series, index: 0, workload: id, pair: pairOf(series.image, series.user), scored: phase.scored });
+    }
+    const group: Cursor[] = [];
+    while (heap.size > 0) {
+      const ts = heap.peekTs();
+      group.length = 0;
+      while (heap.size > 0 && heap.peekTs() === ts) group.push(heap.pop());
+      // Decide every limit of this instant first…
+      for (let g = 0; g < group.length; g++) {
+        const cursor = group[g]!;
+        const row = cursor.index;
+        const limits = (limitsBuffer[g] ??= []);
+        options.resources.forEach((resource, r) => {
+          const usage = cursor.series.values[resource]?.[row];
+          if (usage === undefined || Number.isNaN(usage)) return;
+          const traceLimit = resource === "cpu" ? cursor.series.limits.cpu?.[row] : resource === "mem" ? cursor.series.limits.mem?.[row] : undefined;
+          const fallback = traceLimit !== undefined && !Number.isNaN(traceLimit) && traceLimit > 0 ? traceLimit : defaults[resource];
+          options.policies.forEach((policy, p) => {
+            limits[r * options.policies.length + p] = policy.limit(cursor.pair, resource, ts, fallback);
+          });
+        });
+      }
+      // …then score and observe.
+      for (let g = 0; g < group.length; g++) {
+        const cursor = group[g]!;
+        const row = cursor.index;
+        const limits = limitsBuffer[g]!;
+        const cold = ts - firstSeen[cursor.workload]! < COLD_START_MS;
+        const sampleThis = cursor.scored && sampled.has(cursor.series.workload);
+        options.resources.forEach((resource, r) => {
+          const usage = cursor.series.values[resource]?.[row];
+          if (usage === undefined || Number.isNaN(usage)) return;
+          samples++;
+          options.policies.forEach((policy, p) => {
+            const limit = limits[r * options.policies.length + p]!;
+            if (cursor.scored) scores.get(policy.name)!.get(resource)!.add(cursor.workload, ts, usage, limit, cold);
+            policy.observe(cursor.pair, resource, ts, usage, cursor.workload, limit);
+          });
+          if (sampleThis) {
+            const key = `${cursor.series.workload}|${resource}`;
+            let series = kept.get(key);
+            if (!series) kept.set(key, (series = { workload: cursor.series.workload, resource, points: [] }));
+            series.points.push({ ts, usage, limits: Object.fromEntries(options.policies.map((policy, p) => [policy.name, limits[r * options.policies.length + p]!])) });
+          }
+        });
+        cursor.index++;
+        if (cursor.index < cursor.series.ts.length) heap.push(cursor);
+      }
+      done += group.length;
+      if (options.onProgress && (done & 0x3fff) < group.length) options.onProgress(done, total);
+    }
+  }
+  options.onProgress?.(total, total);
+
+  const result: ReplayResult["scores"] = {};
+  for (const [name, byResource] of scores) {
+    result[name] = {};
+    for (const [resource, accumulator] of byResource) result[name]![resource] = accumulator.result();
+  }
+  return { samples, workloads: workloadIds.size, scores: result, series: [...kept.values()] };
+}

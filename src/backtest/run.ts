@@ -1,0 +1,68 @@
+import { writeFileSync } from "node:fs";
+import { ValidationError } from "../core/errors.js";
+import { isResource, RESOURCES, type Resource } from "../core/types.js";
+import { loadTrace, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
+import { POLICIES, POLICY_NAMES } from "./policies/index.js";
+import { replay, type ReplayResult } from "./replay.js";
+import { renderReport, type BacktestResult } from "./report.js";
+import type { RejectedRow, Trace } from "./trace.js";
+
+export interface BacktestOptions {
+  trace: string;
+  format: TraceFormat;
+  train?: string;
+  policies: string[];
+  resources?: string[];
+  out: string;
+  report?: string;
+  /** Rejected rows (JSON lines with the reason) go here; nothing is dropped silently. */
+  rejectedOut?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources">): void {
+  if (!(TRACE_FORMATS as readonly string[]).includes(options.format)) {
+    throw new ValidationError(`--format must be one of ${TRACE_FORMATS.join(", ")}, got '${options.format}'`);
+  }
+  const unknownPolicies = options.policies.filter((p) => !POLICY_NAMES.includes(p));
+  if (unknownPolicies.length > 0 || options.policies.length === 0) {
+    throw new ValidationError(`--policies takes names from ${POLICY_NAMES.join(", ")}; got '${options.policies.join(",")}'`);
+  }
+  const unknownResources = (options.resources ?? []).filter((r) => !isResource(r));
+  if (unknownResources.length > 0) throw new ValidationError(`--resources takes names from ${RESOURCES.join(", ")}; unknown: ${unknownResources.join(", ")}`);
+}
+
+function resourcesIn(trace: Trace): Resource[] {
+  return RESOURCES.filter((resource) => !trace.unitless?.includes(resource) && trace.workloads.some((w) => w.values[resource] !== undefined));
+}
+
+/** Loads, replays, scores and writes RESULT.json (and the report); returns the result. */
+export function runBacktest(options: BacktestOptions): { result: BacktestResult; replayed: ReplayResult } {
+  checkBacktestOptions(options);
+  const started = performance.now();
+  const trace = loadTrace(options.trace, options.format);
+  const train = options.train ? loadTrace(options.train, options.format) : undefined;
+  if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
+  const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
+  const replayed = replay(trace, {
+    policies: options.policies.map((name) => POLICIES[name]!(resources)),
+    resources,
+    train,
+    onProgress: options.onProgress,
+  });
+  const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
+  const result: BacktestResult = {
+    trace: options.trace,
+    train: options.train ?? null,
+    format: options.format,
+    samples: replayed.samples,
+    workloads: replayed.workloads,
+    elapsed_ms: Math.round(performance.now() - started),
+    rejected: rejected.length,
+    policies: replayed.scores,
+  };
+  writeFileSync(options.out, JSON.stringify(result, null, 2) + "\n");
+  if (options.report) writeFileSync(options.report, renderReport(result, replayed.series));
+  if (options.rejectedOut && rejected.length > 0) writeFileSync(options.rejectedOut, rejected.map((row) => JSON.stringify(row)).join("\n") + "\n");
+  return { result, replayed };
+}

@@ -1,0 +1,61 @@
+import { SingleBar } from "cli-progress";
+import type { Command } from "commander";
+import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
+import { POLICY_NAMES } from "../backtest/policies/index.js";
+import { runBacktest } from "../backtest/run.js";
+import { fail } from "./common.js";
+
+const list = (value: string) =>
+  value
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
+
+export function registerBacktest(program: Command): void {
+  program
+    .command("backtest")
+    .description("replay a trace in event time through the policies and score slack, violations, unmet demand and changes")
+    .requiredOption("--trace <path>", "trace file (.csv or .csv.gz) or directory of them")
+    .option("--format <format>", `trace format: ${TRACE_FORMATS.join(" | ")}`, "canonical")
+    .option("--train <path>", "replayed first and learned from, but not scored (same format)")
+    .option("--policies <list>", `comma-separated: ${POLICY_NAMES.join(",")}`, POLICY_NAMES.join(","))
+    .option("--resources <list>", "comma-separated resources to score (default: those in the trace)")
+    .requiredOption("--out <file>", "RESULT.json")
+    .option("--report <file>", "self-contained REPORT.html with plots")
+    .option("--rejected <file>", "write rejected trace rows here, one JSON object per line with the reason")
+    .action((flags) => {
+      const bar = process.stderr.isTTY ? new SingleBar({ format: "replay [{bar}] {percentage}% | {value}/{total} rows | eta {eta_formatted}", hideCursor: true }) : null;
+      let started = false;
+      try {
+        const { result } = runBacktest({
+          trace: flags.trace,
+          format: flags.format as TraceFormat,
+          train: flags.train,
+          policies: list(flags.policies),
+          resources: flags.resources ? list(flags.resources) : undefined,
+          out: flags.out,
+          report: flags.report,
+          rejectedOut: flags.rejected,
+          onProgress: (done, total) => {
+            if (!bar) return;
+            if (!started) bar.start(total, 0);
+            started = true;
+            bar.update(done);
+          },
+        });
+        bar?.stop();
+        const lines: string[] = [];
+        for (const [policy, byResource] of Object.entries(result.policies)) {
+          for (const [resource, score] of Object.entries(byResource)) {
+            lines.push(
+              `${policy.padEnd(10)} ${resource.padEnd(10)} slack ${score!.slack.toFixed(4)}  violations ${score!.violation_rate.toFixed(5)}  unmet ${score!.unmet.toFixed(5)}  changes/day ${score!.changes_per_day.toFixed(2)}`,
+            );
+          }
+        }
+        process.stderr.write(`${result.samples} samples, ${result.workloads} workloads, ${result.rejected} rows rejected, ${result.elapsed_ms} ms\n${lines.join("\n")}\n`);
+      } catch (error) {
+        bar?.stop();
+        fail(error);
+      }
+    });
+}

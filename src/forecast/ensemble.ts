@@ -1,0 +1,178 @@
+// augur's forecaster for one (image, user) and one resource. Candidates are
+// "the peak of the last W, times a margin m", for windows from one step to a
+// week and margins from 0% to 100%: the short ones track a workload's
+// current phase, the long ones are the envelope VPA and Autopilot keep. Each
+// step every candidate is scored against the usage (full feedback, in the
+// spirit of Autopilot's ML recommender, ANCHORS §2.3): its slack is measured,
+// its overrun rate estimated over a long memory with a prior pooled over all
+// keys. A key uses the candidate with the least slack + price × overrun
+// rate. The price is one per resource, steered so that the pooled overrun
+// rate meets the target: keys whose usage is big and spiky spend the overrun
+// budget where it saves the most slack, steady keys get tight limits.
+// Pure: no I/O, no wall clock; event time comes with every call.
+
+export interface EnsembleOptions {
+  /** Pooled fraction of steps allowed above the limit (the service level). */
+  targetMissRate: number;
+  /** Per-step decay of the slack average (short memory: slack is frequent). */
+  slackDecay: number;
+  /** Per-step decay of overrun counts (long memory: overruns are rare). */
+  missDecay: number;
+  /** Weight, in steps, of the pooled overrun rate in a key's estimate. */
+  priorSteps: number;
+  /** A candidate must be this much cheaper to replace the current one. */
+  switchMargin: number;
+  /** After a miss, the limit stays at least usage × (1 + bump) for bumpMs (OOM / heavy throttling feedback). */
+  missBump: number;
+  missBumpMs: number;
+  /** Smallest limit in the resource's unit. */
+  absoluteFloor: number;
+  /** Step of the overrun-price controller (log scale, per overrun). */
+  priceStep: number;
+}
+
+const MINUTE = 60_000;
+/** Look-back windows of the candidates (event time). */
+export const WINDOWS_MS = [1, 15, 60, 240, 1440, 10080].map((minutes) => minutes * MINUTE);
+/** Margins of the candidates. */
+export const MARGINS = [1, 1.1, 1.25, 1.5, 2] as const;
+const CANDIDATES = WINDOWS_MS.length * MARGINS.length;
+
+export function candidateName(index: number): string {
+  const window = WINDOWS_MS[Math.floor(index / MARGINS.length)]! / MINUTE;
+  return `peak${window >= 1440 ? `${window / 1440}d` : window >= 60 ? `${window / 60}h` : `${window}m`}×${MARGINS[index % MARGINS.length]}`;
+}
+
+/** Max over a sliding event-time window: a monotonic deque, amortised O(1). */
+export class WindowMax {
+  private ts: number[] = [];
+  private values: number[] = [];
+  private head = 0;
+  constructor(readonly windowMs: number) {}
+  push(ts: number, value: number): void {
+    while (this.values.length > this.head && this.values[this.values.length - 1]! <= value) {
+      this.values.pop();
+      this.ts.pop();
+    }
+    this.ts.push(ts);
+    this.values.push(value);
+  }
+  /** Max of values with timestamps in (now − window, now]; 0 if none. */
+  max(now: number): number {
+    while (this.head < this.ts.length && this.ts[this.head]! <= now - this.windowMs) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.ts.length) {
+      this.ts = this.ts.slice(this.head);
+      this.values = this.values.slice(this.head);
+      this.head = 0;
+    }
+    return this.head < this.values.length ? this.values[this.head]! : 0;
+  }
+}
+
+/** The price of one overrun, shared by every key of a resource, steered to the target miss rate. */
+export class OverrunPrice {
+  value = Number.NaN;
+  constructor(
+    readonly targetMissRate: number,
+    readonly step: number,
+  ) {}
+  /** The first usage seen sets the starting price: a hundred units of it. */
+  seed(usage: number): void {
+    if (Number.isNaN(this.value) && usage > 0) this.value = usage * 100;
+  }
+  update(missed: boolean): void {
+    if (Number.isNaN(this.value)) return;
+    this.value *= Math.exp(this.step * ((missed ? 1 : 0) - this.targetMissRate));
+  }
+}
+
+/** Overrun rate of each candidate over all keys: the prior of a key's own estimate. */
+export class PooledMisses {
+  readonly misses = new Float64Array(CANDIDATES);
+  readonly steps = new Float64Array(CANDIDATES);
+  constructor(readonly decay: number) {}
+  rate(c: number, fallback: number): number {
+    return this.steps[c]! > 0 ? this.misses[c]! / this.steps[c]! : fallback;
+  }
+}
+
+export class EnsembleForecaster {
+  private readonly windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
+  private readonly peaks = new Float64Array(WINDOWS_MS.length);
+  private readonly limits = new Float64Array(CANDIDATES).fill(Number.NaN);
+  private readonly slack = new Float64Array(CANDIDATES);
+  private readonly misses = new Float64Array(CANDIDATES);
+  private readonly steps = new Float64Array(CANDIDATES);
+  private chosen = CANDIDATES - 1; // the longest window, widest margin: the cautious start
+  private observations = 0;
+  private bumpFloor = 0;
+  private bumpUntil = -Infinity;
+  private previousLimit = Number.NaN;
+
+  constructor(
+    readonly options: EnsembleOptions,
+    private readonly pool: PooledMisses,
+    private readonly price: OverrunPrice,
+  ) {}
+
+  get observed(): number {
+    return this.observations;
+  }
+
+  get model(): string {
+    return candidateName(this.chosen);
+  }
+
+  /** The limit for the step at `ts`, or null while nothing is known (cold start). */
+  limit(ts: number): number | null {
+    if (this.observations === 0) return null;
+    for (let w = 0; w < WINDOWS_MS.length; w++) this.peaks[w] = this.windows[w]!.max(ts);
+    const floor = this.options.absoluteFloor;
+    for (let c = 0; c < CANDIDATES; c++) {
+      this.limits[c] = Math.max(floor, this.peaks[Math.floor(c / MARGINS.length)]! * MARGINS[c % MARGINS.length]!);
+    }
+    let limit = this.limits[this.chosen]!;
+    if (ts < this.bumpUntil) limit = Math.max(limit, this.bumpFloor);
+    this.previousLimit = limit;
+    return limit;
+  }
+
+  /** Folds in the usage of the step whose limit was asked last. */
+  observe(ts: number, usage: number): void {
+    this.price.seed(usage);
+    if (!Number.isNaN(this.previousLimit)) {
+      const { slackDecay, missDecay, priorSteps, targetMissRate } = this.options;
+      const price = this.price.value;
+      let best = this.chosen;
+      let bestCost = Infinity;
+      let chosenCost = Infinity;
+      for (let c = 0; c < CANDIDATES; c++) {
+        const limit = this.limits[c]!;
+        const missed = usage > limit ? 1 : 0;
+        this.slack[c] = slackDecay * this.slack[c]! + (1 - slackDecay) * (limit - usage > 0 ? limit - usage : 0);
+        this.misses[c] = missDecay * this.misses[c]! + missed;
+        this.steps[c] = missDecay * this.steps[c]! + 1;
+        this.pool.misses[c] = this.pool.decay * this.pool.misses[c]! + missed;
+        this.pool.steps[c] = this.pool.decay * this.pool.steps[c]! + 1;
+        const prior = this.pool.rate(c, targetMissRate);
+        const missRate = (this.misses[c]! + priorSteps * prior) / (this.steps[c]! + priorSteps);
+        const cost = this.slack[c]! + price * missRate;
+        if (cost < bestCost) {
+          bestCost = cost;
+          best = c;
+        }
+        if (c === this.chosen) chosenCost = cost;
+      }
+      if (bestCost < chosenCost * (1 - this.options.switchMargin)) this.chosen = best;
+      const missed = usage > this.previousLimit;
+      this.price.update(missed);
+      if (missed) {
+        this.bumpFloor = usage * (1 + this.options.missBump);
+        this.bumpUntil = ts + this.options.missBumpMs;
+      }
+    }
+    this.previousLimit = Number.NaN;
+    for (const window of this.windows) window.push(ts, usage);
+    this.observations++;
+  }
+}
