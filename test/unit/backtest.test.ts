@@ -1,0 +1,256 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { loadAlibabaGenai, loadBitbrains, loadCanonical } from "../../src/backtest/adapters/index.js";
+import { ScoreAccumulator } from "../../src/backtest/metrics.js";
+import { augurPolicy } from "../../src/backtest/policies/augur.js";
+import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
+import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
+import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
+import { replay } from "../../src/backtest/replay.js";
+import { augur } from "../cli.js";
+import { T0, tempDir } from "../helpers.js";
+
+const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
+const pair: PairRef = { id: 0, image: "img", user: "u", imageId: 0, userId: 0 };
+const MIB = 2 ** 20;
+const MIN = 60_000;
+
+describe("trace adapters", () => {
+  it("reads real Bitbrains rows: seconds, cores from %, KB to bytes; skips all-zero rows; rejects duplicate timestamps", () => {
+    const trace = loadBitbrains(join(fixtures, "bitbrains"));
+    const vm1 = trace.workloads.find((w) => w.workload === "vm-1")!;
+    assert.equal(vm1.ts.length, 20);
+    assert.equal(vm1.ts[0], 1375308176 * 1000);
+    assert.ok(Math.abs(vm1.values.cpu![0]! - (12.766666666666667 / 100) * 2) < 1e-12);
+    assert.equal(vm1.values.mem![0], 1308620 * 1024);
+    assert.equal(vm1.values.net_tx![0], 27.2 * 1024);
+    assert.equal(vm1.limits.cpu![0], 2);
+    assert.equal(vm1.limits.mem![0], 8388608 * 1024);
+    assert.equal(vm1.image, "vm-2c-8g");
+    const vm54 = trace.workloads.find((w) => w.workload === "vm-54")!;
+    assert.equal(vm54.ts.length, 1, "24 all-zero rows skipped, one of the duplicate pair kept");
+    assert.equal(vm54.values.cpu, undefined, "cores = 0: CPU not measured");
+    assert.ok(vm54.values.mem![0]! > 1e10);
+    assert.ok(trace.rejected.some((r) => /duplicate timestamp/.test(r.reason)));
+  });
+
+  it("joins the Alibaba files on (timestamp, container) with duty cycle as GPUs and memory as a fraction", () => {
+    const trace = loadAlibabaGenai(join(fixtures, "alibaba"));
+    assert.equal(trace.workloads.length, 3);
+    const first = trace.workloads[0]!;
+    assert.ok(first.values.gpu_util!.every((v) => Number.isNaN(v) || (v >= 0 && v <= 1)));
+    assert.ok(first.values.gpu_mem!.some((v) => v > 1e9));
+    assert.deepEqual(trace.unitless, ["mem"]);
+  });
+
+  it("rejects hostile canonical rows with a reason each, and keeps the good ones", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const file = join(dir, "t.csv");
+      writeFileSync(
+        file,
+        [
+          "ts,workload,image,user,cpu,mem",
+          `${T0},w1,img,u,0.5,1000`,
+          `${T0 + 60000},w1,img,u,NaN,1000`,
+          `${T0 + 120000},w1,img,u,-1,1000`,
+          `1700000000,w1,img,u,0.5,1000`,
+          `${T0 + 180000},w\u00002,img,u,0.5,1000`,
+          `${T0 + 240000},w1,img,u,0.5`,
+          `${T0 + 300000},w1,other-image,u,0.5,1000`,
+          `${T0 + 360000},w1,img,u,,`,
+          `${T0},w1,img,u,0.7,1000`,
+        ].join("\n"),
+      );
+      const trace = loadCanonical(file);
+      assert.equal(trace.workloads[0]!.ts.length, 2);
+      const reasons = trace.rejected.map((r) => r.reason).join("\n");
+      for (const pattern of [/cpu is not a finite number/, /cpu is negative/, /epoch milliseconds/, /control character/, /expected 6 cells/, /changes image or user/, /duplicate timestamp/]) {
+        assert.match(reasons, pattern);
+      }
+      writeFileSync(file, "time,who\n1,2\n");
+      assert.throws(() => loadCanonical(file), /header lacks the 'ts' column/);
+      writeFileSync(file, "ts,workload,image,user,cpuu\n");
+      assert.throws(() => loadCanonical(file), /unknown columns cpuu/);
+      assert.throws(() => loadCanonical(join(dir, "missing.csv")), /does not exist/);
+      writeFileSync(join(dir, "bad.csv.gz"), "not gzip");
+      assert.throws(() => loadCanonical(join(dir, "bad.csv.gz")), /not valid gzip/);
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe("metrics", () => {
+  it("computes slack, violations, unmet demand, OOMs and changes on a tiny trace, as by hand", () => {
+    const score = new ScoreAccumulator(true);
+    // workload 0: limits 10, 10, 20 against usage 5, 12, 20 over two hours
+    score.add(0, T0, 5, 10, true);
+    score.add(0, T0 + 3_600_000, 12, 10, false);
+    score.add(0, T0 + 7_200_000, 20, 20, false);
+    const s = score.result();
+    // slack: (5 + 0 + 0) / (10 + 10 + 20); unmet: 2 / 37; violations 1 of 3; one change over 3 h (2 h span + one 1 h step)
+    assert.equal(s.slack, 5 / 40);
+    assert.equal(s.unmet, 2 / 37);
+    assert.equal(s.violation_rate, 1 / 3);
+    assert.equal(s.oom_events, 1);
+    assert.ok(Math.abs(s.changes_per_day - 1 / (3 / 24)) < 1e-9);
+    assert.deepEqual(s.cold_start, { slack: 0.5, violation_rate: 0, steps: 1 });
+  });
+});
+
+describe("baselines, by hand", () => {
+  it("static: the trace's limit, else the default", () => {
+    assert.equal(staticPolicy().limit(pair, "cpu", T0, 3), 3);
+  });
+
+  it("vpa: one 0.5-core sample gives P90 = 0.5111 (upper bucket edge) × 1.15 = 0.587 cores", () => {
+    const vpa = vpaPolicy();
+    assert.equal(vpa.limit(pair, "cpu", T0, 1), 1, "no data: the fallback");
+    vpa.observe(pair, "cpu", T0, 0.5, 0, 1);
+    assert.equal(vpa.limit(pair, "cpu", T0 + MIN, 1), 0.587); // 0.5111 × 1.15 = 0.58777, truncated to millicores
+  });
+
+  it("vpa: small usage is floored at 25 millicores and 250 MiB", () => {
+    const vpa = vpaPolicy();
+    vpa.observe(pair, "cpu", T0, 0.001, 0, 1);
+    vpa.observe(pair, "mem", T0, 1e6, 0, 1e9);
+    assert.equal(vpa.limit(pair, "cpu", T0 + MIN, 1), 0.025);
+    assert.equal(vpa.limit(pair, "mem", T0 + MIN, 1e9), 250 * MIB);
+  });
+
+  it("vpa: memory is the 24 h peak, and an OOM in a pod older than 12 h raises it to max(used + 100 MiB, used × 1.2)", () => {
+    const vpa = vpaPolicy();
+    vpa.observe(pair, "mem", T0, 400e6, 0, 1e9);
+    vpa.observe(pair, "mem", T0 + MIN, 500e6, 0, 1e9); // replaces the interval's peak
+    const before = vpa.limit(pair, "mem", T0 + 2 * MIN, 1e9);
+    assert.ok(Math.abs(before - 511.1e6 * 1.15) / before < 0.002, `500 MB → ${before}`);
+    // Young pod: the updater keeps the allocation while it stays within [lower, upper].
+    const oomAt = T0 + 13 * 60 * MIN;
+    vpa.observe(pair, "mem", oomAt, 900e6, 0, before); // usage over the limit: an OOM
+    const after = vpa.limit(pair, "mem", oomAt + MIN, 1e9);
+    // RecordOOM: used = max(request, peak) = request; needed = max(used + 100 MiB, used × 1.2); target = P90(needed) × 1.15
+    const needed = Math.max(before + 100 * MIB, before * 1.2);
+    assert.ok(after >= needed * 1.15 * 0.99 && after <= needed * 1.15 * 1.1, `after OOM ${after}, needed ${needed}`);
+  });
+
+  it("vpa: a young pod keeps its allocation while it stays within [lower, upper]", () => {
+    const vpa = vpaPolicy();
+    vpa.observe(pair, "cpu", T0, 0.5, 0, 1);
+    const first = vpa.limit(pair, "cpu", T0 + MIN, 1);
+    vpa.observe(pair, "cpu", T0 + 2 * MIN, 0.55, 0, first);
+    assert.equal(vpa.limit(pair, "cpu", T0 + 3 * MIN, 1), first);
+  });
+
+  it("autopilot: recommends the load-adjusted P95 × 1.15 once a 5-minute window closes, and forgets with a 12 h half-life", () => {
+    const autopilot = autopilotPolicy();
+    for (let i = 0; i < 5; i++) autopilot.observe(pair, "cpu", T0 + i * MIN, 1, 0, 2);
+    assert.equal(autopilot.limit(pair, "cpu", T0 + 4 * MIN + 1, 2), 2, "window still open: fallback");
+    const high = autopilot.limit(pair, "cpu", T0 + 5 * MIN, 2);
+    // 1 core falls in the VPA-scheme bucket [0.967, 1.0157): upper edge × 1.15
+    assert.ok(Math.abs(high - 1.0157 * 1.15) < 0.002, `1 core → ${high}`);
+    // Two days of 0.1 core: the old load has decayed (2^-4) below 5% of the area.
+    for (let i = 5; i < 5 + 48 * 60; i++) autopilot.observe(pair, "cpu", T0 + i * MIN, 0.1, 0, 2);
+    const low = autopilot.limit(pair, "cpu", T0 + (5 + 48 * 60) * MIN, 2);
+    assert.ok(low < 0.13, `after two days of 0.1 core → ${low}`);
+  });
+
+  it("autopilot: memory is the window peak, P98, with a 48 h half-life", () => {
+    const autopilot = autopilotPolicy();
+    autopilot.observe(pair, "mem", T0, 100e6, 0, 1e9);
+    autopilot.observe(pair, "mem", T0 + MIN, 300e6, 0, 1e9);
+    autopilot.observe(pair, "mem", T0 + 2 * MIN, 200e6, 0, 1e9);
+    const limit = autopilot.limit(pair, "mem", T0 + 5 * MIN, 1e9);
+    assert.ok(limit > 300e6 * 1.15 && limit < 300e6 * 1.15 * 1.06, `peak 300 MB → ${limit}`);
+  });
+});
+
+describe("replay", () => {
+  it("asks every limit before showing that step's usage to any policy", () => {
+    const events: string[] = [];
+    const spy: BacktestPolicy = {
+      name: "spy",
+      limit: (p, _r, ts) => {
+        events.push(`limit ${p.image} ${ts}`);
+        return 1;
+      },
+      observe: (p, _r, ts) => {
+        events.push(`observe ${p.image} ${ts}`);
+      },
+    };
+    const series = (workload: string, image: string) => ({
+      workload,
+      image,
+      user: "u",
+      ts: Float64Array.from([T0, T0 + MIN]),
+      values: { cpu: Float64Array.from([0.5, 0.6]) },
+      limits: {},
+    });
+    replay({ name: "t", rows: 4, rejected: [], workloads: [series("a", "i1"), series("b", "i1")] }, { policies: [spy], resources: ["cpu"] });
+    assert.deepEqual(events, [`limit i1 ${T0}`, `limit i1 ${T0}`, `observe i1 ${T0}`, `observe i1 ${T0}`, `limit i1 ${T0 + MIN}`, `limit i1 ${T0 + MIN}`, `observe i1 ${T0 + MIN}`, `observe i1 ${T0 + MIN}`]);
+  });
+});
+
+describe("augur policy", () => {
+  it("tracks a steady workload tightly and raises the limit at once after an overrun", () => {
+    const policy = augurPolicy();
+    let limit = 0;
+    for (let i = 0; i < 2000; i++) {
+      limit = policy.limit(pair, "mem", T0 + i * 5 * MIN, 8e9);
+      policy.observe(pair, "mem", T0 + i * 5 * MIN, 1e9, 0, limit);
+    }
+    assert.ok(limit >= 1e9 && limit <= 1.3e9, `steady 1 GB → limit ${limit}`);
+    const spikeTs = T0 + 2000 * 5 * MIN;
+    const before = policy.limit(pair, "mem", spikeTs, 8e9);
+    policy.observe(pair, "mem", spikeTs, 3e9, 0, before);
+    const after = policy.limit(pair, "mem", spikeTs + 5 * MIN, 8e9);
+    assert.ok(after >= 3e9 * 1.2, `after a 3 GB overrun → ${after}`);
+  });
+
+  it("starts a never-seen pair from its image's history", () => {
+    const policy = augurPolicy();
+    const other: PairRef = { ...pair, id: 1, user: "v", userId: 1 };
+    for (let i = 0; i < 100; i++) policy.observe(pair, "cpu", T0 + i * MIN, 0.5, 0, 1);
+    const cold = policy.limit(other, "cpu", T0 + 101 * MIN, 4);
+    assert.ok(cold > 0.5 && cold < 1, `cold start from (img, *) → ${cold}`);
+  });
+});
+
+describe("augur backtest CLI", () => {
+  it("writes RESULT.json with every metric and a self-contained report", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const out = join(dir, "result.json");
+      const report = join(dir, "report.html");
+      const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--format", "bitbrains", "--out", out, "--report", report]);
+      assert.equal(result.status, 0, result.stderr);
+      const json = JSON.parse(readFileSync(out, "utf8"));
+      for (const key of ["trace", "samples", "workloads", "elapsed_ms", "policies"]) assert.ok(key in json, key);
+      assert.deepEqual(Object.keys(json.policies).sort(), ["augur", "autopilot", "static", "vpa"]);
+      const memory = json.policies.vpa.mem;
+      for (const key of ["slack", "violation_rate", "unmet", "changes_per_day", "cold_start", "oom_events"]) assert.ok(key in memory, key);
+      for (const value of [memory.slack, memory.violation_rate, memory.unmet]) assert.ok(value >= 0 && value <= 1);
+      const html = readFileSync(report, "utf8");
+      assert.match(html, /<svg/);
+      assert.doesNotMatch(html, /<script|https?:\/\//);
+      assert.ok(existsSync(out));
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("exits 2 on a bad format, policy or resource, and on a missing trace", () => {
+    for (const args of [
+      ["--format", "parquet"],
+      ["--policies", "vpa,oracle"],
+      ["--resources", "cpu,quantum"],
+    ]) {
+      const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--out", "/dev/null", ...args]);
+      assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);
+    }
+    assert.equal(augur(["backtest", "--trace", "/nonexistent", "--out", "/dev/null"]).status, 2);
+  });
+});
