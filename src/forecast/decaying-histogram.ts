@@ -130,6 +130,24 @@ export class DecayingHistogram {
     return bucket < this.numBuckets - 1 ? this.bucketStart(bucket + 1) : this.bucketStart(bucket);
   }
 
+  /** Several percentiles (ascending `ps`) in one walk; same semantics as `percentile`. */
+  percentiles(ps: readonly number[], out: Float64Array, offset = 0): void {
+    if (this.isEmpty()) {
+      out.fill(0, offset, offset + ps.length);
+      return;
+    }
+    let sum = 0;
+    let bucket = this.minBucket;
+    for (let i = 0; i < ps.length; i++) {
+      const threshold = ps[i]! * this.totalWeight;
+      for (; bucket < this.maxBucket; bucket++) {
+        if (sum + this.weights[bucket]! >= threshold) break;
+        sum += this.weights[bucket]!;
+      }
+      out[offset + i] = bucket < this.numBuckets - 1 ? this.bucketStart(bucket + 1) : this.bucketStart(bucket);
+    }
+  }
+
   toState(): HistogramState {
     const buckets: Array<[number, number]> = [];
     this.weights.forEach((weight, index) => {

@@ -10,6 +10,8 @@
 // rate meets the target: keys whose usage is big and spiky spend the overrun
 // budget where it saves the most slack, steady keys get tight limits.
 // Pure: no I/O, no wall clock; event time comes with every call.
+import { DecayingHistogram, type HistogramOptions } from "./decaying-histogram.js";
+import { SEASONAL_LAGS_HOURS, SeasonalProfile } from "./seasonal.js";
 
 export interface EnsembleOptions {
   /** Pooled fraction of steps allowed above the limit (the service level). */
@@ -32,15 +34,34 @@ export interface EnsembleOptions {
 }
 
 const MINUTE = 60_000;
-/** Look-back windows of the candidates (event time). */
+const HOUR = 60 * MINUTE;
+/** Look-back windows of the peak candidates (event time). */
 export const WINDOWS_MS = [1, 15, 60, 240, 1440, 10080].map((minutes) => minutes * MINUTE);
-/** Margins of the candidates. */
+/** Half-lives and percentiles of the decaying-histogram candidates (the VPA family). */
+export const HALF_LIVES_MS = [24 * HOUR, 168 * HOUR];
+export const PERCENTILES = [0.9, 0.95, 0.98, 0.99, 0.999] as const;
+/** Margins every source is tried with. */
 export const MARGINS = [1, 1.1, 1.25, 1.5, 2] as const;
-const CANDIDATES = WINDOWS_MS.length * MARGINS.length;
+const PERCENTILE_SOURCES = HALF_LIVES_MS.length * PERCENTILES.length;
+/** Sources: peaks over windows, decaying percentiles, then seasonal peaks (a day and a week ago, when detected). */
+const SOURCES = WINDOWS_MS.length + PERCENTILE_SOURCES + SEASONAL_LAGS_HOURS.length;
+const CANDIDATES = SOURCES * MARGINS.length;
+const REFRESH_PERCENTILES_EVERY = 8;
+/** The longest peak window with the widest margin: where a key starts. */
+const CAUTIOUS = WINDOWS_MS.length * MARGINS.length - 1;
+
+function duration(ms: number): string {
+  const minutes = ms / MINUTE;
+  return minutes >= 1440 ? `${minutes / 1440}d` : minutes >= 60 ? `${minutes / 60}h` : `${minutes}m`;
+}
 
 export function candidateName(index: number): string {
-  const window = WINDOWS_MS[Math.floor(index / MARGINS.length)]! / MINUTE;
-  return `peak${window >= 1440 ? `${window / 1440}d` : window >= 60 ? `${window / 60}h` : `${window}m`}×${MARGINS[index % MARGINS.length]}`;
+  const source = Math.floor(index / MARGINS.length);
+  const margin = MARGINS[index % MARGINS.length];
+  if (source < WINDOWS_MS.length) return `peak${duration(WINDOWS_MS[source]!)}×${margin}`;
+  const p = source - WINDOWS_MS.length;
+  if (p >= PERCENTILE_SOURCES) return `seasonal${SEASONAL_LAGS_HOURS[p - PERCENTILE_SOURCES]}h×${margin}`;
+  return `p${PERCENTILES[p % PERCENTILES.length]! * 100}/${duration(HALF_LIVES_MS[Math.floor(p / PERCENTILES.length)]!)}×${margin}`;
 }
 
 /** Max over a sliding event-time window: a monotonic deque, amortised O(1). */
@@ -98,12 +119,15 @@ export class PooledMisses {
 
 export class EnsembleForecaster {
   private readonly windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
-  private readonly peaks = new Float64Array(WINDOWS_MS.length);
+  private readonly histograms: DecayingHistogram[];
+  private readonly seasonal = new SeasonalProfile();
+  private readonly sources = new Float64Array(SOURCES);
+  private sincePercentiles = REFRESH_PERCENTILES_EVERY;
   private readonly limits = new Float64Array(CANDIDATES).fill(Number.NaN);
   private readonly slack = new Float64Array(CANDIDATES);
   private readonly misses = new Float64Array(CANDIDATES);
   private readonly steps = new Float64Array(CANDIDATES);
-  private chosen = CANDIDATES - 1; // the longest window, widest margin: the cautious start
+  private chosen = CAUTIOUS;
   private observations = 0;
   private bumpFloor = 0;
   private bumpUntil = -Infinity;
@@ -113,7 +137,10 @@ export class EnsembleForecaster {
     readonly options: EnsembleOptions,
     private readonly pool: PooledMisses,
     private readonly price: OverrunPrice,
-  ) {}
+    histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
+  ) {
+    this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
+  }
 
   get observed(): number {
     return this.observations;
@@ -126,11 +153,20 @@ export class EnsembleForecaster {
   /** The limit for the step at `ts`, or null while nothing is known (cold start). */
   limit(ts: number): number | null {
     if (this.observations === 0) return null;
-    for (let w = 0; w < WINDOWS_MS.length; w++) this.peaks[w] = this.windows[w]!.max(ts);
+    for (let w = 0; w < WINDOWS_MS.length; w++) this.sources[w] = this.windows[w]!.max(ts);
+    if (this.sincePercentiles >= REFRESH_PERCENTILES_EVERY) {
+      this.histograms.forEach((histogram, h) => histogram.percentiles(PERCENTILES, this.sources, WINDOWS_MS.length + h * PERCENTILES.length));
+      this.sincePercentiles = 0;
+    }
+    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) {
+      this.sources[WINDOWS_MS.length + PERCENTILE_SOURCES + lag] = this.seasonal.peakAround(ts, lag);
+    }
     const floor = this.options.absoluteFloor;
     for (let c = 0; c < CANDIDATES; c++) {
-      this.limits[c] = Math.max(floor, this.peaks[Math.floor(c / MARGINS.length)]! * MARGINS[c % MARGINS.length]!);
+      const source = this.sources[Math.floor(c / MARGINS.length)]!;
+      this.limits[c] = Number.isNaN(source) ? Number.NaN : Math.max(floor, source * MARGINS[c % MARGINS.length]!);
     }
+    if (Number.isNaN(this.limits[this.chosen]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     let limit = this.limits[this.chosen]!;
     if (ts < this.bumpUntil) limit = Math.max(limit, this.bumpFloor);
     this.previousLimit = limit;
@@ -148,6 +184,7 @@ export class EnsembleForecaster {
       let chosenCost = Infinity;
       for (let c = 0; c < CANDIDATES; c++) {
         const limit = this.limits[c]!;
+        if (Number.isNaN(limit)) continue; // a seasonal source without a detected period
         const missed = usage > limit ? 1 : 0;
         this.slack[c] = slackDecay * this.slack[c]! + (1 - slackDecay) * (limit - usage > 0 ? limit - usage : 0);
         this.misses[c] = missDecay * this.misses[c]! + missed;
@@ -173,6 +210,9 @@ export class EnsembleForecaster {
     }
     this.previousLimit = Number.NaN;
     for (const window of this.windows) window.push(ts, usage);
+    for (const histogram of this.histograms) histogram.add(usage, 1, ts);
+    this.seasonal.push(ts, usage);
+    this.sincePercentiles++;
     this.observations++;
   }
 }

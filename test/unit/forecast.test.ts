@@ -146,3 +146,19 @@ describe("forecast stage", () => {
     }
   });
 });
+
+describe("multi-percentile walk", () => {
+  it("gives exactly what percentile() gives, for any data", async () => {
+    const fc = (await import("fast-check")).default;
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.double({ min: 0, max: 50, noNaN: true }), fc.integer({ min: 0, max: 10 * DAY })), { minLength: 1, maxLength: 60 }), (points) => {
+        const histogram = new DecayingHistogram(vpaCpu);
+        for (const [value, offset] of points) histogram.add(value, 1, T0 + offset);
+        const ps = [0.1, 0.5, 0.9, 0.95, 0.99, 1];
+        const out = new Float64Array(ps.length);
+        histogram.percentiles(ps, out);
+        ps.forEach((p, i) => assert.equal(out[i], histogram.percentile(p)));
+      }),
+    );
+  });
+});

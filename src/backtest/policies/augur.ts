@@ -28,12 +28,17 @@ export function defaultEnsembleOptions(resource: Resource): EnsembleOptions {
   };
 }
 
+/** Buckets of the percentile candidates: ten times finer than VPA's, 2% growth. */
+function histogramOptionsFor(resource: Resource) {
+  const { firstBucketSize, maxValue } = BUCKETS[resource];
+  return { firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6 };
+}
+
 /** Usage of everything under one fallback level: cold-start limits for pairs with no history of their own. */
 class LevelUsage {
   readonly histogram: DecayingHistogram;
   constructor(resource: Resource) {
-    const { firstBucketSize, maxValue } = BUCKETS[resource];
-    this.histogram = new DecayingHistogram({ firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6, halfLifeMs: DAY });
+    this.histogram = new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY });
   }
 }
 
@@ -68,7 +73,7 @@ export function augurPolicy(options: { optionsFor?: (resource: Resource) => Ense
       if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
       let price = prices.get(resource);
       if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
-      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price);
+      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource));
     }
     return f;
   };

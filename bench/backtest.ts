@@ -1,0 +1,50 @@
+// Backtest throughput: samples per second through each policy, beside the
+// throughput of decoding the same rows with no policy at all (the reference),
+// measured in the same run on a synthetic trace in the canonical format.
+import { writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadCanonical } from "../src/backtest/adapters/index.js";
+import { POLICIES } from "../src/backtest/policies/index.js";
+import { replay } from "../src/backtest/replay.js";
+
+const T0 = Date.UTC(2026, 0, 1);
+const WORKLOADS = 200;
+const STEPS = 1000;
+
+function syntheticTrace(): string {
+  const lines = ["ts,workload,image,user,cpu,mem"];
+  let seed = 42;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (let step = 0; step < STEPS; step++) {
+    for (let w = 0; w < WORKLOADS; w++) {
+      const daily = 1 + Math.sin((2 * Math.PI * step) / 288);
+      lines.push(`${T0 + step * 300_000},w${w},image-${w % 20},user-${w},${(0.2 * daily + random() * 0.3).toFixed(4)},${Math.round(5e8 * daily + random() * 1e8)}`);
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+const file = join(tmpdir(), `augur-bench-${process.pid}.csv`);
+writeFileSync(file, syntheticTrace());
+const rows = WORKLOADS * STEPS;
+const samples = rows * 2; // cpu and mem
+
+function best(run: () => void, repeats = 3): number {
+  let fastest = Infinity;
+  for (let i = 0; i < repeats; i++) {
+    const start = performance.now();
+    run();
+    fastest = Math.min(fastest, performance.now() - start);
+  }
+  return fastest;
+}
+
+const decodeMs = best(() => loadCanonical(file));
+const reference = { name: "decode the same rows, no policy (rows/s)", value: Math.round(rows / (decodeMs / 1000)) };
+const trace = loadCanonical(file);
+for (const name of Object.keys(POLICIES)) {
+  const ms = best(() => replay(trace, { policies: [POLICIES[name]!(["cpu", "mem"])], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2);
+  const value = Math.round(samples / (ms / 1000));
+  console.log(JSON.stringify({ benchmark: `backtest.${name}`, unit: "samples/s", value, reference, ratio: +(value / reference.value).toFixed(4) }));
+}

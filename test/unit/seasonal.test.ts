@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { autocorrelation, SeasonalProfile } from "../../src/forecast/seasonal.js";
+import { T0 } from "../helpers.js";
+
+const HOUR = 3_600_000;
+
+describe("seasonal profile", () => {
+  it("detects a daily period and answers the peak around the same time yesterday", () => {
+    const profile = new SeasonalProfile();
+    // busy 09:00–11:00 every day, idle otherwise, sampled every 5 minutes for 4 days
+    for (let t = 0; t < 4 * 24 * HOUR; t += 5 * 60_000) {
+      const hour = (t / HOUR) % 24;
+      profile.push(T0 + t, hour >= 9 && hour < 11 ? 8 : 1);
+    }
+    assert.equal(profile.detected[0], true);
+    assert.equal(profile.peakAround(T0 + 4 * 24 * HOUR + 10 * HOUR, 0), 8);
+    assert.equal(profile.peakAround(T0 + 4 * 24 * HOUR + 15 * HOUR, 0), 1);
+    assert.equal(profile.detected[1], false, "a week is not covered yet");
+  });
+
+  it("detects nothing in noise", () => {
+    const profile = new SeasonalProfile();
+    let seed = 7;
+    for (let t = 0; t < 5 * 24 * HOUR; t += 5 * 60_000) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      profile.push(T0 + t, seed / 2 ** 31);
+    }
+    assert.deepEqual(profile.detected, [false, false]);
+    assert.ok(Number.isNaN(profile.peakAround(T0 + 5 * 24 * HOUR, 0)));
+  });
+
+  it("computes autocorrelation, skipping gaps", () => {
+    assert.ok(Math.abs(autocorrelation([1, 2, 1, 2, 1, 2, 1, 2], 2) - 0.75) < 1e-9);
+    assert.equal(autocorrelation([5, 5, 5], 1), 0);
+    assert.ok(autocorrelation([1, Number.NaN, 1, 3, Number.NaN, 3], 2) > 0);
+  });
+});
