@@ -21,6 +21,14 @@ class Sums {
   unmet = 0;
   steps = 0;
   violations = 0;
+  add(usage: number, limit: number): void {
+    this.limit += limit;
+    this.slack += Math.max(limit - usage, 0);
+    this.usage += usage;
+    this.unmet += Math.max(usage - limit, 0);
+    this.steps++;
+    if (usage > limit) this.violations++;
+  }
 }
 
 /** Accumulates one policy's score on one resource. */
@@ -38,14 +46,8 @@ export class ScoreAccumulator {
    * workload's first hour of life.
    */
   add(workload: number, ts: number, usage: number, limit: number, coldStart: boolean): void {
-    for (const sums of coldStart ? [this.all, this.cold] : [this.all]) {
-      sums.limit += limit;
-      sums.slack += Math.max(limit - usage, 0);
-      sums.usage += usage;
-      sums.unmet += Math.max(usage - limit, 0);
-      sums.steps++;
-      if (usage > limit) sums.violations++;
-    }
+    this.all.add(usage, limit);
+    if (coldStart) this.cold.add(usage, limit);
     const previous = this.lastLimit.get(workload);
     if (previous !== undefined && Math.abs(previous - limit) > 1e-9 * Math.max(1, Math.abs(previous))) this.changes++;
     this.lastLimit.set(workload, limit);

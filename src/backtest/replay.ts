@@ -115,10 +115,8 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
   const defaults = { ...DEFAULT_LIMITS, ...options.defaults };
   const workloadIds = new Map<string, number>();
   const firstSeen: number[] = [];
-  const scores = new Map<string, Map<Resource, ScoreAccumulator>>();
-  for (const policy of options.policies) {
-    scores.set(policy.name, new Map(options.resources.map((r) => [r, new ScoreAccumulator(PEAK_LIKE.has(r))])));
-  }
+  const { policies, resources } = options;
+  const accumulators = policies.map(() => resources.map((r) => new ScoreAccumulator(PEAK_LIKE.has(r))));
   const sampleCount = options.sampleWorkloads ?? 3;
   const kept = new Map<string, { workload: string; resource: Resource; points: SeriesPoint[] }>();
   const sampled = new Set(
@@ -157,15 +155,14 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
         const cursor = group[g]!;
         const row = cursor.index;
         const limits = (limitsBuffer[g] ??= []);
-        options.resources.forEach((resource, r) => {
+        for (let r = 0; r < resources.length; r++) {
+          const resource = resources[r]!;
           const usage = cursor.series.values[resource]?.[row];
-          if (usage === undefined || Number.isNaN(usage)) return;
+          if (usage === undefined || Number.isNaN(usage)) continue;
           const traceLimit = resource === "cpu" ? cursor.series.limits.cpu?.[row] : resource === "mem" ? cursor.series.limits.mem?.[row] : undefined;
           const fallback = traceLimit !== undefined && !Number.isNaN(traceLimit) && traceLimit > 0 ? traceLimit : defaults[resource];
-          options.policies.forEach((policy, p) => {
-            limits[r * options.policies.length + p] = policy.limit(cursor.pair, resource, ts, fallback);
-          });
-        });
+          for (let p = 0; p < policies.length; p++) limits[r * policies.length + p] = policies[p]!.limit(cursor.pair, resource, ts, fallback);
+        }
       }
       // …then score and observe.
       for (let g = 0; g < group.length; g++) {
@@ -174,22 +171,23 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
         const limits = limitsBuffer[g]!;
         const cold = ts - firstSeen[cursor.workload]! < COLD_START_MS;
         const sampleThis = cursor.scored && sampled.has(cursor.series.workload);
-        options.resources.forEach((resource, r) => {
+        for (let r = 0; r < resources.length; r++) {
+          const resource = resources[r]!;
           const usage = cursor.series.values[resource]?.[row];
-          if (usage === undefined || Number.isNaN(usage)) return;
+          if (usage === undefined || Number.isNaN(usage)) continue;
           samples++;
-          options.policies.forEach((policy, p) => {
-            const limit = limits[r * options.policies.length + p]!;
-            if (cursor.scored) scores.get(policy.name)!.get(resource)!.add(cursor.workload, ts, usage, limit, cold);
-            policy.observe(cursor.pair, resource, ts, usage, cursor.workload, limit);
-          });
+          for (let p = 0; p < policies.length; p++) {
+            const limit = limits[r * policies.length + p]!;
+            if (cursor.scored) accumulators[p]![r]!.add(cursor.workload, ts, usage, limit, cold);
+            policies[p]!.observe(cursor.pair, resource, ts, usage, cursor.workload, limit);
+          }
           if (sampleThis) {
             const key = `${cursor.series.workload}|${resource}`;
             let series = kept.get(key);
             if (!series) kept.set(key, (series = { workload: cursor.series.workload, resource, points: [] }));
-            series.points.push({ ts, usage, limits: Object.fromEntries(options.policies.map((policy, p) => [policy.name, limits[r * options.policies.length + p]!])) });
+            series.points.push({ ts, usage, limits: Object.fromEntries(policies.map((policy, p) => [policy.name, limits[r * policies.length + p]!])) });
           }
-        });
+        }
         cursor.index++;
         if (cursor.index < cursor.series.ts.length) heap.push(cursor);
       }
@@ -200,9 +198,9 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
   options.onProgress?.(total, total);
 
   const result: ReplayResult["scores"] = {};
-  for (const [name, byResource] of scores) {
-    result[name] = {};
-    for (const [resource, accumulator] of byResource) result[name]![resource] = accumulator.result();
-  }
+  policies.forEach((policy, p) => {
+    result[policy.name] = {};
+    resources.forEach((resource, r) => (result[policy.name]![resource] = accumulators[p]![r]!.result()));
+  });
   return { samples, workloads: workloadIds.size, scores: result, series: [...kept.values()] };
 }

@@ -17,9 +17,9 @@ export function defaultEnsembleOptions(resource: Resource): EnsembleOptions {
   const peak = PEAK_LIKE.has(resource);
   return {
     targetMissRate: peak ? 0.0005 : 0.003,
-    slackDecay: 0.99,
-    missDecay: 0.9995,
-    priorSteps: 500,
+    slackDecay: 0.95, // slack is measured every step: a short memory follows phases
+    missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
+    priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
     switchMargin: 0.05,
     missBump: peak ? 0.2 : 0.1,
     missBumpMs: HOUR,
@@ -56,11 +56,21 @@ export function augurPolicy(options: { optionsFor?: (resource: Resource) => Ense
   const prices = new Map<Resource, OverrunPrice>();
   const levels = new Map<string, LevelUsage>();
 
-  const level = (resource: Resource, key: string): LevelUsage => {
-    const id = `${resource}|${key}`;
-    let usage = levels.get(id);
-    if (!usage) levels.set(id, (usage = new LevelUsage(resource)));
-    return usage;
+  /** The (image, *), (*, user) and (*, *) usage of a pair, resolved once per pair and resource. */
+  const levelsOf = new Map<Resource, LevelUsage[][]>();
+  const pairLevels = (pair: PairRef, resource: Resource): LevelUsage[] => {
+    let byPair = levelsOf.get(resource);
+    if (!byPair) levelsOf.set(resource, (byPair = []));
+    let found = byPair[pair.id];
+    if (!found) {
+      byPair[pair.id] = found = [`i:${pair.image}`, `u:${pair.user}`, "*"].map((key) => {
+        const id = `${resource}|${key}`;
+        let usage = levels.get(id);
+        if (!usage) levels.set(id, (usage = new LevelUsage(resource)));
+        return usage;
+      });
+    }
+    return found;
   };
 
   const forecaster = (pair: PairRef, resource: Resource): EnsembleForecaster => {
@@ -84,15 +94,12 @@ export function augurPolicy(options: { optionsFor?: (resource: Resource) => Ense
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
       const quantile = 1 - optionsFor(resource).targetMissRate;
-      for (const key of [`i:${pair.image}`, `u:${pair.user}`, "*"]) {
-        const usage = levels.get(`${resource}|${key}`);
-        if (usage && !usage.histogram.isEmpty()) return usage.histogram.percentile(quantile) * 1.15;
-      }
+      for (const usage of pairLevels(pair, resource)) if (!usage.histogram.isEmpty()) return usage.histogram.percentile(quantile) * 1.15;
       return fallback;
     },
     observe(pair, resource, ts, usage) {
       forecaster(pair, resource).observe(ts, usage);
-      for (const key of [`i:${pair.image}`, `u:${pair.user}`, "*"]) level(resource, key).histogram.add(usage, 1, ts);
+      for (const level of pairLevels(pair, resource)) level.histogram.add(usage, 1, ts);
     },
   };
 }
