@@ -25,8 +25,7 @@ export interface BacktestPolicy {
 
 export type PolicyFactory = (options: { resources: readonly Resource[] }) => BacktestPolicy;
 
-/** Resources whose shortfall kills the workload (OOM), handled like VPA's memory. */
-export const PEAK_LIKE = new Set<Resource>(["mem", "gpu_mem"]);
+export { PEAK_LIKE } from "../core/types.js";
 
 /** Per-pair, per-resource state held in dense arrays of maps. */
 export class PairStates<S> {

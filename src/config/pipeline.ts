@@ -5,7 +5,7 @@ import { allocationConfig } from "../allocate/config.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
-import { MODEL_NAMES } from "../forecast/registry.js";
+import { MODEL_NAMES, MODEL_REGISTRY } from "../forecast/registry.js";
 import { loadYamlConfig, validateConfig, parseYaml, readConfigFile } from "./load.js";
 
 const listen = z
@@ -57,7 +57,7 @@ export const pipelineConfig = z
       .default({}),
     forecast: z
       .object({
-        model: z.enum(MODEL_NAMES).default("decaying-percentile"),
+        model: z.enum(MODEL_NAMES).default("augur-ensemble"),
         /** Options of the chosen model (see its config schema). */
         options: z.record(z.string(), z.unknown()).default({}),
         cacheKeys: z.number().int().min(1).max(10_000_000).default(2_000),
@@ -109,6 +109,8 @@ export function loadPipeline(path: string, overrides: { dataDir?: string; listen
   const merged = { ...((raw as Record<string, unknown>) ?? {}) };
   if (overrides.listen) merged.api = { ...((merged.api as object) ?? {}), listen: overrides.listen };
   const config = validateConfig(pipelineConfig, merged, path);
+  // The chosen model's own options, checked here so a typo is a config error at start-up.
+  config.forecast.options = validateConfig(MODEL_REGISTRY[config.forecast.model].config, config.forecast.options, `${path}: forecast.options`);
   const node = config.node === "auto" ? hostname() : config.node;
   try {
     validateId("node", node);

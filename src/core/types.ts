@@ -14,6 +14,9 @@ export const RESOURCES = [
 ] as const;
 export type Resource = (typeof RESOURCES)[number];
 
+/** Resources whose shortfall kills the workload (OOM): each step counts by its peak, like VPA's memory. */
+export const PEAK_LIKE: ReadonlySet<Resource> = new Set<Resource>(["mem", "gpu_mem"]);
+
 export function isResource(name: string): name is Resource {
   return (RESOURCES as readonly string[]).includes(name);
 }

@@ -10,8 +10,28 @@
 // rate meets the target: keys whose usage is big and spiky spend the overrun
 // budget where it saves the most slack, steady keys get tight limits.
 // Pure: no I/O, no wall clock; event time comes with every call.
-import { DecayingHistogram, type HistogramOptions } from "./decaying-histogram.js";
-import { SEASONAL_LAGS_HOURS, SeasonalProfile } from "./seasonal.js";
+import { DecayingHistogram, type HistogramOptions, type HistogramState } from "./decaying-histogram.js";
+import { SEASONAL_LAGS_HOURS, SeasonalProfile, type SeasonalState } from "./seasonal.js";
+import { PEAK_LIKE, type Resource } from "../core/types.js";
+import { BUCKETS } from "./percentile-model.js";
+
+/** Bumped whenever the layout of EnsembleState changes. */
+export const ENSEMBLE_STATE_VERSION = 1;
+
+export interface EnsembleState {
+  version: number;
+  candidates: number;
+  windows: Array<{ ts: number[]; values: number[] }>;
+  histograms: HistogramState[];
+  seasonal: SeasonalState;
+  slack: number[];
+  misses: number[];
+  steps: number[];
+  chosen: number;
+  observations: number;
+  bumpFloor: number;
+  bumpUntil: number | null;
+}
 
 export interface EnsembleOptions {
   /** Pooled fraction of steps allowed above the limit (the service level). */
@@ -78,6 +98,18 @@ export class WindowMax {
     this.ts.push(ts);
     this.values.push(value);
   }
+  toState(): { ts: number[]; values: number[] } {
+    return { ts: this.ts.slice(this.head), values: this.values.slice(this.head) };
+  }
+
+  static fromState(windowMs: number, state: { ts: number[]; values: number[] }): WindowMax {
+    if (state.ts.length !== state.values.length) throw new RangeError("window state has mismatched arrays");
+    const window = new WindowMax(windowMs);
+    window.ts = [...state.ts];
+    window.values = [...state.values];
+    return window;
+  }
+
   /** Max of values with timestamps in (now − window, now]; 0 if none. */
   max(now: number): number {
     while (this.head < this.ts.length && this.ts[this.head]! <= now - this.windowMs) this.head++;
@@ -118,9 +150,9 @@ export class PooledMisses {
 }
 
 export class EnsembleForecaster {
-  private readonly windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
-  private readonly histograms: DecayingHistogram[];
-  private readonly seasonal = new SeasonalProfile();
+  private windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
+  private histograms: DecayingHistogram[];
+  private seasonal = new SeasonalProfile();
   private readonly sources = new Float64Array(SOURCES);
   private sincePercentiles = REFRESH_PERCENTILES_EVERY;
   private readonly limits = new Float64Array(CANDIDATES).fill(Number.NaN);
@@ -137,9 +169,51 @@ export class EnsembleForecaster {
     readonly options: EnsembleOptions,
     private readonly pool: PooledMisses,
     private readonly price: OverrunPrice,
-    histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
+    private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
   ) {
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
+  }
+
+  /** The peak of the last week. */
+  weekPeak(ts: number): number {
+    return this.windows[this.windows.length - 1]!.max(ts);
+  }
+
+  /** Everything this key has learned (not the shared pool and price), as JSON-safe data. */
+  toState(): EnsembleState {
+    return {
+      version: ENSEMBLE_STATE_VERSION,
+      candidates: CANDIDATES,
+      windows: this.windows.map((w) => w.toState()),
+      histograms: this.histograms.map((h) => h.toState()),
+      seasonal: this.seasonal.toState(),
+      slack: [...this.slack],
+      misses: [...this.misses],
+      steps: [...this.steps],
+      chosen: this.chosen,
+      observations: this.observations,
+      bumpFloor: this.bumpFloor,
+      bumpUntil: Number.isFinite(this.bumpUntil) ? this.bumpUntil : null,
+    };
+  }
+
+  /** Restores a key; a state of another layout version is refused (the caller starts afresh). */
+  restore(state: EnsembleState): void {
+    if (state.version !== ENSEMBLE_STATE_VERSION || state.candidates !== CANDIDATES) throw new RangeError(`ensemble state version ${state.version} is not ${ENSEMBLE_STATE_VERSION}`);
+    if (state.windows.length !== WINDOWS_MS.length || state.histograms.length !== HALF_LIVES_MS.length) throw new RangeError("ensemble state has the wrong shape");
+    for (const array of [state.slack, state.misses, state.steps]) if (array.length !== CANDIDATES) throw new RangeError("ensemble state has the wrong shape");
+    if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
+    this.windows = state.windows.map((w, i) => WindowMax.fromState(WINDOWS_MS[i]!, w));
+    this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
+    this.seasonal = SeasonalProfile.fromState(state.seasonal);
+    this.slack.set(state.slack);
+    this.misses.set(state.misses);
+    this.steps.set(state.steps);
+    this.chosen = state.chosen;
+    this.observations = state.observations;
+    this.bumpFloor = state.bumpFloor;
+    this.bumpUntil = state.bumpUntil ?? -Infinity;
+    this.sincePercentiles = REFRESH_PERCENTILES_EVERY;
   }
 
   get observed(): number {
@@ -215,4 +289,33 @@ export class EnsembleForecaster {
     this.sincePercentiles++;
     this.observations++;
   }
+}
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * Defaults of augur's policy. The miss rates are the service level: memory
+ * (an overrun is an OOM kill) one step in 2,000, rates (an overrun is
+ * throttling) one in 300. They are the knobs a user turns; the rest are
+ * structural (how fast to forget, how much evidence is enough).
+ */
+export function defaultEnsembleOptions(resource: Resource, missRates: { memory?: number; rate?: number } = {}): EnsembleOptions {
+  const peak = PEAK_LIKE.has(resource);
+  return {
+    targetMissRate: peak ? (missRates.memory ?? 0.0005) : (missRates.rate ?? 0.003),
+    slackDecay: 0.95, // slack is measured every step: a short memory follows phases
+    missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
+    priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
+    switchMargin: 0.05,
+    missBump: peak ? 0.2 : 0.1,
+    missBumpMs: HOUR_MS,
+    absoluteFloor: BUCKETS[resource].firstBucketSize / 10,
+    priceStep: 0.05,
+  };
+}
+
+/** Buckets of the percentile candidates: ten times finer than VPA's, 2% growth. */
+export function histogramOptionsFor(resource: Resource): Omit<HistogramOptions, "halfLifeMs"> {
+  const { firstBucketSize, maxValue } = BUCKETS[resource];
+  return { firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6 };
 }

@@ -55,6 +55,31 @@ export class SeasonalProfile {
     return max;
   }
 
+  toState(): SeasonalState {
+    return {
+      peak: toJsonNumbers(this.peak),
+      sum: [...this.sum],
+      count: [...this.count],
+      currentHour: nanToNull(this.currentHour),
+      firstHour: nanToNull(this.firstHour),
+      lastDetectionHour: nanToNull(this.lastDetectionHour),
+      detected: [...this.detected],
+    };
+  }
+
+  static fromState(state: SeasonalState): SeasonalProfile {
+    const profile = new SeasonalProfile();
+    if (state.peak.length !== HOURS_KEPT || state.sum.length !== HOURS_KEPT || state.count.length !== HOURS_KEPT) throw new RangeError("seasonal state has the wrong size");
+    profile.peak.set(fromJsonNumbers(state.peak));
+    profile.sum.set(state.sum);
+    profile.count.set(state.count);
+    profile.currentHour = nullToNan(state.currentHour);
+    profile.firstHour = nullToNan(state.firstHour);
+    profile.lastDetectionHour = nullToNan(state.lastDetectionHour);
+    state.detected.forEach((d, i) => (profile.detected[i] = Boolean(d)));
+    return profile;
+  }
+
   /** Autocorrelation of hourly means at each lag, over the hours kept. */
   private detect(): void {
     const means: number[] = [];
@@ -89,3 +114,19 @@ export function autocorrelation(values: number[], lag: number): number {
   }
   return covariance / variance;
 }
+
+export interface SeasonalState {
+  peak: Array<number | null>;
+  sum: number[];
+  count: number[];
+  currentHour: number | null;
+  firstHour: number | null;
+  lastDetectionHour: number | null;
+  detected: boolean[];
+}
+
+/** JSON has no NaN: it travels as null. */
+export const nanToNull = (value: number): number | null => (Number.isNaN(value) ? null : value);
+export const nullToNan = (value: number | null): number => (value === null ? Number.NaN : value);
+export const toJsonNumbers = (values: ArrayLike<number>): Array<number | null> => Array.from(values, nanToNull);
+export const fromJsonNumbers = (values: Array<number | null>): number[] => values.map(nullToNan);

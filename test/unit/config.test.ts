@@ -67,3 +67,11 @@ describe("pipeline config", () => {
   });
   it("rejects a config with a NUL byte", () => expectConfigError("name: a\u0000\n", /NUL/));
 });
+
+describe("model options", () => {
+  it("are checked against the chosen model's schema at load time", () => {
+    expectConfigError("forecast:\n  model: augur-ensemble\n  options: { memoryMissRate: 2 }\n", /forecast\.options: memoryMissRate/);
+    expectConfigError("forecast:\n  model: decaying-percentile\n  options: { halfLife: 3 }\n", /forecast\.options: .*Unrecognized key.*halfLife/);
+    expectConfigError("forecast:\n  model: oracle\n", /forecast\.model/);
+  });
+});

@@ -162,3 +162,32 @@ describe("multi-percentile walk", () => {
     );
   });
 });
+
+describe("augur-ensemble model", () => {
+  it("restores from its saved state and then predicts exactly as the original", () => {
+    const factory = createModelFactory("augur-ensemble", {});
+    const original = factory.create();
+    const windows = [...windowsFor("app", "amy", 0.5, 200e6, 40), ...windowsFor("app", "amy", 1.5, 400e6, 40, T0 + 40 * 60_000)];
+    windows.slice(0, 50).forEach((w) => original.observe(w));
+    const restored = factory.restore(JSON.parse(JSON.stringify(original.toState())));
+    for (const w of windows.slice(50)) {
+      original.observe(w);
+      restored.observe(w);
+    }
+    assert.deepEqual(restored.predict(), original.predict());
+    const cpu = original.predict().cpu!;
+    assert.ok(cpu.limit >= 1.5 && cpu.limit < 3, `cpu limit ${cpu.limit}`);
+    assert.ok(cpu.request <= cpu.limit);
+    assert.match(cpu.model, /^augur-ensemble:/);
+  });
+
+  it("refuses a state of another layout", () => {
+    const factory = createModelFactory("augur-ensemble", {});
+    const model = factory.create();
+    windowsFor("app", "amy", 0.5, 200e6, 3).forEach((w) => model.observe(w));
+    const state = JSON.parse(JSON.stringify(model.toState()));
+    state.resources.cpu.forecaster.version = 99;
+    assert.throws(() => factory.restore(state), /version/);
+    assert.throws(() => factory.restore({ resources: { bogus: {} } }), /unknown resource/);
+  });
+});

@@ -1,38 +1,10 @@
 import type { Resource } from "../../core/types.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
-import { EnsembleForecaster, OverrunPrice, PooledMisses, type EnsembleOptions } from "../../forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions } from "../../forecast/ensemble.js";
 import { BUCKETS } from "../../forecast/percentile-model.js";
 import { PEAK_LIKE, type BacktestPolicy, type PairRef } from "../policy.js";
 
-const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
-
-/**
- * Defaults of augur's policy. The miss rates are the policy's service
- * level: memory (an overrun is an OOM kill) one step in 2,000, rates (an
- * overrun is throttling) one in 300. They are the knobs a user turns; the
- * rest are structural (how fast to forget, how much evidence is enough).
- */
-export function defaultEnsembleOptions(resource: Resource): EnsembleOptions {
-  const peak = PEAK_LIKE.has(resource);
-  return {
-    targetMissRate: peak ? 0.0005 : 0.003,
-    slackDecay: 0.95, // slack is measured every step: a short memory follows phases
-    missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
-    priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
-    switchMargin: 0.05,
-    missBump: peak ? 0.2 : 0.1,
-    missBumpMs: HOUR,
-    absoluteFloor: BUCKETS[resource].firstBucketSize / 10,
-    priceStep: 0.05,
-  };
-}
-
-/** Buckets of the percentile candidates: ten times finer than VPA's, 2% growth. */
-function histogramOptionsFor(resource: Resource) {
-  const { firstBucketSize, maxValue } = BUCKETS[resource];
-  return { firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6 };
-}
+const DAY = 24 * 3_600_000;
 
 /** Usage of everything under one fallback level: cold-start limits for pairs with no history of their own. */
 class LevelUsage {

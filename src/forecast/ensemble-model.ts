@@ -1,0 +1,153 @@
+import { z } from "zod";
+import { RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
+import {
+  defaultEnsembleOptions,
+  EnsembleForecaster,
+  histogramOptionsFor,
+  OverrunPrice,
+  PooledMisses,
+  type EnsembleState,
+} from "./ensemble.js";
+import type { ForecastModel, ModelFactory } from "./model.js";
+import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
+import { QuantileSketch } from "../core/sketch.js";
+
+const DAY_MS = 86_400_000;
+
+export const ensembleModelConfig = z
+  .object({
+    /** Service level: fraction of windows allowed above the memory limit (an overrun is an OOM kill). */
+    memoryMissRate: z.number().gt(0).lt(0.5).default(0.0005),
+    /** Fraction of windows allowed above a rate limit (CPU, network, disk, GPU utilisation). */
+    rateMissRate: z.number().gt(0).lt(0.5).default(0.003),
+    /** The request is this percentile of the last day's samples (never above the limit). */
+    requestPercentile: z.number().gt(0).lt(1).default(0.9),
+  })
+  .strict();
+export type EnsembleModelConfig = z.infer<typeof ensembleModelConfig>;
+
+interface ResourceEntry {
+  forecaster: EnsembleForecaster;
+  /** Every sample of the last day (from the windows' sketches): the profile's quantiles. */
+  usage: DecayingHistogram;
+  price: OverrunPrice;
+  pool: PooledMisses;
+  samples: number;
+  nextTs: number;
+}
+
+interface EnsembleModelState {
+  resources: Partial<
+    Record<Resource, { forecaster: EnsembleState; usage: HistogramState; price: number | null; poolMisses: number[]; poolSteps: number[]; samples: number; nextTs: number }>
+  >;
+}
+
+/**
+ * The backtest's augur policy as a live model: each window is one step whose
+ * usage is the window's peak; the limit is the ensemble's limit for the next
+ * window. In a live pipeline each profile key learns alone, so its overrun
+ * price and pooled rates are its own (the backtest shares them across keys).
+ */
+class EnsembleModel implements ForecastModel {
+  private readonly entries = new Map<Resource, ResourceEntry>();
+
+  constructor(private readonly config: EnsembleModelConfig) {}
+
+  private entry(resource: Resource): ResourceEntry {
+    let entry = this.entries.get(resource);
+    if (!entry) {
+      const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate });
+      const price = new OverrunPrice(options.targetMissRate, options.priceStep);
+      const pool = new PooledMisses(options.missDecay);
+      entry = {
+        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource)),
+        usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
+        price,
+        pool,
+        samples: 0,
+        nextTs: 0,
+      };
+      this.entries.set(resource, entry);
+    }
+    return entry;
+  }
+
+  observe(window: WindowAggregate): void {
+    for (const resource of RESOURCES) {
+      const stats = window.resources[resource];
+      if (!stats || stats.count === 0) continue;
+      const entry = this.entry(resource);
+      entry.forecaster.limit(window.windowStart); // what this window would have been given
+      entry.forecaster.observe(window.windowStart, stats.max);
+      const sketch = QuantileSketch.fromState(stats.sketch);
+      sketch.forEachBucket((value, weight) => entry.usage.add(value, weight, window.windowEnd));
+      entry.samples += stats.count;
+      entry.nextTs = window.windowEnd;
+    }
+  }
+
+  predict(): Profile["resources"] {
+    const out: Profile["resources"] = {};
+    for (const [resource, entry] of this.entries) {
+      const limit = entry.forecaster.limit(entry.nextTs);
+      if (limit === null) continue;
+      const [p50, p90, p95, p99, request] = [0.5, 0.9, 0.95, 0.99, this.config.requestPercentile].map((p) => entry.usage.percentile(p));
+      out[resource] = {
+        p50: p50!,
+        p90: p90!,
+        p95: p95!,
+        p99: p99!,
+        max: entry.forecaster.weekPeak(entry.nextTs),
+        request: Math.min(request!, limit),
+        limit,
+        model: `augur-ensemble:${entry.forecaster.model}`,
+        sampleCount: entry.samples,
+      };
+    }
+    return out;
+  }
+
+  toState(): EnsembleModelState {
+    const resources: EnsembleModelState["resources"] = {};
+    for (const [resource, entry] of this.entries) {
+      resources[resource] = {
+        forecaster: entry.forecaster.toState(),
+        usage: entry.usage.toState(),
+        price: Number.isNaN(entry.price.value) ? null : entry.price.value,
+        poolMisses: [...entry.pool.misses],
+        poolSteps: [...entry.pool.steps],
+        samples: entry.samples,
+        nextTs: entry.nextTs,
+      };
+    }
+    return { resources };
+  }
+
+  static restore(config: EnsembleModelConfig, state: unknown): EnsembleModel {
+    const model = new EnsembleModel(config);
+    const parsed = state as EnsembleModelState;
+    if (typeof parsed !== "object" || parsed === null || typeof parsed.resources !== "object") throw new RangeError("not an ensemble model state");
+    for (const [name, saved] of Object.entries(parsed.resources)) {
+      const resource = name as Resource;
+      if (!RESOURCES.includes(resource) || !saved) throw new RangeError(`unknown resource ${name} in model state`);
+      const entry = model.entry(resource);
+      entry.forecaster.restore(saved.forecaster);
+      entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);
+      entry.price.value = saved.price ?? Number.NaN;
+      entry.pool.misses.set(saved.poolMisses);
+      entry.pool.steps.set(saved.poolSteps);
+      entry.samples = saved.samples;
+      entry.nextTs = saved.nextTs;
+    }
+    return model;
+  }
+}
+
+export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
+  return {
+    name: "augur-ensemble",
+    stateVersion: 2,
+    create: () => new EnsembleModel(config),
+    restore: (state) => EnsembleModel.restore(config, state),
+  };
+}
