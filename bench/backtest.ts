@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { loadCanonical } from "../src/backtest/adapters/index.js";
 import { POLICIES } from "../src/backtest/policies/index.js";
 import { replay } from "../src/backtest/replay.js";
+import { initTensorflow } from "../src/forecast/global-model.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOADS = 200;
@@ -40,11 +41,12 @@ function best(run: () => void, repeats = 3): number {
   return fastest;
 }
 
+await initTensorflow();
 const decodeMs = best(() => loadCanonical(file));
 const reference = { name: "decode the same rows, no policy (rows/s)", value: Math.round(rows / (decodeMs / 1000)) };
 const trace = loadCanonical(file);
 for (const name of Object.keys(POLICIES)) {
-  const ms = best(() => replay(trace, { policies: [POLICIES[name]!(["cpu", "mem"])], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2);
+  const ms = best(() => replay(trace, { policies: [POLICIES[name]!({ resources: ["cpu", "mem"] })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2);
   const value = Math.round(samples / (ms / 1000));
   console.log(JSON.stringify({ benchmark: `backtest.${name}`, unit: "samples/s", value, reference, ratio: +(value / reference.value).toFixed(4) }));
 }

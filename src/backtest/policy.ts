@@ -21,6 +21,10 @@ export interface BacktestPolicy {
   readonly name: string;
   limit(pair: PairRef, resource: Resource, ts: number, fallback: number): number;
   observe(pair: PairRef, resource: Resource, ts: number, usage: number, workload: number, limitUsed: number): void;
+  /** Called once the training trace has been replayed, before scoring starts. */
+  endOfTraining?(): void;
+  /** What the policy learned that is worth keeping across runs (JSON-safe), if anything. */
+  exportModels?(): unknown;
 }
 
 export type PolicyFactory = (options: { resources: readonly Resource[] }) => BacktestPolicy;

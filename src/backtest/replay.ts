@@ -145,6 +145,7 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
       }
       heap.push({ series, index: 0, workload: id, pair: pairOf(series.image, series.user), scored: phase.scored });
     }
+    if (phase.scored && options.train) for (const policy of policies) policy.endOfTraining?.();
     const group: Cursor[] = [];
     while (heap.size > 0) {
       const ts = heap.peekTs();

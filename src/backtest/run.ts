@@ -1,4 +1,5 @@
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { initTensorflow } from "../forecast/global-model.js";
 import { ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
 import { loadTrace, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
@@ -17,6 +18,9 @@ export interface BacktestOptions {
   report?: string;
   /** Rejected rows (JSON lines with the reason) go here; nothing is dropped silently. */
   rejectedOut?: string;
+  /** Learned models: read before the replay, written after it. */
+  loadModels?: string;
+  saveModels?: string;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -37,15 +41,18 @@ function resourcesIn(trace: Trace): Resource[] {
 }
 
 /** Loads, replays, scores and writes RESULT.json (and the report); returns the result. */
-export function runBacktest(options: BacktestOptions): { result: BacktestResult; replayed: ReplayResult } {
+export async function runBacktest(options: BacktestOptions): Promise<{ result: BacktestResult; replayed: ReplayResult }> {
   checkBacktestOptions(options);
+  const models = options.loadModels ? readModels(options.loadModels) : undefined;
+  await initTensorflow();
   const started = performance.now();
   const trace = loadTrace(options.trace, options.format);
   const train = options.train ? loadTrace(options.train, options.format) : undefined;
   if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
+  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models }));
   const replayed = replay(trace, {
-    policies: options.policies.map((name) => POLICIES[name]!(resources)),
+    policies,
     resources,
     train,
     onProgress: options.onProgress,
@@ -63,6 +70,23 @@ export function runBacktest(options: BacktestOptions): { result: BacktestResult;
   };
   writeFileSync(options.out, JSON.stringify(result, null, 2) + "\n");
   if (options.report) writeFileSync(options.report, renderReport(result, replayed.series));
+  if (options.saveModels) {
+    const saved = Object.fromEntries(policies.flatMap((policy) => (policy.exportModels ? [[policy.name, policy.exportModels()]] : [])));
+    writeFileSync(options.saveModels, JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: saved }) + "\n");
+  }
   if (options.rejectedOut && rejected.length > 0) writeFileSync(options.rejectedOut, rejected.map((row) => JSON.stringify(row)).join("\n") + "\n");
   return { result, replayed };
+}
+
+function readModels(path: string): Record<string, unknown> {
+  let parsed: { kind?: string; version?: number; policies?: Record<string, unknown> };
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new ValidationError(`cannot read models ${path}: ${(error as Error).message}`);
+  }
+  if (parsed?.kind !== "augur-backtest-models" || parsed.version !== 1 || typeof parsed.policies !== "object" || parsed.policies === null) {
+    throw new ValidationError(`${path} is not a models file written by augur backtest --save-models (version 1)`);
+  }
+  return parsed.policies;
 }

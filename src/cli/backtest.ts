@@ -23,11 +23,13 @@ export function registerBacktest(program: Command): void {
     .requiredOption("--out <file>", "RESULT.json")
     .option("--report <file>", "self-contained REPORT.html with plots")
     .option("--rejected <file>", "write rejected trace rows here, one JSON object per line with the reason")
-    .action((flags) => {
+    .option("--load-models <file>", "start from models learned by an earlier run (--save-models)")
+    .option("--save-models <file>", "write the models learned in this run (versioned JSON)")
+    .action(async (flags) => {
       const bar = process.stderr.isTTY ? new SingleBar({ format: "replay [{bar}] {percentage}% | {value}/{total} rows | eta {eta_formatted}", hideCursor: true }) : null;
       let started = false;
       try {
-        const { result } = runBacktest({
+        const { result } = await runBacktest({
           trace: flags.trace,
           format: flags.format as TraceFormat,
           train: flags.train,
@@ -36,6 +38,8 @@ export function registerBacktest(program: Command): void {
           out: flags.out,
           report: flags.report,
           rejectedOut: flags.rejected,
+          loadModels: flags.loadModels,
+          saveModels: flags.saveModels,
           onProgress: (done, total) => {
             if (!bar) return;
             if (!started) bar.start(total, 0);

@@ -14,9 +14,18 @@ import { DecayingHistogram, type HistogramOptions, type HistogramState } from ".
 import { SEASONAL_LAGS_HOURS, SeasonalProfile, type SeasonalState } from "./seasonal.js";
 import { PEAK_LIKE, type Resource } from "../core/types.js";
 import { BUCKETS } from "./percentile-model.js";
+import { GLOBAL_FEATURES, GLOBAL_LEVELS, type ExampleReservoir, type GlobalQuantileModel } from "./global-model.js";
+
+/** The global model shared by every key of a resource, and the examples it learns from. */
+export interface GlobalLearner {
+  model: GlobalQuantileModel | null;
+  reservoir: ExampleReservoir;
+  /** Every how many observations of a key one example is kept. */
+  sampleEvery: number;
+}
 
 /** Bumped whenever the layout of EnsembleState changes. */
-export const ENSEMBLE_STATE_VERSION = 1;
+export const ENSEMBLE_STATE_VERSION = 2;
 
 export interface EnsembleState {
   version: number;
@@ -63,8 +72,13 @@ export const PERCENTILES = [0.9, 0.95, 0.98, 0.99, 0.999] as const;
 /** Margins every source is tried with. */
 export const MARGINS = [1, 1.1, 1.25, 1.5, 2] as const;
 const PERCENTILE_SOURCES = HALF_LIVES_MS.length * PERCENTILES.length;
-/** Sources: peaks over windows, decaying percentiles, then seasonal peaks (a day and a week ago, when detected). */
-const SOURCES = WINDOWS_MS.length + PERCENTILE_SOURCES + SEASONAL_LAGS_HOURS.length;
+const SEASONAL_AT = WINDOWS_MS.length + PERCENTILE_SOURCES;
+const GLOBAL_AT = SEASONAL_AT + SEASONAL_LAGS_HOURS.length;
+/**
+ * Sources: peaks over windows, decaying percentiles, seasonal peaks (a day and
+ * a week ago, when detected), then the learned global model's quantiles (once trained).
+ */
+const SOURCES = GLOBAL_AT + GLOBAL_LEVELS.length;
 const CANDIDATES = SOURCES * MARGINS.length;
 const REFRESH_PERCENTILES_EVERY = 8;
 /** The longest peak window with the widest margin: where a key starts. */
@@ -80,7 +94,8 @@ export function candidateName(index: number): string {
   const margin = MARGINS[index % MARGINS.length];
   if (source < WINDOWS_MS.length) return `peak${duration(WINDOWS_MS[source]!)}×${margin}`;
   const p = source - WINDOWS_MS.length;
-  if (p >= PERCENTILE_SOURCES) return `seasonal${SEASONAL_LAGS_HOURS[p - PERCENTILE_SOURCES]}h×${margin}`;
+  if (source >= GLOBAL_AT) return `global-p${GLOBAL_LEVELS[source - GLOBAL_AT]! * 100}×${margin}`;
+  if (source >= SEASONAL_AT) return `seasonal${SEASONAL_LAGS_HOURS[source - SEASONAL_AT]}h×${margin}`;
   return `p${PERCENTILES[p % PERCENTILES.length]! * 100}/${duration(HALF_LIVES_MS[Math.floor(p / PERCENTILES.length)]!)}×${margin}`;
 }
 
@@ -151,6 +166,10 @@ export class PooledMisses {
 
 export class EnsembleForecaster {
   private windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
+  private readonly features = new Float32Array(GLOBAL_FEATURES);
+  private readonly predicted = new Float64Array(GLOBAL_LEVELS.length);
+  private featuresReady = false;
+  private scale = 1;
   private histograms: DecayingHistogram[];
   private seasonal = new SeasonalProfile();
   private readonly sources = new Float64Array(SOURCES);
@@ -170,8 +189,35 @@ export class EnsembleForecaster {
     private readonly pool: PooledMisses,
     private readonly price: OverrunPrice,
     private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
+    private readonly learner: GlobalLearner | null = null,
   ) {
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
+  }
+
+  /**
+   * Features of the learned global model (recent peaks and percentiles in
+   * units of the week's peak, time of day and week) and its predictions.
+   */
+  private globalSources(ts: number, floor: number): void {
+    this.sources.fill(Number.NaN, GLOBAL_AT, GLOBAL_AT + GLOBAL_LEVELS.length);
+    const learner = this.learner;
+    if (!learner) return;
+    const scale = Math.max(this.sources[WINDOWS_MS.length - 1]!, floor);
+    this.scale = scale;
+    const f = this.features;
+    for (let w = 0; w < WINDOWS_MS.length; w++) f[w] = Math.min(this.sources[w]! / scale, 50);
+    const at = WINDOWS_MS.length;
+    [0, 3, PERCENTILES.length, PERCENTILES.length + 3].forEach((p, i) => (f[at + i] = Math.min(this.sources[at + p]! / scale, 50)));
+    const hour = ((ts / HOUR) % 24) / 24;
+    const week = ((ts / (24 * HOUR) + 4) % 7) / 7; // 1970-01-01 was a Thursday
+    f[at + 4] = Math.sin(2 * Math.PI * hour);
+    f[at + 5] = Math.cos(2 * Math.PI * hour);
+    f[at + 6] = Math.sin(2 * Math.PI * week);
+    f[at + 7] = Math.cos(2 * Math.PI * week);
+    this.featuresReady = true;
+    if (!learner.model) return;
+    learner.model.predict(f, this.predicted);
+    for (let q = 0; q < GLOBAL_LEVELS.length; q++) this.sources[GLOBAL_AT + q] = this.predicted[q]! * scale;
   }
 
   /** The peak of the last week. */
@@ -232,10 +278,9 @@ export class EnsembleForecaster {
       this.histograms.forEach((histogram, h) => histogram.percentiles(PERCENTILES, this.sources, WINDOWS_MS.length + h * PERCENTILES.length));
       this.sincePercentiles = 0;
     }
-    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) {
-      this.sources[WINDOWS_MS.length + PERCENTILE_SOURCES + lag] = this.seasonal.peakAround(ts, lag);
-    }
+    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) this.sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
     const floor = this.options.absoluteFloor;
+    this.globalSources(ts, floor);
     for (let c = 0; c < CANDIDATES; c++) {
       const source = this.sources[Math.floor(c / MARGINS.length)]!;
       this.limits[c] = Number.isNaN(source) ? Number.NaN : Math.max(floor, source * MARGINS[c % MARGINS.length]!);
@@ -282,6 +327,10 @@ export class EnsembleForecaster {
         this.bumpUntil = ts + this.options.missBumpMs;
       }
     }
+    if (this.learner && this.featuresReady && this.observations % this.learner.sampleEvery === 0) {
+      this.learner.reservoir.add(this.features, Math.min(usage / this.scale, 100));
+    }
+    this.featuresReady = false;
     this.previousLimit = Number.NaN;
     for (const window of this.windows) window.push(ts, usage);
     for (const histogram of this.histograms) histogram.add(usage, 1, ts);

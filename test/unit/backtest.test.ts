@@ -242,6 +242,27 @@ describe("augur backtest CLI", () => {
     }
   });
 
+  it("saves learned models and loads them back; refuses a file that is not one", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const models = join(dir, "models.json");
+      const args = ["backtest", "--trace", join(fixtures, "alibaba"), "--format", "alibaba-genai", "--policies", "augur", "--out", join(dir, "r.json")];
+      assert.equal(augur([...args, "--save-models", models]).status, 0);
+      const saved = JSON.parse(readFileSync(models, "utf8"));
+      assert.equal(saved.kind, "augur-backtest-models");
+      assert.equal(saved.policies.augur.kind, "augur-global-models");
+      assert.equal(augur([...args, "--load-models", models]).status, 0);
+      for (const junk of ["{", JSON.stringify({ kind: "other" }), JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: { augur: { kind: "augur-global-models", version: 1, models: { quantum: {} } } } })]) {
+        writeFileSync(models, junk);
+        const result = augur([...args, "--load-models", models]);
+        assert.equal(result.status, 2, result.stderr);
+        assert.match(result.stderr, /models/);
+      }
+    } finally {
+      cleanup();
+    }
+  });
+
   it("exits 2 on a bad format, policy or resource, and on a missing trace", () => {
     for (const args of [
       ["--format", "parquet"],

@@ -1,8 +1,9 @@
-import type { Resource } from "../../core/types.js";
+import { ValidationError } from "../../core/errors.js";
+import { isResource, type Resource } from "../../core/types.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions } from "../../forecast/ensemble.js";
-import { BUCKETS } from "../../forecast/percentile-model.js";
-import { PEAK_LIKE, type BacktestPolicy, type PairRef } from "../policy.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type GlobalLearner } from "../../forecast/ensemble.js";
+import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "../../forecast/global-model.js";
+import type { BacktestPolicy, PairRef } from "../policy.js";
 
 const DAY = 24 * 3_600_000;
 
@@ -21,8 +22,37 @@ class LevelUsage {
  * the trace's limit or the default. Overrun rates are pooled over all pairs, so a
  * young pair borrows evidence from its peers.
  */
-export function augurPolicy(options: { optionsFor?: (resource: Resource) => EnsembleOptions } = {}): BacktestPolicy {
+export interface AugurPolicyOptions {
+  optionsFor?: (resource: Resource) => EnsembleOptions;
+  /** Learn the global model from the replay (default true). */
+  learn?: boolean;
+  /** Global models saved by an earlier run (`exportModels`), per resource. */
+  models?: Partial<Record<Resource, GlobalModelState>>;
+}
+
+/** Examples needed before the first training, and new examples between retrainings. */
+const FIRST_TRAINING_EXAMPLES = 5_000;
+const RETRAIN_EVERY_EXAMPLES = 100_000;
+const TRAINING = { steps: 400, batch: 512, learningRate: 0.01, seed: 7 };
+
+export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   const optionsFor = options.optionsFor ?? defaultEnsembleOptions;
+  const learn = options.learn ?? true;
+  const learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
+  const learner = (resource: Resource) => {
+    let found = learners.get(resource);
+    if (!found) {
+      const saved = options.models?.[resource];
+      found = { model: saved ? GlobalQuantileModel.fromState(saved) : null, reservoir: new ExampleReservoir(50_000), sampleEvery: 4, trainedAt: 0 };
+      learners.set(resource, found);
+    }
+    return found;
+  };
+  const train = (resource: Resource) => {
+    const l = learner(resource);
+    l.model = GlobalQuantileModel.train(l.reservoir, TRAINING);
+    l.trainedAt = l.reservoir.seen;
+  };
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
   const pools = new Map<Resource, PooledMisses>();
   const prices = new Map<Resource, OverrunPrice>();
@@ -55,13 +85,22 @@ export function augurPolicy(options: { optionsFor?: (resource: Resource) => Ense
       if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
       let price = prices.get(resource);
       if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
-      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource));
+      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource));
     }
     return f;
   };
 
   return {
     name: "augur",
+    endOfTraining() {
+      if (!learn) return;
+      for (const [resource, l] of learners) if (l.reservoir.size >= FIRST_TRAINING_EXAMPLES / 5) train(resource);
+    },
+    exportModels() {
+      const out: Partial<Record<Resource, GlobalModelState>> = {};
+      for (const [resource, l] of learners) if (l.model) out[resource] = l.model.toState();
+      return { kind: "augur-global-models", version: GLOBAL_MODEL_VERSION, models: out };
+    },
     limit(pair, resource, ts, fallback) {
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
@@ -71,7 +110,32 @@ export function augurPolicy(options: { optionsFor?: (resource: Resource) => Ense
     },
     observe(pair, resource, ts, usage) {
       forecaster(pair, resource).observe(ts, usage);
+      if (learn) {
+        const l = learner(resource);
+        const due = l.model === null ? l.reservoir.size >= FIRST_TRAINING_EXAMPLES : l.reservoir.seen - l.trainedAt >= RETRAIN_EVERY_EXAMPLES;
+        if (due) train(resource);
+      }
       for (const level of pairLevels(pair, resource)) level.histogram.add(usage, 1, ts);
     },
   };
+}
+
+/** Checks what `exportModels` wrote (and a user may have edited) before it is trusted. */
+export function augurModels(saved: unknown): AugurPolicyOptions["models"] {
+  if (saved === undefined) return undefined;
+  const file = saved as { kind?: string; version?: number; models?: Record<string, GlobalModelState> };
+  if (file?.kind !== "augur-global-models" || file.version !== GLOBAL_MODEL_VERSION || typeof file.models !== "object" || file.models === null) {
+    throw new ValidationError(`not augur global models of version ${GLOBAL_MODEL_VERSION}`);
+  }
+  const out: AugurPolicyOptions["models"] = {};
+  for (const [resource, state] of Object.entries(file.models)) {
+    if (!isResource(resource)) throw new ValidationError(`global models name an unknown resource '${resource}'`);
+    try {
+      GlobalQuantileModel.fromState(state);
+    } catch (error) {
+      throw new ValidationError(`global model for ${resource}: ${(error as Error).message}`);
+    }
+    out[resource] = state;
+  }
+  return out;
 }

@@ -1,15 +1,21 @@
 import type { Resource } from "../../core/types.js";
 import { staticPolicy, type BacktestPolicy } from "../policy.js";
-import { augurPolicy } from "./augur.js";
+import { augurModels, augurPolicy } from "./augur.js";
 import { autopilotPolicy } from "./autopilot.js";
 import { vpaPolicy } from "./vpa.js";
 
 /** Policy names as the CLI spells them → factories. Adding a policy: one file, one line. */
-export const POLICIES: Record<string, (resources: readonly Resource[]) => BacktestPolicy> = {
+export interface PolicyContext {
+  resources: readonly Resource[];
+  /** Models saved by an earlier run (`--load-models`), keyed by policy name. */
+  models?: Record<string, unknown>;
+}
+
+export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy> = {
   static: () => staticPolicy(),
   vpa: () => vpaPolicy(),
   autopilot: () => autopilotPolicy(),
-  augur: () => augurPolicy(),
+  augur: (context) => augurPolicy({ models: augurModels(context.models?.augur) }),
 };
 
 export const POLICY_NAMES = Object.keys(POLICIES);

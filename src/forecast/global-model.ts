@@ -1,0 +1,172 @@
+// A learned global model: one small network for all keys of a resource,
+// trained with @tensorflow/tfjs on history to predict high quantiles of the
+// next step's usage from the recent past, in units of the key's own scale.
+// Training uses tfjs (the WASM backend, or tfjs-node's native one when it is
+// installed); prediction runs the learned weights in plain code, because a
+// tensor call per key and step would cost more than the whole ensemble.
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+
+/** Quantile levels the network predicts (pinball loss). */
+export const GLOBAL_LEVELS = [0.99, 0.999] as const;
+export const GLOBAL_FEATURES = 14;
+const HIDDEN = 16;
+/** Bumped when the feature set or the layer layout changes. */
+export const GLOBAL_MODEL_VERSION = 1;
+
+let backendReady: Promise<string> | null = null;
+
+/** Picks the fastest backend here: tfjs-node if installed, else WASM, else plain JS. */
+export function initTensorflow(): Promise<string> {
+  backendReady ??= (async () => {
+    try {
+      await import(/* optional */ "@tensorflow/tfjs-node" as string);
+      if (await tf.setBackend("tensorflow")) return "tensorflow";
+    } catch {
+      // not installed: its install downloads a binary, which is not always possible
+    }
+    try {
+      const wasm = await import("@tensorflow/tfjs-backend-wasm");
+      const require = createRequire(import.meta.url);
+      wasm.setWasmPaths(`${dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"))}/dist/`);
+      if (await tf.setBackend("wasm")) return "wasm";
+    } catch {
+      // fall through to the CPU backend
+    }
+    await tf.setBackend("cpu");
+    return "cpu";
+  })();
+  return backendReady;
+}
+
+export interface GlobalModelState {
+  version: number;
+  levels: number[];
+  layers: Array<{ rows: number; cols: number; weights: number[]; bias: number[] }>;
+}
+
+/** Training examples kept by reservoir sampling, so memory stays bounded. */
+export class ExampleReservoir {
+  readonly features: Float32Array;
+  readonly targets: Float32Array;
+  size = 0;
+  seen = 0;
+  private seed = 12345;
+
+  constructor(readonly capacity: number) {
+    this.features = new Float32Array(capacity * GLOBAL_FEATURES);
+    this.targets = new Float32Array(capacity);
+  }
+
+  private random(): number {
+    this.seed = (Math.imul(this.seed, 1103515245) + 12345) >>> 0;
+    return this.seed / 2 ** 32;
+  }
+
+  add(features: Float32Array, target: number): void {
+    this.seen++;
+    let slot = this.size;
+    if (this.size < this.capacity) this.size++;
+    else {
+      slot = Math.floor(this.random() * this.seen);
+      if (slot >= this.capacity) return;
+    }
+    this.features.set(features, slot * GLOBAL_FEATURES);
+    this.targets[slot] = target;
+  }
+}
+
+/** The trained network: a forward pass over plain arrays. */
+export class GlobalQuantileModel {
+  private constructor(private readonly layers: GlobalModelState["layers"]) {}
+
+  /** Predicted quantiles (GLOBAL_LEVELS order, non-decreasing, ≥ 0) into `out`. */
+  predict(features: Float32Array, out: Float64Array): void {
+    let input: ArrayLike<number> = features;
+    for (let l = 0; l < this.layers.length; l++) {
+      const { rows, cols, weights, bias } = this.layers[l]!;
+      const output = new Float64Array(cols);
+      for (let c = 0; c < cols; c++) {
+        let sum = bias[c]!;
+        for (let r = 0; r < rows; r++) sum += input[r]! * weights[r * cols + c]!;
+        output[c] = l < this.layers.length - 1 ? Math.max(0, sum) : sum;
+      }
+      input = output;
+    }
+    // Output: the lowest quantile, then non-negative increments (keeps quantiles ordered).
+    let value = Math.max(0, input[0]!);
+    out[0] = value;
+    for (let q = 1; q < GLOBAL_LEVELS.length; q++) {
+      value += Math.abs(input[q]!);
+      out[q] = value;
+    }
+  }
+
+  toState(): GlobalModelState {
+    return { version: GLOBAL_MODEL_VERSION, levels: [...GLOBAL_LEVELS], layers: this.layers.map((l) => ({ ...l, weights: [...l.weights], bias: [...l.bias] })) };
+  }
+
+  static fromState(state: GlobalModelState): GlobalQuantileModel {
+    if (state.version !== GLOBAL_MODEL_VERSION || state.levels.join() !== GLOBAL_LEVELS.join()) {
+      throw new RangeError(`global model version ${state.version} is not ${GLOBAL_MODEL_VERSION}`);
+    }
+    let rows = GLOBAL_FEATURES;
+    for (const layer of state.layers) {
+      if (layer.rows !== rows || layer.weights.length !== layer.rows * layer.cols || layer.bias.length !== layer.cols) throw new RangeError("global model layers do not fit together");
+      if (![...layer.weights, ...layer.bias].every(Number.isFinite)) throw new RangeError("global model has non-finite weights");
+      rows = layer.cols;
+    }
+    if (rows !== GLOBAL_LEVELS.length) throw new RangeError("global model output does not match its levels");
+    return new GlobalQuantileModel(state.layers);
+  }
+
+  /**
+   * Trains on the reservoir with the pinball loss of every level. Synchronous
+   * (tfjs `minimize`), so a replay can train between two steps. Call
+   * `initTensorflow` once before.
+   */
+  static train(reservoir: ExampleReservoir, options: { steps: number; batch: number; learningRate: number; seed: number }): GlobalQuantileModel {
+    let trained: GlobalQuantileModel | null = null;
+    tf.tidy(() => {
+      const n = reservoir.size;
+      const x = tf.tensor2d(reservoir.features.subarray(0, n * GLOBAL_FEATURES), [n, GLOBAL_FEATURES]);
+      const y = tf.tensor2d(reservoir.targets.subarray(0, n), [n, 1]);
+      const init = (rows: number, cols: number, seed: number) => tf.variable(tf.randomNormal([rows, cols], 0, Math.sqrt(2 / rows), "float32", seed));
+      const w1 = init(GLOBAL_FEATURES, HIDDEN, options.seed);
+      const b1 = tf.variable(tf.zeros([HIDDEN]));
+      const w2 = init(HIDDEN, HIDDEN, options.seed + 1);
+      const b2 = tf.variable(tf.zeros([HIDDEN]));
+      const w3 = init(HIDDEN, GLOBAL_LEVELS.length, options.seed + 2);
+      const b3 = tf.variable(tf.fill([GLOBAL_LEVELS.length], 1));
+      const levels = tf.tensor1d([...GLOBAL_LEVELS]);
+      const optimizer = tf.train.adam(options.learningRate);
+      let random = options.seed >>> 0;
+      for (let step = 0; step < options.steps; step++) {
+        const indices = new Int32Array(Math.min(options.batch, n));
+        for (let i = 0; i < indices.length; i++) {
+          random = (Math.imul(random, 1103515245) + 12345) >>> 0;
+          indices[i] = random % n;
+        }
+        const index = tf.tensor1d(indices, "int32");
+        optimizer.minimize(() => {
+          const xb = tf.gather(x, index);
+          const yb = tf.gather(y, index);
+          const raw = tf.relu(tf.relu(xb.matMul(w1).add(b1)).matMul(w2).add(b2)).matMul(w3).add(b3);
+          // Quantiles: the first output, then cumulative absolute increments.
+          const first = tf.relu(raw.slice([0, 0], [-1, 1]));
+          const increments = tf.abs(raw.slice([0, 1], [-1, GLOBAL_LEVELS.length - 1]));
+          const quantiles = tf.concat([first, first.add(tf.cumsum(increments, 1))], 1);
+          const error = yb.sub(quantiles);
+          return tf.maximum(error.mul(levels), error.mul(levels.sub(1))).mean() as tf.Scalar;
+        });
+        index.dispose();
+      }
+      const layer = (w: tf.Variable, b: tf.Variable) => ({ rows: w.shape[0]!, cols: w.shape[1]!, weights: Array.from(w.dataSync()), bias: Array.from(b.dataSync()) });
+      trained = new GlobalQuantileModel([layer(w1, b1), layer(w2, b2), layer(w3, b3)]);
+      for (const v of [w1, b1, w2, b2, w3, b3]) v.dispose();
+      optimizer.dispose();
+    });
+    return trained!;
+  }
+}
