@@ -8,7 +8,7 @@ import {
   PooledMisses,
   type EnsembleState,
 } from "./ensemble.js";
-import type { ForecastModel, ModelFactory } from "./model.js";
+import { savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
 import { QuantileSketch } from "../core/sketch.js";
 
@@ -125,11 +125,8 @@ class EnsembleModel implements ForecastModel {
 
   static restore(config: EnsembleModelConfig, state: unknown): EnsembleModel {
     const model = new EnsembleModel(config);
-    const parsed = state as EnsembleModelState;
-    if (typeof parsed !== "object" || parsed === null || typeof parsed.resources !== "object") throw new RangeError("not an ensemble model state");
-    for (const [name, saved] of Object.entries(parsed.resources)) {
-      const resource = name as Resource;
-      if (!RESOURCES.includes(resource) || !saved) throw new RangeError(`unknown resource ${name} in model state`);
+    type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
+    for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
       const entry = model.entry(resource);
       entry.forecaster.restore(saved.forecaster);
       entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);

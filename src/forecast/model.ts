@@ -1,4 +1,4 @@
-import type { Profile, WindowAggregate } from "../core/types.js";
+import { RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
 
 /**
  * A forecaster for one profile key. It folds in windows in event time and
@@ -18,4 +18,16 @@ export interface ModelFactory {
   readonly stateVersion: number;
   create(): ForecastModel;
   restore(state: unknown): ForecastModel;
+}
+
+/** Reads a saved `{ resources: { <resource>: T } }` state, refusing unknown resources and non-objects. */
+export function savedResources<T>(state: unknown, kind: string): Array<[Resource, T]> {
+  const parsed = state as { resources?: Record<string, T | undefined> };
+  if (typeof parsed !== "object" || parsed === null || typeof parsed.resources !== "object" || parsed.resources === null) {
+    throw new RangeError(`not a ${kind} model state`);
+  }
+  return Object.entries(parsed.resources).map(([name, saved]) => {
+    if (!(RESOURCES as readonly string[]).includes(name) || !saved) throw new RangeError(`unknown resource ${name} in model state`);
+    return [name as Resource, saved];
+  });
 }

@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
 import { DecayingHistogram, type HistogramOptions, type HistogramState } from "./decaying-histogram.js";
-import type { ForecastModel, ModelFactory } from "./model.js";
+import { savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 
 const HOUR_MS = 3_600_000;
 const MIB = 1024 * 1024;
@@ -138,11 +138,7 @@ class PercentileModel implements ForecastModel {
 
   static restore(config: PercentileModelConfig, state: unknown): PercentileModel {
     const model = new PercentileModel(config);
-    const parsed = state as PercentileState;
-    if (typeof parsed !== "object" || parsed === null || typeof parsed.resources !== "object") throw new RangeError("not a percentile model state");
-    for (const [name, resourceState] of Object.entries(parsed.resources)) {
-      const resource = name as Resource;
-      if (!RESOURCES.includes(resource) || !resourceState) throw new RangeError(`unknown resource ${name} in model state`);
+    for (const [resource, resourceState] of savedResources<ResourceState>(state, "percentile")) {
       model.histograms.set(resource, DecayingHistogram.fromState(histogramOptions(resource, config), resourceState.histogram));
       model.maxSeen.set(resource, resourceState.max);
       model.samples.set(resource, resourceState.samples);
