@@ -143,7 +143,7 @@ class EnsembleModel implements ForecastModel {
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   return {
     name: "augur-ensemble",
-    stateVersion: 2,
+    stateVersion: 3,
     create: () => new EnsembleModel(config),
     restore: (state) => EnsembleModel.restore(config, state),
   };

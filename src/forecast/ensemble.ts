@@ -11,7 +11,7 @@
 // budget where it saves the most slack, steady keys get tight limits.
 // Pure: no I/O, no wall clock; event time comes with every call.
 import { DecayingHistogram, type HistogramOptions, type HistogramState } from "./decaying-histogram.js";
-import { SEASONAL_LAGS_HOURS, SeasonalProfile, type SeasonalState } from "./seasonal.js";
+import { fromJsonNumbers, SEASONAL_LAGS_HOURS, SeasonalProfile, toJsonNumbers, type SeasonalState } from "./seasonal.js";
 import { PEAK_LIKE, type Resource } from "../core/types.js";
 import { BUCKETS } from "./percentile-model.js";
 import { GLOBAL_FEATURES, GLOBAL_LEVELS, type ExampleReservoir, type GlobalQuantileModel } from "./global-model.js";
@@ -25,7 +25,7 @@ export interface GlobalLearner {
 }
 
 /** Bumped whenever the layout of EnsembleState changes. */
-export const ENSEMBLE_STATE_VERSION = 2;
+export const ENSEMBLE_STATE_VERSION = 3;
 
 export interface EnsembleState {
   version: number;
@@ -36,6 +36,8 @@ export interface EnsembleState {
   slack: number[];
   misses: number[];
   steps: number[];
+  movement: number[];
+  candidateLimits: Array<number | null>;
   chosen: number;
   observations: number;
   bumpFloor: number;
@@ -53,6 +55,8 @@ export interface EnsembleOptions {
   priorSteps: number;
   /** A candidate must be this much cheaper to replace the current one. */
   switchMargin: number;
+  /** Charge per unit of limit movement, against slack: limits that jump around cost more. */
+  changeWeight: number;
   /** After a miss, the limit stays at least usage × (1 + bump) for bumpMs (OOM / heavy throttling feedback). */
   missBump: number;
   missBumpMs: number;
@@ -178,6 +182,9 @@ export class EnsembleForecaster {
   private readonly slack = new Float64Array(CANDIDATES);
   private readonly misses = new Float64Array(CANDIDATES);
   private readonly steps = new Float64Array(CANDIDATES);
+  /** How much each candidate's limit moves from step to step (decayed), and its last limit. */
+  private readonly movement = new Float64Array(CANDIDATES);
+  private readonly candidateLimits = new Float64Array(CANDIDATES).fill(Number.NaN);
   private chosen = CAUTIOUS;
   private observations = 0;
   private bumpFloor = 0;
@@ -236,6 +243,8 @@ export class EnsembleForecaster {
       slack: [...this.slack],
       misses: [...this.misses],
       steps: [...this.steps],
+      movement: [...this.movement],
+      candidateLimits: toJsonNumbers(this.candidateLimits),
       chosen: this.chosen,
       observations: this.observations,
       bumpFloor: this.bumpFloor,
@@ -247,7 +256,9 @@ export class EnsembleForecaster {
   restore(state: EnsembleState): void {
     if (state.version !== ENSEMBLE_STATE_VERSION || state.candidates !== CANDIDATES) throw new RangeError(`ensemble state version ${state.version} is not ${ENSEMBLE_STATE_VERSION}`);
     if (state.windows.length !== WINDOWS_MS.length || state.histograms.length !== HALF_LIVES_MS.length) throw new RangeError("ensemble state has the wrong shape");
-    for (const array of [state.slack, state.misses, state.steps]) if (array.length !== CANDIDATES) throw new RangeError("ensemble state has the wrong shape");
+    for (const array of [state.slack, state.misses, state.steps, state.movement, state.candidateLimits]) {
+      if (array.length !== CANDIDATES) throw new RangeError("ensemble state has the wrong shape");
+    }
     if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
     this.windows = state.windows.map((w, i) => WindowMax.fromState(WINDOWS_MS[i]!, w));
     this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
@@ -255,6 +266,8 @@ export class EnsembleForecaster {
     this.slack.set(state.slack);
     this.misses.set(state.misses);
     this.steps.set(state.steps);
+    this.movement.set(state.movement);
+    this.candidateLimits.set(fromJsonNumbers(state.candidateLimits));
     this.chosen = state.chosen;
     this.observations = state.observations;
     this.bumpFloor = state.bumpFloor;
@@ -312,7 +325,10 @@ export class EnsembleForecaster {
         this.pool.steps[c] = this.pool.decay * this.pool.steps[c]! + 1;
         const prior = this.pool.rate(c, targetMissRate);
         const missRate = (this.misses[c]! + priorSteps * prior) / (this.steps[c]! + priorSteps);
-        const cost = this.slack[c]! + price * missRate;
+        const previous = this.candidateLimits[c]!;
+        if (!Number.isNaN(previous)) this.movement[c] = slackDecay * this.movement[c]! + (1 - slackDecay) * Math.abs(limit - previous);
+        this.candidateLimits[c] = limit;
+        const cost = this.slack[c]! + price * missRate + this.options.changeWeight * this.movement[c]!;
         if (cost < bestCost) {
           bestCost = cost;
           best = c;
@@ -356,6 +372,7 @@ export function defaultEnsembleOptions(resource: Resource, missRates: { memory?:
     missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
     priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
     switchMargin: 0.05,
+    changeWeight: 4, // a limit that moves by x costs like 4x of slack: steadier limits, about the same slack
     missBump: peak ? 0.2 : 0.1,
     missBumpMs: HOUR_MS,
     absoluteFloor: BUCKETS[resource].firstBucketSize / 10,

@@ -59,6 +59,7 @@ describe("augur run on this host", { timeout: 240_000 }, () => {
   let base = "";
   let configPath = "";
   let serverLog = "";
+  let spawnedAt = 0;
 
   const startServer = async () => {
     serverLog = "";
@@ -110,6 +111,7 @@ api:
 `,
     );
     // A plain process, labelled through its environment.
+    spawnedAt = performance.now();
     workloads.push(spawn(process.execPath, ["-e", loadScript(0.4, 120)], { env: { ...process.env, AUGUR_IMAGE: "it-proc", AUGUR_USER: "alice" }, stdio: "ignore" }));
     // The same image run by a VIP user.
     workloads.push(spawn(process.execPath, ["-e", loadScript(0.1, 60)], { env: { ...process.env, AUGUR_IMAGE: "it-proc", AUGUR_USER: "carol" }, stdio: "ignore" }));
@@ -141,8 +143,7 @@ api:
 
   it("discovers real processes and learns CPU and memory within 20% of what they used", async (t) => {
     const pid = workloads[0]!.pid!;
-    const cpuStart = cpuSecondsOf(pid);
-    const wallStart = performance.now();
+    // Measured over the process's whole life, as the profile is.
     const rss: number[] = [];
     const profile = await eventually(
       async () => {
@@ -153,7 +154,7 @@ api:
       90_000,
       "a profile of (it-proc, alice) with 4 windows",
     );
-    const cores = (cpuSecondsOf(pid) - cpuStart) / ((performance.now() - wallStart) / 1000);
+    const cores = cpuSecondsOf(pid) / ((performance.now() - spawnedAt) / 1000);
     const memory = rss.reduce((a, b) => a + b, 0) / rss.length;
     const cpu = profile.resources.cpu!;
     const mem = profile.resources.mem!;
@@ -161,7 +162,7 @@ api:
     assert.ok(Math.abs(cpu.p50 - cores) / cores < 0.2, `profile cpu p50 ${cpu.p50.toFixed(3)} vs measured ${cores.toFixed(3)}`);
     assert.ok(Math.abs(mem.p50 - memory) / memory < 0.2, `profile memory p50 ${mem.p50} vs measured ${memory}`);
     assert.equal(profile.level, "exact");
-    assert.ok(cpu.request >= cpu.p90 && mem.limit >= mem.request);
+    assert.ok(cpu.limit >= cpu.request && mem.limit >= mem.request, `cpu ${JSON.stringify(cpu)} mem ${JSON.stringify(mem)}`);
   });
 
   it("profiles a workload in its own cgroup from the cgroup's counters", { skip: !(hasV1 || hasV2) && "no cgroup hierarchy" }, async () => {
