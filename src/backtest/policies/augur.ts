@@ -7,21 +7,6 @@ import type { BacktestPolicy, PairRef } from "../policy.js";
 
 const DAY = 24 * 3_600_000;
 
-/** Usage of everything under one fallback level: cold-start limits for pairs with no history of their own. */
-class LevelUsage {
-  readonly histogram: DecayingHistogram;
-  constructor(resource: Resource) {
-    this.histogram = new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY });
-  }
-}
-
-/**
- * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
- * no history start from the (image, *) level, then (*, user), then (*, *)
- * (a high quantile of what those ran, with the same service level), then
- * the trace's limit or the default. Overrun rates are pooled over all pairs, so a
- * young pair borrows evidence from its peers.
- */
 export interface AugurPolicyOptions {
   optionsFor?: (resource: Resource) => EnsembleOptions;
   /** Learn the global model from the replay (default true). */
@@ -35,6 +20,13 @@ const FIRST_TRAINING_EXAMPLES = 5_000;
 const RETRAIN_EVERY_EXAMPLES = 100_000;
 const TRAINING = { steps: 400, batch: 512, learningRate: 0.01, seed: 7 };
 
+/**
+ * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
+ * no history start from the (image, *) level, then (*, user), then (*, *)
+ * (a high quantile of what those ran, with the same service level), then
+ * the trace's limit or the default. Overrun rates are pooled over all pairs, so a
+ * young pair borrows evidence from its peers.
+ */
 export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   const optionsFor = options.optionsFor ?? defaultEnsembleOptions;
   const learn = options.learn ?? true;
@@ -56,11 +48,12 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
   const pools = new Map<Resource, PooledMisses>();
   const prices = new Map<Resource, OverrunPrice>();
-  const levels = new Map<string, LevelUsage>();
+  /** Usage under each fallback level: cold-start limits for pairs with no history of their own. */
+  const levels = new Map<string, DecayingHistogram>();
 
   /** The (image, *), (*, user) and (*, *) usage of a pair, resolved once per pair and resource. */
-  const levelsOf = new Map<Resource, LevelUsage[][]>();
-  const pairLevels = (pair: PairRef, resource: Resource): LevelUsage[] => {
+  const levelsOf = new Map<Resource, DecayingHistogram[][]>();
+  const pairLevels = (pair: PairRef, resource: Resource): DecayingHistogram[] => {
     let byPair = levelsOf.get(resource);
     if (!byPair) levelsOf.set(resource, (byPair = []));
     let found = byPair[pair.id];
@@ -68,7 +61,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       byPair[pair.id] = found = [`i:${pair.image}`, `u:${pair.user}`, "*"].map((key) => {
         const id = `${resource}|${key}`;
         let usage = levels.get(id);
-        if (!usage) levels.set(id, (usage = new LevelUsage(resource)));
+        if (!usage) levels.set(id, (usage = new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY })));
         return usage;
       });
     }
@@ -105,7 +98,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
       const quantile = 1 - optionsFor(resource).targetMissRate;
-      for (const usage of pairLevels(pair, resource)) if (!usage.histogram.isEmpty()) return usage.histogram.percentile(quantile) * 1.15;
+      for (const usage of pairLevels(pair, resource)) if (!usage.isEmpty()) return usage.percentile(quantile) * 1.15;
       return fallback;
     },
     observe(pair, resource, ts, usage) {
@@ -115,7 +108,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
         const due = l.model === null ? l.reservoir.size >= FIRST_TRAINING_EXAMPLES : l.reservoir.seen - l.trainedAt >= RETRAIN_EVERY_EXAMPLES;
         if (due) train(resource);
       }
-      for (const level of pairLevels(pair, resource)) level.histogram.add(usage, 1, ts);
+      for (const level of pairLevels(pair, resource)) level.add(usage, 1, ts);
     },
   };
 }
