@@ -8,9 +8,8 @@ import {
   PooledMisses,
   type EnsembleState,
 } from "./ensemble.js";
-import { savedResources, type ForecastModel, type ModelFactory } from "./model.js";
+import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
-import { QuantileSketch } from "../core/sketch.js";
 
 const DAY_MS = 86_400_000;
 
@@ -79,8 +78,7 @@ class EnsembleModel implements ForecastModel {
       const entry = this.entry(resource);
       entry.forecaster.limit(window.windowStart); // what this window would have been given
       entry.forecaster.observe(window.windowStart, stats.max);
-      const sketch = QuantileSketch.fromState(stats.sketch);
-      sketch.forEachBucket((value, weight) => entry.usage.add(value, weight, window.windowEnd));
+      foldSketch(entry.usage, stats.sketch, window.windowEnd);
       entry.samples += stats.count;
       entry.nextTs = window.windowEnd;
     }

@@ -1,4 +1,6 @@
-import { RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
+import { QuantileSketch } from "../core/sketch.js";
+import { RESOURCES, type Profile, type Resource, type SketchState, type WindowAggregate } from "../core/types.js";
+import type { DecayingHistogram } from "./decaying-histogram.js";
 
 /**
  * A forecaster for one profile key. It folds in windows in event time and
@@ -30,4 +32,9 @@ export function savedResources<T>(state: unknown, kind: string): Array<[Resource
     if (!(RESOURCES as readonly string[]).includes(name) || !saved) throw new RangeError(`unknown resource ${name} in model state`);
     return [name as Resource, saved];
   });
+}
+
+/** Adds every sample a window's sketch holds (bucket value, count) to a histogram at event time `ts`. */
+export function foldSketch(histogram: DecayingHistogram, sketch: SketchState, ts: number): void {
+  QuantileSketch.fromState(sketch).forEachBucket((value, weight) => histogram.add(value, weight, ts));
 }

@@ -1,7 +1,7 @@
 import { z } from "zod";
-import { RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
+import { PEAK_LIKE, RESOURCES, type Profile, type Resource, type WindowAggregate } from "../core/types.js";
 import { DecayingHistogram, type HistogramOptions, type HistogramState } from "./decaying-histogram.js";
-import { savedResources, type ForecastModel, type ModelFactory } from "./model.js";
+import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 
 const HOUR_MS = 3_600_000;
 const MIB = 1024 * 1024;
@@ -46,12 +46,6 @@ export const BUCKETS: Record<Resource, Pick<HistogramOptions, "firstBucketSize" 
   gpu_mem: { firstBucketSize: 1e7, maxValue: 1e12 },
 };
 
-/**
- * Resources whose shortfall kills the workload: like VPA's memory, each
- * window contributes its peak, with weight 1. The others (rates) contribute
- * every sample, as VPA does for CPU.
- */
-const PEAK_RESOURCES = new Set<Resource>(["mem", "gpu_mem"]);
 
 interface ResourceState {
   histogram: HistogramState;
@@ -81,14 +75,11 @@ class PercentileModel implements ForecastModel {
       const stats = window.resources[resource];
       if (!stats || stats.count === 0) continue;
       const histogram = this.histogram(resource);
-      if (PEAK_RESOURCES.has(resource)) {
+      // Like VPA: memory-like resources contribute each window's peak, rates every sample.
+      if (PEAK_LIKE.has(resource)) {
         histogram.add(stats.max, 1, window.windowEnd);
       } else {
-        // Every sample of the window, from its sketch buckets.
-        const { indexes, counts, zeroCount, relativeAccuracy } = stats.sketch;
-        const gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy);
-        if (zeroCount > 0) histogram.add(0, zeroCount, window.windowEnd);
-        indexes.forEach((index, i) => histogram.add((2 * Math.pow(gamma, index)) / (gamma + 1), counts[i]!, window.windowEnd));
+        foldSketch(histogram, stats.sketch, window.windowEnd); // every sample of the window
       }
       this.maxSeen.set(resource, Math.max(this.maxSeen.get(resource) ?? 0, stats.max));
       this.samples.set(resource, (this.samples.get(resource) ?? 0) + stats.count);
