@@ -29,7 +29,8 @@ function scatter(resource: string, points: Array<{ name: string; slack: number; 
     .map(
       (p, i) =>
         `<circle cx="${x(p.violation).toFixed(1)}" cy="${y(p.slack).toFixed(1)}" r="5" fill="${COLORS[i % COLORS.length]}"><title>${escape(p.name)}: slack ${fmt(p.slack)}, violations ${fmt(p.violation, 5)}</title></circle>` +
-        `<text x="${(x(p.violation) + 7).toFixed(1)}" y="${(y(p.slack) + 4).toFixed(1)}" font-size="11">${escape(p.name)}</text>`,
+        // Labels stack by index so policies at the same spot stay readable.
+        `<text x="${(x(p.violation) + 7).toFixed(1)}" y="${(y(p.slack) + 4 + i * 11).toFixed(1)}" font-size="11">${escape(p.name)}</text>`,
     )
     .join("");
   return `<svg width="${width}" height="${height}" role="img" aria-label="slack vs violations, ${escape(resource)}">
@@ -40,9 +41,9 @@ ${dots}</svg>`;
 }
 
 function timeline(title: string, points: SeriesPoint[], policies: string[]): string {
-  const width = 760;
+  const width = 780;
   const height = 220;
-  const pad = 40;
+  const pad = 60;
   const step = Math.max(1, Math.ceil(points.length / 1500));
   const shown = points.filter((_, i) => i % step === 0);
   if (shown.length < 2) return "";
