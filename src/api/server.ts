@@ -68,7 +68,7 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
   app.get("/healthz", async () => ({ status: "ok", node: deps.node, ...(deps.health?.() ?? {}) }));
 
   app.get("/metrics", async (_request, reply) => {
-    deps.metrics.profiles.set(deps.store.listProfiles({ limit: 10_000 }).length);
+    deps.metrics.profiles.set(deps.store.countProfiles());
     return reply.header("content-type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
 

@@ -55,9 +55,10 @@ export class ProfileStore {
          WHERE excluded.version >= profiles.version`,
       ),
       getProfile: this.db.prepare(`SELECT profile FROM profiles WHERE image = ? AND user = ?`),
+      countProfiles: this.db.prepare(`SELECT COUNT(*) AS n FROM profiles`),
       getModelState: this.db.prepare(`SELECT model, model_version, model_state FROM profiles WHERE image = ? AND user = ?`),
       listProfiles: this.db.prepare(
-        `SELECT profile FROM profiles WHERE (@image IS NULL OR image = @image) AND (@user IS NULL OR user = @user) ORDER BY image, user LIMIT @limit`,
+        `SELECT profile FROM profiles WHERE (@image IS NULL OR image = @image) AND (@user IS NULL OR user = @user) AND (@level IS NULL OR level = @level) ORDER BY image, user LIMIT @limit`,
       ),
       userProfiles: this.db.prepare(`SELECT profile FROM profiles WHERE user = ? AND image <> '*'`),
       markSeen: this.db.prepare(`INSERT OR IGNORE INTO pairs (image, user, first_requested) VALUES (?, ?, ?)`),
@@ -116,17 +117,23 @@ export class ProfileStore {
     return row ? (JSON.parse(row.profile) as Profile) : null;
   }
 
+  countProfiles(): number {
+    return (this.statements.countProfiles.get() as { n: number }).n;
+  }
+
   getModelState(image: string, user: string): StoredModelState | null {
     const row = this.statements.getModelState.get(image, user) as { model: string; model_version: number; model_state: string } | undefined;
     return row ? { model: row.model, stateVersion: row.model_version, state: JSON.parse(row.model_state) } : null;
   }
 
   listProfiles(filter: { image?: string; user?: string; level?: ProfileLevel; limit?: number } = {}): Profile[] {
-    const rows = this.statements.listProfiles.all({ image: filter.image ?? null, user: filter.user ?? null, limit: filter.limit ?? 10_000 }) as Array<{
-      profile: string;
-    }>;
-    const profiles = rows.map((row) => JSON.parse(row.profile) as Profile);
-    return filter.level ? profiles.filter((profile) => profile.level === filter.level) : profiles;
+    const rows = this.statements.listProfiles.all({
+      image: filter.image ?? null,
+      user: filter.user ?? null,
+      level: filter.level ?? null,
+      limit: filter.limit ?? 10_000,
+    }) as Array<{ profile: string }>;
+    return rows.map((row) => JSON.parse(row.profile) as Profile);
   }
 
   /** Exact profiles of one user over all images (to compute the user's factor). */

@@ -68,6 +68,8 @@ describe("HTTP API", () => {
 
   it("lists profiles with filters and rejects unknown query parameters", async () => {
     assert.equal((await app.inject({ url: "/v1/profiles?user=alice" })).json().profiles.length, 1);
+    assert.equal((await app.inject({ url: "/v1/profiles?level=exact&limit=1" })).json().profiles.length, 1);
+    assert.equal((await app.inject({ url: "/v1/profiles?level=global" })).json().profiles.length, 0);
     assert.equal((await app.inject({ url: "/v1/profiles?evil=1" })).statusCode, 400);
     assert.equal((await app.inject({ url: "/v1/profiles?limit=-4" })).statusCode, 400);
   });
@@ -119,5 +121,6 @@ describe("HTTP API", () => {
     assert.match(String(response.headers["content-type"]), /text\/plain/);
     assert.match(response.body, /augur_allocations_total\{reason="ok",level="exact"\} 1/);
     assert.match(response.body, /augur_allocation_decision_seconds_bucket/);
+    assert.match(response.body, /^augur_profiles 1$/m);
   });
 });
