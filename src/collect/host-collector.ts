@@ -6,7 +6,7 @@ import type { Sample } from "../core/types.js";
 import { pairKey } from "../core/keys.js";
 import { TOPICS, type Transport } from "../transport/topic.js";
 import { attributeCgroup, attributeProcess, cgroupRuleSchema, processRuleSchema } from "./attribution.js";
-import { detectHostLayout, listCgroups, readCgroup, type CgroupLayout } from "./cgroup.js";
+import { detectHostLayout, listCgroups, readCgroup, type CgroupLayout, type CgroupReading } from "./cgroup.js";
 import { listPids, parsePasswd, type NetCounters, readEnviron, readOwnNetns, readProcCgroups, readProcess } from "./proc.js";
 
 export const hostCollectorConfig = z
@@ -114,7 +114,10 @@ export class HostCollector {
 
     if (this.layout && this.config.cgroup.rules.length > 0) {
       for (const path of listCgroups(this.layout, this.config.cgroup.maxDepth)) {
-        const firstPid = () => readCgroup(this.layout!, path).pids[0];
+        // Read once, and only for cgroups a rule cares about.
+        let cached: CgroupReading | undefined;
+        const read = () => (cached ??= readCgroup(this.layout!, path));
+        const firstPid = () => read().pids[0];
         const attribution = attributeCgroup(this.config.cgroup.rules, path, (name) => {
           if (name !== "user" && name !== "uid") return undefined;
           const pid = firstPid();
@@ -123,7 +126,7 @@ export class HostCollector {
           return name === "uid" ? String(process.uid) : (this.users.get(process.uid) ?? String(process.uid));
         });
         if (!attribution) continue;
-        const reading = readCgroup(this.layout, path);
+        const reading = read();
         for (const pid of reading.pids) claimedPids.add(pid);
         claimedPaths.add(path);
         const net = reading.pids[0] === undefined ? null : readOwnNetns(reading.pids[0], this.procRoot);
