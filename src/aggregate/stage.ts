@@ -40,6 +40,11 @@ export class AggregateStage {
   private lastRecordWallMs = Date.now();
   private maxEventTs = -Infinity;
   private chain: Promise<void> = Promise.resolve();
+  /**
+   * Per (image, user): partition, and per slide step the offset of the first
+   * sample still in an open window. What a restart must re-read.
+   */
+  private readonly open = new Map<string, { partition: number; steps: Map<number, number> }>();
 
   constructor(
     private readonly transport: Transport,
@@ -50,7 +55,9 @@ export class AggregateStage {
   }
 
   async start(): Promise<void> {
-    this.consumer = await this.transport.consume<unknown>(TOPICS.samples, { group: "augur-aggregate" }, (batch) => this.serialised(() => this.handle(batch)));
+    this.consumer = await this.transport.consume<unknown>(TOPICS.samples, { group: "augur-aggregate" }, (batch) =>
+      this.serialised(() => this.handle(batch)).then(() => ({ resumeFrom: this.resumeFrom(batch[0]!.partition) })),
+    );
     if (this.options.idleWatermarkMs > 0) {
       this.idleTimer = setInterval(() => void this.serialised(() => this.idleTick()), Math.min(this.options.idleWatermarkMs, 1000));
       this.idleTimer.unref();
@@ -84,6 +91,7 @@ export class AggregateStage {
         continue;
       }
       if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
+      this.track(sample, record);
       this.inputs.next(sample);
       await this.publish(record);
     }
@@ -96,6 +104,7 @@ export class AggregateStage {
     for (const event of events) {
       if (event.kind === "window") {
         windows.push(event.window);
+        this.closed(event.window);
         continue;
       }
       this.metrics.rejectedSamples.inc({ reason: event.reason });
@@ -110,6 +119,41 @@ export class AggregateStage {
       windows.map((window) => ({ key: pairKey(window.image, window.user), value: window, timestamp: window.windowEnd })),
     );
     this.metrics.recordsOut.inc({ stage: STAGE }, windows.length);
+  }
+
+  private track(sample: Sample, record: TopicRecord<unknown>): void {
+    const key = pairKey(sample.image, sample.user);
+    let entry = this.open.get(key);
+    if (!entry) {
+      entry = { partition: record.partition, steps: new Map() };
+      this.open.set(key, entry);
+    }
+    const step = Math.floor(sample.ts / this.options.slideMs);
+    if (!entry.steps.has(step)) entry.steps.set(step, record.offset);
+  }
+
+  /** A window [start, end) closed: samples before start + slide are in no open window of this pair. */
+  private closed(window: WindowAggregate): void {
+    const key = pairKey(window.image, window.user);
+    const entry = this.open.get(key);
+    if (!entry) return;
+    const done = Math.floor(window.windowStart / this.options.slideMs) + 1;
+    for (const step of entry.steps.keys()) if (step < done) entry.steps.delete(step);
+    if (entry.steps.size === 0) this.open.delete(key);
+  }
+
+  /**
+   * The offset a restart must re-read `partition` from: the first sample in a
+   * window not yet published. Undefined when every sample read is in a
+   * published window.
+   */
+  resumeFrom(partition: number): number | undefined {
+    let first = Infinity;
+    for (const entry of this.open.values()) {
+      if (entry.partition !== partition) continue;
+      for (const offset of entry.steps.values()) if (offset < first) first = offset;
+    }
+    return Number.isFinite(first) ? first : undefined;
   }
 
   /** Closes every open window and publishes it (end of a replay, shutdown). */

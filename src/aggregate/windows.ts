@@ -112,17 +112,23 @@ class WindowAccumulator {
 const RECENT_TIMESTAMPS = 64;
 
 /**
- * Event-time windows per (image, user). The clock is the records' own: the
- * watermark is the newest event time seen minus the allowed lateness, and a
- * window closes once the watermark passes its end. Samples for windows that
- * have closed are late; a second sample of a workload at a timestamp already
+ * Event-time windows per (image, user). The clock is the records' own, per
+ * pair: a pair's watermark is the newest event time of that pair minus the
+ * allowed lateness, and its window closes once that passes the window's end.
+ * Per pair, not per stage, because a pair's samples arrive in order on one
+ * partition while partitions run ahead of each other: one partition's fast
+ * replay must not make another's samples late. Samples for windows that have
+ * closed are late; a second sample of a workload at a timestamp already
  * counted is a duplicate. Both are refused and reported, never counted twice.
+ * `advanceWatermark` moves every pair's watermark (idle ticks, end of stream).
  */
 export class WindowAggregator {
-  private readonly open = new Map<number, Map<string, WindowAccumulator>>(); // windowEnd → key → window
+  private readonly open = new Map<string, Map<number, WindowAccumulator>>(); // key → windowEnd → window
+  private readonly pairWatermarks = new Map<string, number>();
   private readonly recent = new Map<string, { ts: number[]; newest: number }>();
   private maxEventTs = -Infinity;
   private watermarkMs = -Infinity;
+  private forgottenUpTo = -Infinity;
 
   constructor(readonly options: WindowingOptions) {
     if (!(options.sizeMs > 0) || !(options.slideMs > 0) || options.slideMs > options.sizeMs) {
@@ -131,6 +137,7 @@ export class WindowAggregator {
     if (options.kind === "tumbling" && options.slideMs !== options.sizeMs) throw new RangeError("tumbling windows slide by their size");
   }
 
+  /** The watermark every pair has passed (set by `advanceWatermark`). */
   get watermark(): number {
     return this.watermarkMs;
   }
@@ -144,22 +151,46 @@ export class WindowAggregator {
     return starts;
   }
 
+  private pairWatermark(key: string): number {
+    return Math.max(this.pairWatermarks.get(key) ?? -Infinity, this.watermarkMs);
+  }
+
   add(sample: Sample): AddResult {
     const { sizeMs } = this.options;
-    const starts = this.windowStarts(sample.ts).filter((start) => start + sizeMs > this.watermarkMs);
+    const key = pairKey(sample.image, sample.user);
+    const watermark = this.pairWatermark(key);
+    const starts = this.windowStarts(sample.ts).filter((start) => start + sizeMs > watermark);
     if (starts.length === 0) return { closed: [], rejected: "late" };
     if (this.isDuplicate(sample)) return { closed: [], rejected: "duplicate" };
-    const key = pairKey(sample.image, sample.user);
+    let byEnd = this.open.get(key);
+    if (!byEnd) this.open.set(key, (byEnd = new Map()));
     for (const start of starts) {
       const end = start + sizeMs;
-      let byKey = this.open.get(end);
-      if (!byKey) this.open.set(end, (byKey = new Map()));
-      let window = byKey.get(key);
-      if (!window) byKey.set(key, (window = new WindowAccumulator(sample.image, sample.user, start, end, this.options.sketchAccuracy)));
+      let window = byEnd.get(end);
+      if (!window) byEnd.set(end, (window = new WindowAccumulator(sample.image, sample.user, start, end, this.options.sketchAccuracy)));
       window.add(sample);
     }
     if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
-    return { closed: this.advanceWatermark(this.maxEventTs - this.options.allowedLatenessMs) };
+    const next = sample.ts - this.options.allowedLatenessMs;
+    if (next > watermark) this.pairWatermarks.set(key, next);
+    return { closed: this.closeUpTo(key, this.pairWatermark(key)) };
+  }
+
+  private closeUpTo(key: string, watermarkMs: number): WindowAggregate[] {
+    const byEnd = this.open.get(key);
+    if (!byEnd) return [];
+    let ends: number[] | null = null;
+    for (const end of byEnd.keys()) if (end <= watermarkMs) (ends ??= []).push(end);
+    if (!ends) return [];
+    ends.sort((a, b) => a - b);
+    const closed = ends.map((end) => {
+      const window = byEnd.get(end)!.result();
+      byEnd.delete(end);
+      return window;
+    });
+    if (byEnd.size === 0) this.open.delete(key);
+    this.forgetIdleWorkloads();
+    return closed;
   }
 
   private isDuplicate(sample: Sample): boolean {
@@ -173,24 +204,21 @@ export class WindowAggregator {
   }
 
   /**
-   * Moves the watermark forward (never back) and returns the windows it
-   * closes. Collectors call it on idle ticks so quiet keys still close.
+   * Moves every pair's watermark forward (never back) and returns the windows
+   * it closes, oldest first. Idle ticks use it so quiet pairs still close.
    */
   advanceWatermark(watermarkMs: number): WindowAggregate[] {
     if (watermarkMs <= this.watermarkMs) return [];
     this.watermarkMs = watermarkMs;
-    const ends = [...this.open.keys()].filter((end) => end <= watermarkMs).sort((a, b) => a - b);
     const closed: WindowAggregate[] = [];
-    for (const end of ends) {
-      for (const window of this.open.get(end)!.values()) closed.push(window.result());
-      this.open.delete(end);
-    }
-    if (ends.length > 0) this.forgetIdleWorkloads();
-    return closed;
+    for (const key of [...this.open.keys()]) closed.push(...this.closeUpTo(key, watermarkMs));
+    return closed.sort((a, b) => a.windowEnd - b.windowEnd || a.windowStart - b.windowStart);
   }
 
   private forgetIdleWorkloads(): void {
-    const horizon = this.watermarkMs - this.options.sizeMs - this.options.allowedLatenessMs;
+    const horizon = Math.max(this.watermarkMs, this.maxEventTs - this.options.allowedLatenessMs) - this.options.sizeMs - this.options.allowedLatenessMs;
+    if (horizon < this.forgottenUpTo + this.options.sizeMs) return; // at most once per window length
+    this.forgottenUpTo = horizon;
     for (const [workload, seen] of this.recent) if (seen.newest < horizon) this.recent.delete(workload);
   }
 
@@ -201,7 +229,7 @@ export class WindowAggregator {
 
   openWindowCount(): number {
     let n = 0;
-    for (const byKey of this.open.values()) n += byKey.size;
+    for (const byEnd of this.open.values()) n += byEnd.size;
     return n;
   }
 }

@@ -49,15 +49,15 @@ interface Cursor {
 }
 
 /** A binary min-heap of cursors by their next timestamp: merges sorted series in event time. */
-class CursorHeap {
-  private readonly items: Cursor[] = [];
+export class CursorHeap<C extends { series: WorkloadSeries; index: number } = Cursor> {
+  private readonly items: C[] = [];
   get size(): number {
     return this.items.length;
   }
-  private key(c: Cursor): number {
+  private key(c: C): number {
     return c.series.ts[c.index]!;
   }
-  push(cursor: Cursor): void {
+  push(cursor: C): void {
     const items = this.items;
     items.push(cursor);
     let i = items.length - 1;
@@ -71,7 +71,7 @@ class CursorHeap {
   peekTs(): number {
     return this.key(this.items[0]!);
   }
-  pop(): Cursor {
+  pop(): C {
     const items = this.items;
     const top = items[0]!;
     const last = items.pop()!;

@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { registerAllocate } from "./allocate.js";
 import { registerBacktest } from "./backtest.js";
 import { EXIT, fail } from "./common.js";
+import { registerReplay, registerStage, registerTopics } from "./distributed.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
 
@@ -17,6 +18,9 @@ registerRun(program);
 registerAllocate(program);
 registerProfiles(program);
 registerBacktest(program);
+registerStage(program);
+registerTopics(program);
+registerReplay(program);
 for (const command of program.commands) command.exitOverride();
 
 try {

@@ -13,6 +13,68 @@ const listen = z
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/, "host:port, e.g. 127.0.0.1:7070")
   .refine((value) => Number(value.slice(value.lastIndexOf(":") + 1)) <= 65535, "port must be <= 65535");
 
+const brokerAddress = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/, "host:port, e.g. 127.0.0.1:9092");
+const httpUrl = z
+  .string()
+  .url()
+  .refine((value) => /^https?:\/\//.test(value), "an http:// or https:// URL");
+
+const topicSettings = z
+  .object({
+    partitions: z.number().int().min(1).max(10_000).optional(),
+    replicationFactor: z.number().int().min(1).max(16).optional(),
+    /** Retention of delete-policy topics; compacted topics keep the newest record per key. */
+    retentionHours: z.number().positive().max(24 * 365 * 100).optional(),
+  })
+  .strict();
+
+export const kafkaTransportConfig = z
+  .object({
+    kind: z.literal("kafka"),
+    /** kafkajs (pure JavaScript, the default) or node-rdkafka (librdkafka; optional dependency). */
+    client: z.enum(["kafkajs", "node-rdkafka"]).default("kafkajs"),
+    brokers: z.array(brokerAddress).min(1).default(["127.0.0.1:9092"]),
+    clientId: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, '.', '_' and '-'").default("augur"),
+    /** Prepended to topic names, consumer groups and schema subjects, so several pipelines can share a cluster. */
+    namespace: z.string().regex(/^[A-Za-z0-9._-]{0,100}$/, "letters, digits, '.', '_' and '-'").default(""),
+    /** A Confluent-compatible Schema Registry (Apicurio: http://host:8080/apis/ccompat/v7). */
+    schemaRegistry: httpUrl.default("http://127.0.0.1:8081/apis/ccompat/v7"),
+    maxBatch: z.number().int().min(1).max(100_000).default(500),
+    sessionTimeoutMs: z.number().int().min(6_000).max(300_000).default(10_000),
+    /** Event-time alignment across partitions (ms): a partition this far ahead of the slowest waits. 0: off. */
+    alignSeconds: z.number().min(0).max(86_400 * 7).default(300),
+    topics: z
+      .object({
+        partitions: z.number().int().min(1).max(10_000).default(4),
+        replicationFactor: z.number().int().min(1).max(16).default(1),
+        retentionHours: z.number().positive().max(24 * 365 * 100).default(168),
+        /** Per topic, by name (augur.samples, …). */
+        overrides: z.record(z.string().regex(/^augur\.[a-z-]+$/, "an augur topic name"), topicSettings).default({}),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type KafkaTransportConfig = z.infer<typeof kafkaTransportConfig>;
+
+export const historyConfig = z
+  .object({
+    kind: z.literal("influxdb"),
+    /** InfluxDB v2 write API (VictoriaMetrics accepts the same at its root URL). */
+    url: httpUrl.default("http://127.0.0.1:8428"),
+    org: z.string().min(1).max(200).default("augur"),
+    bucket: z.string().min(1).max(200).default("augur"),
+    /** Token for InfluxDB, read from this environment variable when set. */
+    tokenEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default("AUGUR_INFLUX_TOKEN"),
+    measurement: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default("augur_window"),
+    /** Points buffered before a write; a stage flushes after each consumed batch anyway. */
+    batchSize: z.number().int().min(1).max(100_000).default(5_000),
+  })
+  .strict();
+
+export type HistoryConfig = z.infer<typeof historyConfig>;
+
 export const pipelineConfig = z
   .object({
     name: z.string().min(1).max(64).default("local"),
@@ -21,13 +83,19 @@ export const pipelineConfig = z
     /** Durable state (profiles, model state, allocations). Relative paths are relative to the config file. */
     dataDir: z.string().min(1).default("../.augur/data"),
     transport: z
-      .object({
-        kind: z.literal("embedded"),
-        partitions: z.number().int().min(1).max(256).default(4),
-        bufferRecords: z.number().int().min(1).max(10_000_000).default(10_000),
-      })
-      .strict()
+      .discriminatedUnion("kind", [
+        z
+          .object({
+            kind: z.literal("embedded"),
+            partitions: z.number().int().min(1).max(256).default(4),
+            bufferRecords: z.number().int().min(1).max(10_000_000).default(10_000),
+          })
+          .strict(),
+        kafkaTransportConfig,
+      ])
       .default({ kind: "embedded" }),
+    /** Where windows are kept for training, backtests and dashboards (the history stage). */
+    history: historyConfig.optional(),
     collect: z
       .object({
         /** Collector connector configs (connectors/*.yaml), relative to this file. */
@@ -60,6 +128,12 @@ export const pipelineConfig = z
         model: z.enum(MODEL_NAMES).default("augur-ensemble"),
         /** Options of the chosen model (see its config schema). */
         options: z.record(z.string(), z.unknown()).default({}),
+        /**
+         * Model of the fallback levels (image,*), (*,user), (*,*). They merge the
+         * windows of many pairs; the decaying histogram does not care in which
+         * order those arrive, so every run of the same windows gives the same profile.
+         */
+        fallbackModel: z.enum(MODEL_NAMES).default("decaying-percentile"),
         cacheKeys: z.number().int().min(1).max(10_000_000).default(2_000),
       })
       .strict()

@@ -1,9 +1,10 @@
-import { pairKey, profileLevels } from "../core/keys.js";
+import { ANY, pairKey, profileLevels } from "../core/keys.js";
+import { ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
 import type { Profile, WindowAggregate } from "../core/types.js";
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
-import { TOPICS, type Consumer, type TopicRecord, type Transport } from "../transport/topic.js";
+import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
 import type { ForecastModel, ModelFactory } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
@@ -29,6 +30,22 @@ interface PersistedKeyState {
 export interface ForecastStageOptions {
   /** Profile keys whose models stay in memory; the rest are reloaded from the store. */
   cacheKeys: number;
+  /**
+   * inline: one stage folds every level (one process).
+   * repartition: fallback levels go through `augur.forecast-levels` (several processes).
+   */
+  levels?: "inline" | "repartition";
+  /** Model of the fallback levels ((image,*), (*,user), (*,*)); default: the same as pairs. */
+  fallbackFactory?: ModelFactory;
+}
+
+type ProfileLevel = ReturnType<typeof profileLevels>[number];
+
+/** What one batch changed. */
+class Pass {
+  readonly updates = new Map<string, ProfileUpdate>();
+  readonly touched = new Set<string>();
+  readonly republish = new Map<string, ProfileLevel>();
 }
 
 const STAGE = "forecast";
@@ -42,78 +59,154 @@ const STAGE = "forecast";
 export class ForecastStage {
   private readonly cache = new Map<string, KeyState>();
   private consumer: Consumer | null = null;
+  private levelConsumer: Consumer | null = null;
 
   constructor(
     private readonly transport: Transport,
     private readonly store: ProfileStore,
     private readonly factory: ModelFactory,
     private readonly metrics: Metrics,
-    private readonly options: ForecastStageOptions = { cacheKeys: 2_000 },
+    private readonly options: ForecastStageOptions = { cacheKeys: 2_000, levels: "inline" },
   ) {}
 
   async start(): Promise<void> {
     this.consumer = await this.transport.consume<WindowAggregate>(TOPICS.windows, { group: "augur-forecast" }, async (batch) => {
       await this.handle(batch);
     });
+    if (this.options.levels === "repartition") {
+      this.levelConsumer = await this.transport.consume<WindowAggregate>(TOPICS.forecastLevels, { group: "augur-forecast-levels" }, async (batch) => {
+        await this.handleLevels(batch);
+      });
+    }
   }
 
   async stop(): Promise<void> {
     await this.consumer?.stop();
     this.consumer = null;
+    await this.levelConsumer?.stop();
+    this.levelConsumer = null;
   }
 
-  /** Processes one batch; exported for replay and tests. */
+  /**
+   * Processes one batch of `augur.windows`; exported for replay and tests.
+   * Inline: folds each window into all four levels. Repartition: folds the
+   * exact level and forwards the window, keyed by each fallback level, to
+   * `augur.forecast-levels`, so that one consumer owns each level's model
+   * however many processes share the work.
+   */
   async handle(batch: Array<TopicRecord<WindowAggregate>>): Promise<Profile[]> {
-    const updates = new Map<string, ProfileUpdate>();
-    const touched = new Set<string>();
+    const pass = new Pass();
+    const forward: Array<OutgoingRecord<WindowAggregate>> = [];
     for (const record of batch) {
-      this.metrics.recordsIn.inc({ stage: STAGE });
-      let window: WindowAggregate;
-      try {
-        window = validateWindow(record.value);
-      } catch (error) {
-        await sendToDeadLetter(this.transport, STAGE, record, error, this.metrics);
+      const window = await this.accept(record);
+      if (!window) continue;
+      const levels = profileLevels(window.image, window.user);
+      if (this.options.levels !== "repartition") {
+        for (const level of levels) this.fold(level, window, pass);
+      } else {
+        this.fold(levels[0]!, window, pass);
+        for (const level of levels.slice(1)) forward.push({ key: pairKey(level.image, level.user), value: window, timestamp: window.windowEnd });
+      }
+    }
+    return this.finish(pass, forward);
+  }
+
+  /** Processes one batch of `augur.forecast-levels`: windows keyed by the fallback level they feed. */
+  async handleLevels(batch: Array<TopicRecord<WindowAggregate>>): Promise<Profile[]> {
+    const pass = new Pass();
+    for (const record of batch) {
+      const window = await this.accept(record);
+      if (!window) continue;
+      const level = profileLevels(window.image, window.user)
+        .slice(1)
+        .find((candidate) => pairKey(candidate.image, candidate.user) === record.key);
+      if (!level) {
+        await sendToDeadLetter(this.transport, STAGE, record, new ValidationError(`key ${record.key} is not a fallback level of ${pairKey(window.image, window.user)}`), this.metrics);
         continue;
       }
-      const source = pairKey(window.image, window.user);
-      for (const level of profileLevels(window.image, window.user)) {
-        const key = pairKey(level.image, level.user);
-        const state = this.load(level.image, level.user, window.windowStart);
-        touched.add(key);
-        if ((state.appliedUntil[source] ?? -Infinity) >= window.windowEnd) continue; // already folded in
-        state.model.observe(window);
-        state.appliedUntil[source] = window.windowEnd;
-        state.version = Math.max(state.version, window.windowEnd);
-        state.windows++;
-        state.oomKills += window.oomKills;
-        const profile: Profile = {
-          image: level.image,
-          user: level.user,
-          level: level.level,
-          version: state.version,
-          firstSeen: state.firstSeen,
-          windows: state.windows,
-          resources: state.model.predict(),
-          oomKills: state.oomKills,
-        };
-        updates.set(key, { profile, modelState: { model: this.factory.name, stateVersion: this.factory.stateVersion, state: this.persisted(state) } });
+      this.fold(level, window, pass);
+    }
+    return this.finish(pass, []);
+  }
+
+  private async accept(record: TopicRecord<WindowAggregate>): Promise<WindowAggregate | null> {
+    this.metrics.recordsIn.inc({ stage: STAGE });
+    try {
+      return validateWindow(record.value);
+    } catch (error) {
+      await sendToDeadLetter(this.transport, STAGE, record, error, this.metrics);
+      return null;
+    }
+  }
+
+  private fold(level: ProfileLevel, window: WindowAggregate, pass: Pass): void {
+    const source = pairKey(window.image, window.user);
+    const key = pairKey(level.image, level.user);
+    const state = this.load(level.image, level.user, window.windowStart);
+    pass.touched.add(key);
+    if ((state.appliedUntil[source] ?? -Infinity) >= window.windowEnd) {
+      // Already folded in (a redelivery): publish the profile again in case the
+      // crash came between the store and the topic; versions make that harmless.
+      if (!pass.updates.has(key)) pass.republish.set(key, level);
+      return;
+    }
+    state.model.observe(window);
+    state.appliedUntil[source] = window.windowEnd;
+    state.version = Math.max(state.version, window.windowEnd);
+    state.windows++;
+    state.oomKills += window.oomKills;
+    const profile: Profile = {
+      image: level.image,
+      user: level.user,
+      level: level.level,
+      version: state.version,
+      firstSeen: state.firstSeen,
+      windows: state.windows,
+      resources: state.model.predict(),
+      oomKills: state.oomKills,
+    };
+    pass.republish.delete(key);
+    const factory = this.factoryFor(level.image, level.user);
+    pass.updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
+  }
+
+  /** Store first (one transaction), then the topics: a crash in between re-delivers, never loses. */
+  private async finish(pass: Pass, forward: Array<OutgoingRecord<WindowAggregate>>): Promise<Profile[]> {
+    if (pass.updates.size > 0) {
+      try {
+        this.store.writeProfiles([...pass.updates.values()]);
+      } catch (error) {
+        // The in-memory models already moved on; drop them so the retry starts from the store.
+        for (const key of pass.touched) this.cache.delete(key);
+        throw error;
       }
     }
-    if (updates.size === 0) return [];
-    try {
-      this.store.writeProfiles([...updates.values()]);
-    } catch (error) {
-      // The in-memory models already moved on; drop them so the retry starts from the store.
-      for (const key of touched) this.cache.delete(key);
-      throw error;
+    if (forward.length > 0) await this.transport.topic<WindowAggregate>(TOPICS.forecastLevels).publish(forward);
+    const profiles = [...pass.updates.values()].map((update) => update.profile);
+    const again: Profile[] = [];
+    for (const level of pass.republish.values()) {
+      const stored = this.store.getProfile(level.image, level.user);
+      if (stored) again.push(stored);
     }
-    const profiles = [...updates.values()].map((update) => update.profile);
-    await this.transport.topic<Profile>(TOPICS.profiles).publish(
-      profiles.map((profile) => ({ key: pairKey(profile.image, profile.user), value: profile, timestamp: profile.version })),
-    );
-    this.metrics.recordsOut.inc({ stage: STAGE }, profiles.length);
+    const out = [...profiles, ...again];
+    if (out.length > 0) {
+      await this.transport.topic<Profile>(TOPICS.profiles).publish(
+        out.map((profile) => ({ key: pairKey(profile.image, profile.user), value: profile, timestamp: profile.version })),
+      );
+      this.metrics.recordsOut.inc({ stage: STAGE }, out.length);
+    }
     this.evict();
     return profiles;
+  }
+
+  /**
+   * Exact pairs get the configured model. Fallback levels fold windows of many
+   * pairs, which arrive interleaved in an order that depends on partition
+   * timing; they get `fallbackFactory` when one is given (an order-insensitive
+   * decaying histogram), so their profiles do not depend on that timing.
+   */
+  private factoryFor(image: string, user: string): ModelFactory {
+    return image !== ANY && user !== ANY ? this.factory : (this.options.fallbackFactory ?? this.factory);
   }
 
   private persisted(state: KeyState): PersistedKeyState {
@@ -137,16 +230,17 @@ export class ForecastStage {
     }
     const stored = this.store.getModelState(image, user);
     let state: KeyState | null = null;
-    if (stored && stored.model === this.factory.name && stored.stateVersion === this.factory.stateVersion) {
+    const factory = this.factoryFor(image, user);
+    if (stored && stored.model === factory.name && stored.stateVersion === factory.stateVersion) {
       try {
         const persisted = stored.state as PersistedKeyState;
-        state = { ...persisted, appliedUntil: { ...persisted.appliedUntil }, model: this.factory.restore(persisted.model) };
+        state = { ...persisted, appliedUntil: { ...persisted.appliedUntil }, model: factory.restore(persisted.model) };
       } catch (error) {
         console.error(`augur: model state of ${key} is unreadable, starting afresh: ${String(error)}`);
         this.metrics.stageErrors.inc({ stage: STAGE });
       }
     }
-    state ??= { model: this.factory.create(), appliedUntil: {}, firstSeen, version: 0, windows: 0, oomKills: 0 };
+    state ??= { model: factory.create(), appliedUntil: {}, firstSeen, version: 0, windows: 0, oomKills: 0 };
     this.cache.set(key, state);
     return state;
   }

@@ -1,3 +1,4 @@
+import type { FastifyInstance } from "fastify";
 import { AggregateStage } from "../aggregate/stage.js";
 import { AllocationEngine } from "../allocate/engine.js";
 import { nodeInventory } from "../allocate/inventory.js";
@@ -6,21 +7,39 @@ import { buildApi } from "../api/server.js";
 import { resolveApiToken } from "../api/token.js";
 import { HostCollector } from "../collect/host-collector.js";
 import type { LoadedPipeline } from "../config/pipeline.js";
+import { ConfigError } from "../core/errors.js";
 import { Metrics } from "../core/metrics.js";
+import type { Profile } from "../core/types.js";
 import { createModelFactory } from "../forecast/registry.js";
 import { ForecastStage } from "../forecast/stage.js";
+import { HistorySink } from "../history/sink.js";
 import { ProfileStore } from "../store/profile-store.js";
+import { createTransport } from "../transport/create.js";
 import { EmbeddedTransport } from "../transport/embedded/embedded-transport.js";
-import type { FastifyInstance } from "fastify";
+import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
+
+/** Stages that `augur stage NAME` runs as their own process. */
+export const STAGE_NAMES = ["collect", "aggregate", "forecast", "history", "allocate"] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
 
 export interface RunningPipeline {
+  stages: StageName[];
   store: ProfileStore;
   engine: AllocationEngine;
-  transport: EmbeddedTransport;
+  transport: Transport;
   api: FastifyInstance;
   address: string;
   tokenSource: string;
   collectors: HostCollector[];
+  stop(): Promise<void>;
+}
+
+export interface RunningStage {
+  name: StageName;
+  transport: Transport;
+  collectors: HostCollector[];
+  /** The HTTP API (allocate) or a metrics-only endpoint (the other stages), if listening. */
+  address: string | null;
   stop(): Promise<void>;
 }
 
@@ -37,79 +56,217 @@ export function openEngine(pipeline: LoadedPipeline, metrics?: Metrics): { store
   }
 }
 
+export function aggregateStage(pipeline: LoadedPipeline, transport: Transport, metrics: Metrics, overrides: { idleWatermarkMs?: number } = {}): AggregateStage {
+  const { aggregate } = pipeline.config;
+  return new AggregateStage(
+    transport,
+    {
+      kind: aggregate.window.kind,
+      sizeMs: aggregate.window.sizeSeconds * 1000,
+      slideMs: (aggregate.window.slideSeconds ?? aggregate.window.sizeSeconds) * 1000,
+      allowedLatenessMs: aggregate.allowedLatenessSeconds * 1000,
+      sketchAccuracy: aggregate.sketchAccuracy,
+      latePolicy: aggregate.latePolicy,
+      duplicatePolicy: aggregate.duplicatePolicy,
+      idleWatermarkMs: overrides.idleWatermarkMs ?? aggregate.idleWatermarkSeconds * 1000,
+    },
+    metrics,
+  );
+}
+
+export function forecastStage(pipeline: LoadedPipeline, transport: Transport, store: ProfileStore, metrics: Metrics): ForecastStage {
+  const { forecast } = pipeline.config;
+  return new ForecastStage(transport, store, createModelFactory(forecast.model, forecast.options), metrics, {
+    cacheKeys: forecast.cacheKeys,
+    fallbackFactory: forecast.fallbackModel === forecast.model ? undefined : createModelFactory(forecast.fallbackModel, {}),
+    // On Kafka several forecast processes may share the windows: fallback levels get one owner each.
+    levels: transport.kind === "embedded" ? "inline" : "repartition",
+  });
+}
+
+function historySink(pipeline: LoadedPipeline, transport: Transport, metrics: Metrics): HistorySink {
+  if (!pipeline.config.history) throw new ConfigError(`${pipeline.path}: the history stage needs a 'history' section`);
+  return new HistorySink(transport, pipeline.config.history, metrics);
+}
+
+function parseListen(listen: string): { host: string; port: number } {
+  const at = listen.lastIndexOf(":");
+  return { host: listen.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(listen.slice(at + 1)) };
+}
+
 /**
- * The whole loop on one machine: collectors → samples → aggregate → windows
- * → forecast → profiles (durable store) → allocation engine and HTTP API.
+ * The allocate stage on its own: a local copy of `augur.profiles` (newest
+ * version per key wins) feeding the engine and the HTTP API.
+ */
+async function materialiseProfiles(transport: Transport, store: ProfileStore, node: string): Promise<Consumer> {
+  return transport.consume<Profile>(TOPICS.profiles, { group: `augur-allocate-${node}`, from: "earliest" }, async (batch) => {
+    store.writeProfiles(batch.map((record) => ({ profile: record.value, modelState: { model: "remote", stateVersion: 0, state: null } })));
+  });
+}
+
+/**
+ * The whole loop in one process: collectors → samples → aggregate → windows
+ * → forecast → profiles (durable store) → allocation engine and HTTP API,
+ * plus the history sink when the config has one. On the embedded transport
+ * that is augur's default single-host mode; on Kafka it is every stage in one
+ * process, sharing the topics with any other process of the same pipeline.
  */
 export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<RunningPipeline> {
   const { config } = pipeline;
   const metrics = new Metrics({ defaultMetrics: true });
   const { store, engine } = openEngine(pipeline, metrics);
-  const transport = new EmbeddedTransport({ partitions: config.transport.partitions, bufferRecords: config.transport.bufferRecords });
-  const window = config.aggregate.window;
-  const aggregate = new AggregateStage(
-    transport,
-    {
-      kind: window.kind,
-      sizeMs: window.sizeSeconds * 1000,
-      slideMs: (window.slideSeconds ?? window.sizeSeconds) * 1000,
-      allowedLatenessMs: config.aggregate.allowedLatenessSeconds * 1000,
-      sketchAccuracy: config.aggregate.sketchAccuracy,
-      latePolicy: config.aggregate.latePolicy,
-      duplicatePolicy: config.aggregate.duplicatePolicy,
-      idleWatermarkMs: config.aggregate.idleWatermarkSeconds * 1000,
-    },
-    metrics,
-  );
-  const forecast = new ForecastStage(transport, store, createModelFactory(config.forecast.model, config.forecast.options), metrics, {
-    cacheKeys: config.forecast.cacheKeys,
-  });
-  const collectors = pipeline.collectors.map((collector) => new HostCollector(collector, transport, metrics, pipeline.node));
-  const { token, source: tokenSource } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
-  const api = buildApi({
-    store,
-    engine,
-    metrics,
-    node: pipeline.node,
-    token,
-    bodyLimitBytes: config.api.bodyLimitBytes,
-    health: () => ({ transport: transport.kind, pendingRecords: transport.pending(), collectors: collectors.map((c) => ({ cgroup: c.cgroupVersion })) }),
-  });
-
-  await forecast.start();
-  await aggregate.start();
-  const listen = config.api.listen;
-  const at = listen.lastIndexOf(":");
-  let address: string;
+  const stops: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop();
+  };
+  let transport: Transport;
   try {
-    address = await api.listen({ host: listen.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(listen.slice(at + 1)) });
+    transport = await createTransport(config, metrics);
   } catch (error) {
-    await aggregate.stop();
-    await forecast.stop();
-    await transport.close();
     store.close();
     throw error;
   }
-  for (const collector of collectors) collector.start();
+  stops.push(async () => store.close(), () => transport.close());
+  try {
+    const aggregate = aggregateStage(pipeline, transport, metrics);
+    const forecast = forecastStage(pipeline, transport, store, metrics);
+    const history = config.history ? historySink(pipeline, transport, metrics) : null;
+    const collectors = pipeline.collectors.map((collector) => new HostCollector(collector, transport, metrics, pipeline.node));
+    const { token, source: tokenSource } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
+    const api = buildApi({
+      store,
+      engine,
+      metrics,
+      node: pipeline.node,
+      token,
+      bodyLimitBytes: config.api.bodyLimitBytes,
+      health: () => ({
+        transport: transport.kind,
+        ...(transport instanceof EmbeddedTransport ? { pendingRecords: transport.pending() } : {}),
+        collectors: collectors.map((c) => ({ cgroup: c.cgroupVersion })),
+      }),
+    });
 
+    await forecast.start();
+    stops.push(() => forecast.stop());
+    await aggregate.start();
+    stops.push(() => aggregate.stop());
+    if (history) {
+      await history.start();
+      stops.push(() => history.stop());
+    }
+    const { host, port } = parseListen(config.api.listen);
+    const address = await api.listen({ host, port });
+    stops.push(() => api.close());
+    for (const collector of collectors) collector.start();
+    stops.push(async () => {
+      for (const collector of collectors) await collector.stop();
+    });
+
+    let stopped = false;
+    return {
+      stages: [...STAGE_NAMES],
+      store,
+      engine,
+      transport,
+      api,
+      address,
+      tokenSource,
+      collectors,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        await stopAll();
+      },
+    };
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+/**
+ * One stage as its own process (`augur stage NAME`), on the Kafka
+ * transport: a consumer group that scales by partitions and restarts from
+ * committed offsets.
+ */
+export async function startStage(pipeline: LoadedPipeline, name: StageName, options: { metricsListen?: string } = {}): Promise<RunningStage> {
+  const { config } = pipeline;
+  if (config.transport.kind !== "kafka") {
+    throw new ConfigError(`${pipeline.path}: transport.kind: augur stage runs one stage of a distributed pipeline and needs kafka (got ${config.transport.kind}); use augur run for the embedded mode`);
+  }
+  const metrics = new Metrics({ defaultMetrics: true });
+  const transport = await createTransport(config, metrics);
+  const stops: Array<() => Promise<void>> = [() => transport.close()];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop();
+  };
+  let collectors: HostCollector[] = [];
+  let address: string | null = null;
+  try {
+    switch (name) {
+      case "collect": {
+        collectors = pipeline.collectors.map((collector) => new HostCollector(collector, transport, metrics, pipeline.node));
+        if (collectors.length === 0) throw new ConfigError(`${pipeline.path}: collect.connectors: the collect stage needs at least one connector`);
+        for (const collector of collectors) collector.start();
+        stops.push(async () => {
+          for (const collector of collectors) await collector.stop();
+        });
+        break;
+      }
+      case "aggregate": {
+        const stage = aggregateStage(pipeline, transport, metrics);
+        await stage.start();
+        stops.push(() => stage.stop());
+        break;
+      }
+      case "forecast": {
+        const store = new ProfileStore(pipeline.dataDir);
+        stops.push(async () => store.close());
+        const stage = forecastStage(pipeline, transport, store, metrics);
+        await stage.start();
+        stops.push(() => stage.stop());
+        break;
+      }
+      case "history": {
+        const sink = historySink(pipeline, transport, metrics);
+        await sink.start();
+        stops.push(() => sink.stop());
+        break;
+      }
+      case "allocate": {
+        const { store, engine } = openEngine(pipeline, metrics);
+        stops.push(async () => store.close());
+        const consumer = await materialiseProfiles(transport, store, pipeline.node);
+        stops.push(() => consumer.stop());
+        const { token } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
+        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, health: () => ({ transport: transport.kind, stage: name }) });
+        const { host, port } = parseListen(config.api.listen);
+        address = await api.listen({ host, port });
+        stops.push(() => api.close());
+        break;
+      }
+    }
+    if (name !== "allocate" && options.metricsListen) {
+      const { startMetricsServer } = await import("../api/metrics-server.js");
+      const server = await startMetricsServer(metrics, options.metricsListen, () => ({ transport: transport.kind, stage: name }));
+      address = server.address;
+      stops.push(() => server.close());
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
   let stopped = false;
   return {
-    store,
-    engine,
+    name,
     transport,
-    api,
-    address,
-    tokenSource,
     collectors,
+    address,
     async stop() {
       if (stopped) return;
       stopped = true;
-      for (const collector of collectors) await collector.stop();
-      await api.close();
-      await aggregate.stop();
-      await forecast.stop();
-      await transport.close();
-      store.close();
+      await stopAll();
     },
   };
 }

@@ -9,13 +9,13 @@ import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type TopicRecord, type Tr
 export async function sendToDeadLetter(
   transport: Transport,
   stage: string,
-  record: Pick<TopicRecord<unknown>, "topic" | "key" | "value" | "timestamp">,
+  record: Pick<TopicRecord<unknown>, "topic" | "key" | "value" | "timestamp" | "raw">,
   error: unknown,
   metrics?: Metrics,
 ): Promise<void> {
   const code = error instanceof AugurError ? error.code : "error";
   const message = errorMessage(error);
-  const value: DeadLetter = { originalTopic: record.topic, stage, errorCode: code, error: message, payload: record.value };
+  const value: DeadLetter = { originalTopic: record.topic, stage, errorCode: code, error: message, payload: record.raw ?? record.value };
   metrics?.deadLetters.inc({ stage, code });
   await transport.topic<DeadLetter>(TOPICS.deadLetter).publish([
     {

@@ -14,6 +14,8 @@ export interface TopicRecord<T> extends Required<OutgoingRecord<T>> {
   topic: string;
   partition: number;
   offset: number;
+  /** The bytes as they arrived, where the transport has them (for the dead letter). */
+  raw?: Buffer;
 }
 
 export interface Topic<T> {
@@ -26,7 +28,17 @@ export interface Topic<T> {
   publish(records: Array<OutgoingRecord<T>>): Promise<void>;
 }
 
-export type BatchHandler<T> = (batch: Array<TopicRecord<T>>) => Promise<void>;
+/**
+ * What a handler may say about a batch: `resumeFrom` is the offset of the
+ * first record of this partition whose effects are not yet durable (say, a
+ * sample in a window still open). A restart re-reads from there; without it
+ * the whole batch counts as consumed.
+ */
+export interface BatchResult {
+  resumeFrom?: number;
+}
+
+export type BatchHandler<T> = (batch: Array<TopicRecord<T>>) => Promise<void | BatchResult>;
 
 export interface ConsumeOptions {
   /** Consumer group: each group sees every record once; members share partitions. */
@@ -58,6 +70,8 @@ export interface Transport {
 export const TOPICS = {
   samples: "augur.samples",
   windows: "augur.windows",
+  /** Internal repartition topic: windows re-keyed by fallback level ((image,*), (*,user), (*,*)). */
+  forecastLevels: "augur.forecast-levels",
   profiles: "augur.profiles",
   anomalies: "augur.anomalies",
   allocationRequests: "augur.allocation-requests",

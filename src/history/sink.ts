@@ -1,0 +1,142 @@
+import { InfluxDB, Point, type WriteApi } from "@influxdata/influxdb-client";
+import { errorMessage, TransientError } from "../core/errors.js";
+import type { Metrics } from "../core/metrics.js";
+import { RESOURCES, type Resource, type WindowAggregate } from "../core/types.js";
+import type { HistoryConfig } from "../config/pipeline.js";
+import { sendToDeadLetter } from "../transport/dead-letter.js";
+import { TOPICS, type Consumer, type TopicRecord, type Transport } from "../transport/topic.js";
+import { validateWindow } from "../forecast/validate-window.js";
+
+/** Window statistics written per resource, as fields `<resource>_<stat>`. */
+export const HISTORY_STATS = ["mean", "max", "p50", "p95", "p99"] as const;
+
+const STAGE = "history";
+
+/** One window as an InfluxDB line-protocol point: tags image, user; timestamp = window start (ms). */
+export function windowPoint(measurement: string, window: WindowAggregate): Point {
+  const point = new Point(measurement).tag("image", window.image).tag("user", window.user).timestamp(window.windowStart);
+  point.intField("samples", window.sampleCount).intField("workloads", window.workloadCount);
+  point.intField("oom_kills", window.oomKills).floatField("throttled_seconds", window.cpuThrottledSeconds);
+  point.intField("window_ms", window.windowEnd - window.windowStart);
+  for (const resource of RESOURCES) {
+    const stats = window.resources[resource];
+    if (!stats) continue;
+    for (const stat of HISTORY_STATS) point.floatField(`${resource}_${stat}`, stats[stat]);
+  }
+  if (window.memoryLimitBytes !== null) point.floatField("mem_limit", window.memoryLimitBytes);
+  if (window.cpuLimitCores !== null) point.floatField("cpu_limit", window.cpuLimitCores);
+  return point;
+}
+
+/**
+ * The history stage: windows → InfluxDB line protocol over the v2 write API
+ * (`@influxdata/influxdb-client`). A batch counts as consumed only after its
+ * points were written and flushed, so the database never misses a window;
+ * a window written twice is the same point (same series, same timestamp).
+ */
+export class HistorySink {
+  private readonly writeApi: WriteApi;
+  private consumer: Consumer | null = null;
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly config: HistoryConfig,
+    private readonly metrics: Metrics,
+  ) {
+    const token = process.env[config.tokenEnv] ?? "";
+    this.writeApi = new InfluxDB({ url: config.url, token, timeout: 10_000 }).getWriteApi(config.org, config.bucket, "ms", {
+      batchSize: config.batchSize,
+      flushInterval: 0,
+      maxRetries: 0, // the transport retries the whole batch
+    });
+  }
+
+  async start(): Promise<void> {
+    this.consumer = await this.transport.consume<WindowAggregate>(TOPICS.windows, { group: "augur-history" }, (batch) => this.handle(batch));
+  }
+
+  async handle(batch: Array<TopicRecord<WindowAggregate>>): Promise<void> {
+    const points: Point[] = [];
+    for (const record of batch) {
+      this.metrics.recordsIn.inc({ stage: STAGE });
+      try {
+        points.push(windowPoint(this.config.measurement, validateWindow(record.value)));
+      } catch (error) {
+        await sendToDeadLetter(this.transport, STAGE, record, error, this.metrics);
+      }
+    }
+    if (points.length === 0) return;
+    this.writeApi.writePoints(points);
+    try {
+      await this.writeApi.flush();
+    } catch (error) {
+      throw new TransientError(`history database at ${this.config.url} refused the write: ${errorMessage(error)}`);
+    }
+    this.metrics.recordsOut.inc({ stage: STAGE }, points.length);
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.stop();
+    this.consumer = null;
+    try {
+      await this.writeApi.close();
+    } catch (error) {
+      console.error(`augur: closing the history writer: ${errorMessage(error)}`);
+    }
+  }
+}
+
+/** A window read back from the history database: what training and backtests need. */
+export interface HistoryWindow {
+  image: string;
+  user: string;
+  ts: number;
+  windowMs: number;
+  samples: number;
+  stats: Partial<Record<Resource, Partial<Record<(typeof HISTORY_STATS)[number], number>>>>;
+}
+
+const FIELD = new RegExp(`^(${RESOURCES.join("|")})_(${HISTORY_STATS.join("|")})$`);
+
+/**
+ * Reads windows back through the Prometheus-style export API
+ * (`/api/v1/export`, JSON lines) that VictoriaMetrics serves for data
+ * written with line protocol: series `<measurement>_<field>` with the tags
+ * as labels.
+ */
+export async function readHistory(options: { url: string; measurement: string; fromMs: number; toMs: number; image?: string; user?: string }): Promise<HistoryWindow[]> {
+  const selectors = [`__name__=~"${options.measurement}_.*"`];
+  const quote = (value: string) => JSON.stringify(value);
+  if (options.image !== undefined) selectors.push(`image=${quote(options.image)}`);
+  if (options.user !== undefined) selectors.push(`user=${quote(options.user)}`);
+  const params = new URLSearchParams({ "match[]": `{${selectors.join(",")}}`, start: String(options.fromMs / 1000), end: String(options.toMs / 1000) });
+  const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/export?${params}`);
+  if (!response.ok) throw new TransientError(`history export from ${options.url} failed: HTTP ${response.status} ${await response.text()}`);
+  const windows = new Map<string, HistoryWindow>();
+  const prefix = `${options.measurement}_`;
+  for (const line of (await response.text()).split("\n")) {
+    if (!line.trim()) continue;
+    const series = JSON.parse(line) as { metric: Record<string, string>; values: number[]; timestamps: number[] };
+    const name = series.metric.__name__ ?? "";
+    const image = series.metric.image;
+    const user = series.metric.user;
+    if (!name.startsWith(prefix) || image === undefined || user === undefined) continue;
+    const field = name.slice(prefix.length);
+    series.timestamps.forEach((ts, i) => {
+      const key = `${image}|${user}|${ts}`;
+      let window = windows.get(key);
+      if (!window) {
+        window = { image, user, ts, windowMs: 0, samples: 0, stats: {} };
+        windows.set(key, window);
+      }
+      const value = series.values[i]!;
+      if (field === "samples") window.samples = value;
+      else if (field === "window_ms") window.windowMs = value;
+      else {
+        const match = FIELD.exec(field);
+        if (match) ((window.stats[match[1] as Resource] ??= {})[match[2] as (typeof HISTORY_STATS)[number]] = value);
+      }
+    });
+  }
+  return [...windows.values()].sort((a, b) => a.ts - b.ts || a.image.localeCompare(b.image) || a.user.localeCompare(b.user));
+}

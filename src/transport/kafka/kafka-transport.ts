@@ -1,0 +1,283 @@
+import { Kafka, Partitioners, logLevel, type Admin, type Consumer as KafkaConsumer, type EachBatchPayload, type IHeaders, type Message, type Producer } from "kafkajs";
+import { AugurError, errorMessage } from "../../core/errors.js";
+import type { Metrics } from "../../core/metrics.js";
+import { logRetry, withRetry } from "../../core/retry.js";
+import { sendToDeadLetter } from "../dead-letter.js";
+import { TOPICS, type BatchHandler, type ConsumeOptions, type Consumer, type DeadLetter, type OutgoingRecord, type Topic, type TopicRecord, type Transport } from "../topic.js";
+import { encodeDeadLetter, type AvroSerde } from "./avro-serde.js";
+
+export interface KafkaTransportOptions {
+  brokers: string[];
+  /** Prepended to every topic name and consumer group id, so pipelines can share a cluster. */
+  namespace?: string;
+  clientId: string;
+  /** Largest number of records handed to a handler at once. */
+  maxBatch: number;
+  sessionTimeoutMs: number;
+  /**
+   * Event-time alignment: a partition whose records run this far (ms) ahead
+   * of the slowest partition that still has records is paused until the
+   * others catch up, so stages that merge partitions (fallback-level models)
+   * see time move forward together. 0 turns it off.
+   */
+  alignMs?: number;
+  /** kafkajs's own log level (errors only by default: augur logs what it retries). */
+  logLevel?: "nothing" | "error" | "warn" | "info" | "debug";
+}
+
+const LOG_LEVELS = { nothing: logLevel.NOTHING, error: logLevel.ERROR, warn: logLevel.WARN, info: logLevel.INFO, debug: logLevel.DEBUG } as const;
+
+function headerText(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers ?? {})) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value) ? value.map(String).join(",") : Buffer.isBuffer(value) ? value.toString("utf8") : String(value);
+  }
+  return out;
+}
+
+/**
+ * Topics on Apache Kafka through kafkajs. Values are Avro in the Confluent
+ * wire format (AvroSerde); keys are UTF-8. The producer is idempotent with
+ * acks from all in-sync replicas; consumers commit a partition's offset only
+ * after the handler resolved (or only as far as the handler says its effects
+ * are durable), so a crash re-delivers and never skips. Records that cannot
+ * be decoded go to `augur.dead-letter` with their raw bytes and the reason
+ * in headers; the consumer goes on.
+ */
+export class KafkaTransport implements Transport {
+  readonly kind = "kafka";
+  private readonly kafka: Kafka;
+  private producer: Producer | null = null;
+  private connecting: Promise<Producer> | null = null;
+  private readonly consumers = new Set<KafkaTransportConsumer>();
+  private closed = false;
+
+  constructor(
+    private readonly options: KafkaTransportOptions,
+    readonly serde: AvroSerde,
+    private readonly metrics?: Metrics,
+  ) {
+    this.kafka = new Kafka({
+      clientId: options.clientId,
+      brokers: options.brokers,
+      logLevel: LOG_LEVELS[options.logLevel ?? "nothing"],
+      retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+    });
+  }
+
+  /** The Kafka topic (or group id) behind a logical name. */
+  physical(name: string): string {
+    return (this.options.namespace ?? "") + name;
+  }
+
+  admin(): Admin {
+    return this.kafka.admin();
+  }
+
+  private async connectedProducer(): Promise<Producer> {
+    if (this.producer) return this.producer;
+    this.connecting ??= (async () => {
+      const producer = this.kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        createPartitioner: Partitioners.DefaultPartitioner, // murmur2, as Java clients: same key, same partition
+        retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
+      });
+      await producer.connect();
+      this.producer = producer;
+      return producer;
+    })();
+    try {
+      return await this.connecting;
+    } finally {
+      this.connecting = null;
+    }
+  }
+
+  topic<T>(name: string): Topic<T> {
+    return {
+      name,
+      publish: (records: Array<OutgoingRecord<T>>) => this.publish(name, records as Array<OutgoingRecord<unknown>>),
+    };
+  }
+
+  private async encode(topic: string, value: unknown): Promise<Buffer> {
+    if (topic === TOPICS.deadLetter) return encodeDeadLetter(value as DeadLetter);
+    return this.serde.encode(topic, value);
+  }
+
+  private async publish(topic: string, records: Array<OutgoingRecord<unknown>>): Promise<void> {
+    if (records.length === 0) return;
+    if (this.closed) throw new Error("transport is closed");
+    const messages: Message[] = [];
+    for (const record of records) {
+      messages.push({ key: record.key, value: await this.encode(topic, record.value), timestamp: String(Math.trunc(record.timestamp)), headers: record.headers });
+    }
+    // A broker that is away (restart, leader election) makes publishers wait, not fail:
+    // the idempotent producer keeps retried batches free of duplicates.
+    await withRetry(
+      async () => {
+        const producer = await this.connectedProducer();
+        await producer.send({ topic: this.physical(topic), acks: -1, messages });
+      },
+      {
+        initialDelayMs: 250,
+        maxDelayMs: 5_000,
+        attempts: Infinity,
+        respectRetriable: false,
+        shouldStop: () => this.closed,
+        onError: logRetry(`publish to ${topic}`),
+      },
+    );
+  }
+
+  async consume<T>(topic: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer> {
+    const consumer = new KafkaTransportConsumer(this, this.kafka, topic, options, handler as BatchHandler<unknown>, this.options, this.metrics);
+    this.consumers.add(consumer);
+    await consumer.start();
+    return {
+      stop: async () => {
+        await consumer.stop();
+        this.consumers.delete(consumer);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.consumers].map((consumer) => consumer.stop()));
+    this.consumers.clear();
+    this.closed = true;
+    await this.producer?.disconnect();
+    this.producer = null;
+  }
+}
+
+class KafkaTransportConsumer {
+  private consumer: KafkaConsumer | null = null;
+  private stopping = false;
+  /** Per partition: the handler's last `resumeFrom`, which commits must not pass. */
+  private readonly hold = new Map<number, number>();
+  /** Per partition: event time of the newest record handled, and whether it has caught up with the log end. */
+  private readonly progress = new Map<number, { ts: number; atEnd: boolean }>();
+  private readonly paused = new Set<number>();
+
+  constructor(
+    private readonly transport: KafkaTransport,
+    private readonly kafka: Kafka,
+    private readonly topic: string,
+    private readonly options: ConsumeOptions,
+    private readonly handler: BatchHandler<unknown>,
+    private readonly transportOptions: KafkaTransportOptions,
+    private readonly metrics?: Metrics,
+  ) {}
+
+  async start(): Promise<void> {
+    const consumer = this.kafka.consumer({
+      groupId: this.transport.physical(this.options.group),
+      sessionTimeout: this.transportOptions.sessionTimeoutMs,
+      heartbeatInterval: Math.max(500, Math.floor(this.transportOptions.sessionTimeoutMs / 10)),
+      // Rejoin after any failure, the broker's restarts included.
+      retry: { initialRetryTime: 300, maxRetryTime: 5_000, retries: 10, restartOnFailure: async () => !this.stopping },
+    });
+    this.consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, () => {
+      // New assignment: forget what the old one knew.
+      this.progress.clear();
+      this.paused.clear();
+    });
+    await withRetry(
+      async () => {
+        await consumer.connect();
+        await consumer.subscribe({ topic: this.transport.physical(this.topic), fromBeginning: this.options.from !== "latest" });
+      },
+      { initialDelayMs: 500, maxDelayMs: 5_000, attempts: 30, shouldStop: () => this.stopping, onError: logRetry(`subscribe ${this.options.group} to ${this.topic}`) },
+    );
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (payload) => this.eachBatch(payload),
+    });
+  }
+
+  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const maxBatch = this.options.maxBatch ?? this.transportOptions.maxBatch;
+    let chunk: Array<TopicRecord<unknown>> = [];
+    const flush = async () => {
+      if (chunk.length === 0) return;
+      const records = chunk;
+      chunk = [];
+      const result = await this.handler(records);
+      const last = records[records.length - 1]!.offset;
+      // The handler may keep records whose effects are not yet durable (open windows):
+      // then only the offsets before them count as consumed.
+      const held = result && typeof result.resumeFrom === "number" ? Math.min(result.resumeFrom, last + 1) : undefined;
+      if (held === undefined || held > last) this.hold.delete(batch.partition);
+      else this.hold.set(batch.partition, held);
+      const commitAt = held ?? last + 1;
+      resolveOffset(String(last));
+      await this.consumer!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(commitAt) }]);
+      await heartbeat();
+    };
+    for (const message of batch.messages) {
+      if (!isRunning() || isStale()) break;
+      const offset = Number(message.offset);
+      const key = message.key ? message.key.toString("utf8") : "";
+      const headers = headerText(message.headers);
+      const timestamp = Number(message.timestamp);
+      let value: unknown;
+      try {
+        value = await this.transport.serde.decode(this.topic, message.value);
+      } catch (error) {
+        if (!(error instanceof AugurError) || error.retriable) throw error; // registry away: retry the batch
+        await flush();
+        await sendToDeadLetter(
+          this.transport,
+          this.options.group,
+          { topic: this.topic, key, value: message.value ?? Buffer.alloc(0), timestamp, raw: message.value ?? Buffer.alloc(0) },
+          error,
+          this.metrics,
+        );
+        resolveOffset(message.offset);
+        const commitAt = Math.min(this.hold.get(batch.partition) ?? Infinity, offset + 1);
+        await this.consumer!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(commitAt) }]);
+        continue;
+      }
+      chunk.push({ topic: this.topic, partition: batch.partition, offset, key, value, timestamp, headers, raw: message.value ?? undefined });
+      if (chunk.length >= maxBatch) await flush();
+    }
+    if (isRunning() && !isStale()) await flush();
+    await commitOffsetsIfNecessary();
+    const last = batch.messages.at(-1);
+    if (last) this.align(batch.topic, batch.partition, Number(last.timestamp), Number(batch.highWatermark) - 1 <= Number(last.offset));
+  }
+
+  private align(topic: string, partition: number, ts: number, atEnd: boolean): void {
+    const alignMs = this.transportOptions.alignMs ?? 0;
+    if (!(alignMs > 0) || !Number.isFinite(ts)) return;
+    this.progress.set(partition, { ts, atEnd });
+    let slowest = Infinity;
+    for (const state of this.progress.values()) if (!state.atEnd && state.ts < slowest) slowest = state.ts;
+    for (const [p, state] of this.progress) {
+      const ahead = !state.atEnd && state.ts > slowest + alignMs;
+      if (ahead && !this.paused.has(p)) {
+        this.paused.add(p);
+        this.consumer!.pause([{ topic, partitions: [p] }]);
+      } else if (!ahead && this.paused.has(p)) {
+        this.paused.delete(p);
+        this.consumer!.resume([{ topic, partitions: [p] }]);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    try {
+      await this.consumer?.disconnect();
+    } catch (error) {
+      console.error(`augur: stopping consumer ${this.options.group}: ${errorMessage(error)}`);
+    }
+  }
+}

@@ -1,0 +1,320 @@
+// Against the real services that scripts/test.sh starts (scripts/services.sh):
+// Apache Kafka in KRaft mode, Apicurio Registry (Confluent-compatible API),
+// VictoriaMetrics. Each test uses its own topic namespace.
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import avro from "avsc";
+import { Kafka, logLevel } from "kafkajs";
+import type { Profile } from "../../src/core/types.js";
+import { ProfileStore } from "../../src/store/profile-store.js";
+import { DEAD_LETTER_HEADERS } from "../../src/transport/topic.js";
+import { augur, CLI, REPO } from "../cli.js";
+import { eventually, sleep, tempDir } from "../helpers.js";
+
+const BROKERS = process.env.AUGUR_KAFKA_BROKERS ?? "127.0.0.1:9092";
+const REGISTRY = process.env.AUGUR_REGISTRY_URL ?? "http://127.0.0.1:8081/apis/ccompat/v7";
+const TSDB = process.env.AUGUR_TSDB_URL ?? "http://127.0.0.1:8428";
+const TRACE = `${REPO}test/fixtures/kafka-replay.csv.gz`;
+const kafka = new Kafka({ clientId: "augur-test", brokers: [BROKERS], logLevel: logLevel.NOTHING });
+
+interface Setup {
+  dir: string;
+  config: string;
+  namespace: string;
+  cleanup: () => void;
+}
+
+function setup(name: string, extra = ""): Setup {
+  const { dir, cleanup } = tempDir(`augur-kafka-${name}-`);
+  const namespace = `t${Date.now().toString(36)}${name}.`;
+  const config = `${dir}/pipeline.yaml`;
+  writeFileSync(
+    config,
+    `name: ${name}
+node: test-node
+dataDir: ${dir}/forecast
+transport:
+  kind: kafka
+  brokers: [${BROKERS}]
+  namespace: ${namespace}
+  schemaRegistry: ${REGISTRY}
+  maxBatch: 200
+  sessionTimeoutMs: 6000
+  topics: { partitions: 4, replicationFactor: 1 }
+history: { kind: influxdb, url: ${TSDB}, measurement: ${namespace.replace(/[^A-Za-z0-9]/g, "_")}window }
+aggregate:
+  window: { kind: tumbling, sizeSeconds: 300 }
+  allowedLatenessSeconds: 0
+  idleWatermarkSeconds: 0
+forecast: { model: augur-ensemble }
+api: { listen: 127.0.0.1:0 }
+${extra}`,
+  );
+  return { dir, config, namespace, cleanup };
+}
+
+const children = new Set<ChildProcess>();
+
+function stage(name: string, config: string, dataDir?: string): ChildProcess {
+  const args = [CLI, "stage", name, "--config", config, ...(dataDir ? ["--data-dir", dataDir] : [])];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr!.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000)));
+  child.on("exit", (code, signal) => {
+    children.delete(child);
+    if (code !== 0 && signal !== "SIGKILL" && signal !== "SIGTERM") console.error(`stage ${name} exited ${code ?? signal}:\n${log}`);
+  });
+  children.add(child);
+  return child;
+}
+
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill(signal);
+  await exited;
+}
+
+function run(args: string[]): string {
+  const result = augur(args);
+  assert.equal(result.status, 0, `augur ${args.join(" ")}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** The embedded run of the same trace: the reference the distributed run must match. */
+function embeddedProfiles(s: Setup): Map<string, Profile> {
+  run(["replay", "--trace", TRACE, "--bus", "embedded", "--keep-open", "--config", s.config, "--data-dir", `${s.dir}/embedded`]);
+  const store = new ProfileStore(`${s.dir}/embedded`);
+  try {
+    return new Map(store.listProfiles({ limit: 10_000 }).map((p) => [`${p.image}|${p.user}`, p]));
+  } finally {
+    store.close();
+  }
+}
+
+function readProfiles(dataDir: string): Map<string, Profile> {
+  const store = new ProfileStore(dataDir);
+  try {
+    return new Map(store.listProfiles({ limit: 10_000 }).map((p) => [`${p.image}|${p.user}`, p]));
+  } finally {
+    store.close();
+  }
+}
+
+/** Waits until the distributed forecast store holds every reference profile at its final version. */
+async function converged(dataDir: string, reference: Map<string, Profile>, timeoutMs = 180_000): Promise<Map<string, Profile>> {
+  return eventually(
+    () => {
+      const got = readProfiles(dataDir);
+      for (const [key, want] of reference) if (got.get(key)?.version !== want.version || got.get(key)?.windows !== want.windows) return undefined;
+      return got;
+    },
+    timeoutMs,
+    "the distributed run to reach the embedded run's profiles",
+  );
+}
+
+const relativeGap = (a: number, b: number) => Math.abs(a - b) / Math.max(Math.abs(a), Math.abs(b), 1e-12);
+
+function assertSameProfiles(got: Map<string, Profile>, want: Map<string, Profile>): void {
+  assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
+  for (const [key, expected] of want) {
+    const actual = got.get(key)!;
+    assert.equal(actual.windows, expected.windows, `${key}: windows (none lost, none applied twice)`);
+    assert.equal(actual.version, expected.version, `${key}: version`);
+    assert.equal(actual.oomKills, expected.oomKills);
+    for (const [resource, prediction] of Object.entries(expected.resources)) {
+      const other = actual.resources[resource as keyof Profile["resources"]]!;
+      // A pair's windows arrive in the same order either way: the same numbers. Fallback
+      // levels fold windows of several pairs, whose interleaving differs between runs.
+      const tolerance = expected.level === "exact" ? 1e-9 : 0.05;
+      for (const q of ["p50", "p95", "request", "limit"] as const) {
+        assert.ok(relativeGap(other[q], prediction[q]) <= tolerance, `${key} ${resource} ${q}: ${other[q]} vs ${prediction[q]}`);
+      }
+    }
+  }
+}
+
+describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { timeout: 900_000 }, () => {
+  before(() => {
+    const status = spawnSync("bash", [`${REPO}scripts/services.sh`, "status"], { encoding: "utf8" });
+    assert.equal(status.status, 0, `services are not up (scripts/services.sh up): ${status.stdout}${status.stderr}`);
+  });
+  after(async () => {
+    for (const child of [...children]) await stopChild(child, "SIGKILL");
+  });
+
+  it("a trace replayed into Kafka yields the embedded run's profiles; kcat sees Confluent-framed Avro whose ids resolve", async () => {
+    const s = setup("same");
+    try {
+      const created = JSON.parse(run(["topics", "create", "--config", s.config])) as { topics: Array<{ name: string; action: string }>; schemaIds: Record<string, number> };
+      assert.equal(created.topics.length, 9);
+      assert.ok(created.topics.every((t) => t.action === "created" && t.name.startsWith(s.namespace)));
+      assert.equal(JSON.parse(run(["topics", "create", "--config", s.config])).topics[0].action, "exists", "idempotent");
+      const reference = embeddedProfiles(s);
+      assert.equal(reference.size, 7 + 4 + 3 + 1, "profiles of 7 pairs, 4 images, 3 users and the global one");
+
+      const forecast = stage("forecast", s.config);
+      const aggregate = stage("aggregate", s.config);
+      const history = stage("history", s.config);
+      const replay = JSON.parse(run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config]));
+      assert.equal(replay.samples, 4608);
+      const got = await converged(`${s.dir}/forecast`, reference);
+      assertSameProfiles(got, reference);
+
+      // A reader that is not augur: kcat, then the registry for each schema id, then plain Avro.
+      const topic = `${s.namespace}augur.profiles`;
+      const dump = spawnSync("kcat", ["-C", "-b", BROKERS, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%k\\t%R%s"], { maxBuffer: 64 << 20 });
+      assert.equal(dump.status, 0, dump.stderr?.toString());
+      const raw: Buffer = dump.stdout;
+      // %R prefixes each value with its length (4 bytes, big endian).
+      const records: Array<{ key: string; value: Buffer }> = [];
+      for (let at = 0; at < raw.length; ) {
+        const tab = raw.indexOf(0x09, at);
+        const key = raw.subarray(at, tab).toString();
+        const length = raw.readUInt32BE(tab + 1);
+        records.push({ key, value: raw.subarray(tab + 5, tab + 5 + length) });
+        at = tab + 5 + length;
+      }
+      assert.ok(records.length >= reference.size, `${records.length} profile records`);
+      const schemas = new Map<number, avro.Type>();
+      for (const { key, value } of records.slice(-40)) {
+        assert.equal(value[0], 0, "magic byte");
+        const id = value.readUInt32BE(1);
+        if (!schemas.has(id)) {
+          const response = await fetch(`${REGISTRY}/schemas/ids/${id}`);
+          assert.equal(response.status, 200, `schema id ${id} resolves`);
+          schemas.set(id, avro.Type.forSchema(JSON.parse(((await response.json()) as { schema: string }).schema)));
+        }
+        const profile = schemas.get(id)!.fromBuffer(value.subarray(5)) as Profile;
+        assert.equal(`${profile.image}|${profile.user}`, key);
+      }
+      const compat = await (await fetch(`${REGISTRY}/config/${encodeURIComponent(`${topic}-value`)}`)).json();
+      assert.equal((compat as { compatibilityLevel: string }).compatibilityLevel, "BACKWARD");
+
+      // The history stage wrote every window to VictoriaMetrics; read them back.
+      const measurement = `${s.namespace.replace(/[^A-Za-z0-9]/g, "_")}window`;
+      const { readHistory } = await import("../../src/history/sink.js");
+      const exactWindows = [...reference.values()].filter((p) => p.level === "exact").reduce((n, p) => n + p.windows, 0);
+      const windows = await eventually(
+        async () => {
+          await fetch(`${TSDB}/internal/force_flush`);
+          const found = await readHistory({ url: TSDB, measurement, fromMs: 0, toMs: Date.now() });
+          return found.length >= exactWindows ? found : undefined;
+        },
+        60_000,
+        "history windows in VictoriaMetrics",
+      );
+      assert.equal(windows.length, exactWindows);
+      assert.ok(windows.every((w) => w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined), JSON.stringify(windows.find((w) => !(w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined))));
+      await Promise.all([forecast, aggregate, history].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it("SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice", async () => {
+    const s = setup("kill");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const reference = embeddedProfiles(s);
+      let forecast = stage("forecast", s.config);
+      let aggregate = stage("aggregate", s.config);
+      // Paced so that the kills land in the middle: the trace spans 2 days of event time.
+      const replay = spawn(process.execPath, [CLI, "replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config, "--speedup", "12000", "--batch", "50"], { stdio: "ignore" });
+      const replayDone = new Promise<number | null>((resolve) => replay.on("exit", resolve));
+      await eventually(() => (readProfiles(`${s.dir}/forecast`).size > 0 ? true : undefined), 60_000, "first profiles");
+      await stopChild(forecast, "SIGKILL");
+      await sleep(1_500);
+      forecast = stage("forecast", s.config);
+      await sleep(3_000);
+      await stopChild(aggregate, "SIGKILL");
+      await sleep(1_500);
+      aggregate = stage("aggregate", s.config);
+      assert.equal(await replayDone, 0);
+      const got = await converged(`${s.dir}/forecast`, reference);
+      assertSameProfiles(got, reference);
+      await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it("a broker restart in the middle of a replay: stages reconnect and finish, nothing lost", async () => {
+    const s = setup("broker");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const reference = embeddedProfiles(s);
+      const forecast = stage("forecast", s.config);
+      const aggregate = stage("aggregate", s.config);
+      const replay = spawn(process.execPath, [CLI, "replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config, "--speedup", "12000", "--batch", "50"], { stdio: "ignore" });
+      const replayDone = new Promise<number | null>((resolve) => replay.on("exit", resolve));
+      await eventually(() => (readProfiles(`${s.dir}/forecast`).size > 0 ? true : undefined), 60_000, "first profiles");
+      const down = spawnSync("bash", [`${REPO}scripts/services.sh`, "down", "kafka"], { encoding: "utf8" });
+      assert.match(down.stderr, /kafka stopped/, `the test restarts the broker that scripts/services.sh started: ${down.stderr}`);
+      await sleep(3_000);
+      const up = spawnSync("bash", [`${REPO}scripts/services.sh`, "up", "kafka"], { encoding: "utf8" });
+      assert.equal(up.status, 0, up.stderr);
+      assert.equal(await replayDone, 0);
+      const got = await converged(`${s.dir}/forecast`, reference, 300_000);
+      assertSameProfiles(got, reference);
+      await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it("poison records go to the dead letter with the reason, and the stage keeps going", async () => {
+    const s = setup("poison");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const aggregate = stage("aggregate", s.config);
+      const producer = kafka.producer();
+      await producer.connect();
+      const schemaId = ((await (await fetch(`${REGISTRY}/subjects/${encodeURIComponent(`${s.namespace}augur.samples-value`)}/versions/latest`)).json()) as { id: number }).id;
+      const sampleType = avro.Type.forSchema(JSON.parse(spawnSync("cat", [`${REPO}schemas/Sample.avsc`], { encoding: "utf8" }).stdout));
+      const frame = (id: number, body: Buffer) => Buffer.concat([Buffer.from([0, (id >>> 24) & 255, (id >>> 16) & 255, (id >>> 8) & 255, id & 255]), body]);
+      const base = { ts: 1_700_000_000_000, workload: "w1", image: "img", user: "alice", host: "h", source: "test" };
+      const good = (ts: number) => frame(schemaId, sampleType.toBuffer(sampleType.clone({ ...base, ts, cpuCores: 0.5, memoryWorkingSetBytes: 1e8 })));
+      await producer.send({
+        topic: `${s.namespace}augur.samples`,
+        messages: [
+          { key: "img|alice", value: frame(schemaId, Buffer.from([0xff, 0xff, 0xff])) },
+          { key: "img|alice", value: Buffer.from("{\"json\": true}") },
+          { key: "img|alice", value: frame(999_999, Buffer.from([2, 4, 6])) },
+          { key: "img|alice", value: frame(schemaId, sampleType.toBuffer(sampleType.clone({ ...base, cpuCores: Number.NaN }))) },
+          { key: "img|alice", value: good(base.ts + 1_000) },
+          { key: "img|alice", value: good(base.ts + 400_000) }, // closes the first window
+        ],
+      });
+      await producer.disconnect();
+      const consumer = kafka.consumer({ groupId: `${s.namespace}reader` });
+      await consumer.connect();
+      await consumer.subscribe({ topics: [`${s.namespace}augur.dead-letter`, `${s.namespace}augur.windows`], fromBeginning: true });
+      const dead: Array<{ headers: Record<string, string>; value: Buffer }> = [];
+      let windows = 0;
+      await consumer.run({
+        eachMessage: async ({ topic, message }) => {
+          if (topic.endsWith("augur.windows")) windows++;
+          else dead.push({ value: message.value!, headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])) });
+        },
+      });
+      await eventually(() => (dead.length >= 4 && windows >= 1 ? true : undefined), 60_000, "dead letters and the window after them");
+      await consumer.disconnect();
+      const reasons = dead.map((d) => `${d.headers[DEAD_LETTER_HEADERS.code]}: ${d.headers[DEAD_LETTER_HEADERS.message]}`);
+      assert.match(reasons[0]!, /^decode: bytes do not decode with schema id/);
+      assert.match(reasons[1]!, /^decode: unknown magic byte 123/);
+      assert.match(reasons[2]!, /^decode: unknown schema id 999999/);
+      assert.match(reasons[3]!, /^invalid: .*cpuCores/);
+      assert.equal(dead[1]!.value.toString(), "{\"json\": true}", "the raw bytes are kept");
+      assert.ok(dead.every((d) => d.headers[DEAD_LETTER_HEADERS.topic] === "augur.samples"));
+      assert.equal(windows, 1);
+      assert.equal(aggregate.exitCode, null, "the stage is still running");
+      await stopChild(aggregate);
+    } finally {
+      s.cleanup();
+    }
+  });
+});
