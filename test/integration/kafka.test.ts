@@ -3,7 +3,7 @@
 // VictoriaMetrics. Each test uses its own topic namespace.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
@@ -263,6 +263,36 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
     } finally {
       s.cleanup();
+    }
+  });
+
+  it("the real registry enforces BACKWARD compatibility, and old and new readers read each other's records", async () => {
+    const { dir, cleanup } = tempDir("augur-schemas-");
+    try {
+      const { AvroSerde, SCHEMA_DIR } = await import("../../src/transport/kafka/avro-serde.js");
+      const { ConfluentSchemaRegistry } = await import("../../src/transport/kafka/registry.js");
+      const namespace = `t${Date.now().toString(36)}evolve.`;
+      const current = JSON.parse(readFileSync(`${SCHEMA_DIR}Sample.avsc`, "utf8")) as { fields: Array<{ name: string }> };
+      const write = (name: string, schema: unknown) => {
+        mkdirSync(`${dir}/${name}`);
+        writeFileSync(`${dir}/${name}/Sample.avsc`, JSON.stringify(schema));
+        return `${dir}/${name}/`;
+      };
+      const serde = (name: string, schema: unknown) => new AvroSerde(new ConfluentSchemaRegistry(REGISTRY), namespace, { "augur.samples": "Sample" }, write(name, schema));
+      const older = serde("old", current);
+      const newer = serde("new", { ...current, fields: [...current.fields, { name: "tenant", type: "string", default: "none", doc: "Added later." }] });
+      const ids = [await older.registerAll(), await newer.registerAll()].map((registered) => registered["augur.samples"]);
+      assert.notEqual(ids[0], ids[1]);
+      const breaking = serde("bad", { ...current, fields: [...current.fields, { name: "mandatory", type: "string", doc: "No default." }] });
+      await assert.rejects(breaking.registerAll(), /refused|incompatib/i);
+      const base = { ts: 1_700_000_000_000, workload: "w", image: "i", user: "u" };
+      const oldReadsNew = (await older.decode("augur.samples", await newer.encode("augur.samples", { ...base, tenant: "blue" }))) as Record<string, unknown>;
+      assert.equal(oldReadsNew.workload, "w");
+      assert.ok(!("tenant" in oldReadsNew));
+      const newReadsOld = (await newer.decode("augur.samples", await older.encode("augur.samples", base))) as Record<string, unknown>;
+      assert.equal(newReadsOld.tenant, "none");
+    } finally {
+      cleanup();
     }
   });
 
