@@ -25,13 +25,10 @@ if [ "${#files[@]}" -eq 0 ]; then
 fi
 
 mkdir -p test-artifacts
-if [ "$suite" != unit ]; then
-  # Integration tests run against real Kafka, Schema Registry and VictoriaMetrics,
-  # and read topics with Debian's kcat. Start what is not running; stop it after.
-  command -v kcat >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null; }; }
-  started="$(mktemp)"
-  trap 'bash scripts/services.sh down --only "$started"; rm -f "$started"' EXIT
-  bash scripts/services.sh up --record "$started"
-  eval "$(bash scripts/services.sh env | sed 's/^/export /')"
+if [ "$suite" = unit ]; then
+  exec node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"
 fi
-node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"
+# Integration tests run against real Kafka, Schema Registry and VictoriaMetrics
+# (started if not running, stopped after), and read topics with Debian's kcat.
+command -v kcat >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null; }; }
+exec bash scripts/with-services.sh node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"
