@@ -36,6 +36,18 @@ describe("pipeline config", () => {
     assert.ok(loaded.dataDir.endsWith(".augur/data"));
   });
 
+  it("loads the shipped kafka.yaml, and refuses hostile transport and history settings with the path", () => {
+    const loaded = loadPipeline(join(repo, "pipelines/kafka.yaml"));
+    assert.equal(loaded.config.transport.kind, "kafka");
+    assert.equal(loaded.config.history?.kind, "influxdb");
+    expectConfigError("transport: { kind: kafka, brokers: ['127.0.0.1:9092; rm -rf /'] }", /transport\.brokers\.0/);
+    expectConfigError("transport: { kind: kafka, namespace: '../../etc' }", /transport\.namespace/);
+    expectConfigError("transport: { kind: kafka, schemaRegistry: 'javascript:alert(1)' }", /transport\.schemaRegistry/);
+    expectConfigError("transport: { kind: carrier-pigeon }", /transport/);
+    expectConfigError("history: { kind: influxdb, measurement: 'a b,c=d' }", /history\.measurement/);
+    expectConfigError("history: { kind: influxdb, url: 'file:///etc/passwd' }", /history\.url/);
+  });
+
   it("fills defaults for an empty file", () => {
     const { path, cleanup } = withConfig("");
     try {
