@@ -70,14 +70,45 @@ export class ForecastStage {
   ) {}
 
   async start(): Promise<void> {
-    this.consumer = await this.transport.consume<WindowAggregate>(TOPICS.windows, { group: "augur-forecast" }, async (batch) => {
+    const distributed = this.options.levels === "repartition";
+    // Distributed, a partition that moves here brings its keys' state from the changelog.
+    const onAssign = distributed ? async (partition: number) => void (await this.restore(partition)) : undefined;
+    this.consumer = await this.transport.consume<WindowAggregate>(TOPICS.windows, { group: "augur-forecast", onAssign }, async (batch) => {
       await this.handle(batch);
     });
-    if (this.options.levels === "repartition") {
-      this.levelConsumer = await this.transport.consume<WindowAggregate>(TOPICS.forecastLevels, { group: "augur-forecast-levels" }, async (batch) => {
+    if (distributed) {
+      this.levelConsumer = await this.transport.consume<WindowAggregate>(TOPICS.forecastLevels, { group: "augur-forecast-levels", onAssign }, async (batch) => {
         await this.handleLevels(batch);
       });
     }
+  }
+
+  /**
+   * Brings the store up to the changelog for the keys of one partition (the
+   * changelog is keyed and partitioned like the inputs): entries newer than
+   * the local copy replace it and drop the cached model.
+   */
+  async restore(partition: number): Promise<number> {
+    if (!this.transport.readPartition) return 0;
+    const records = await this.transport.readPartition<ProfileUpdate>(TOPICS.forecastState, partition);
+    const newest = new Map<string, ProfileUpdate>();
+    for (const record of records) newest.set(record.key, record.value);
+    const updates: ProfileUpdate[] = [];
+    for (const [key, entry] of newest) {
+      const profile = entry?.profile;
+      if (!profile || typeof profile.image !== "string" || typeof profile.user !== "string" || pairKey(profile.image, profile.user) !== key || !entry.modelState) {
+        console.error(`augur: changelog entry for ${key} is malformed; skipped`);
+        this.metrics.stageErrors.inc({ stage: STAGE });
+        continue;
+      }
+      const local = this.store.getProfile(profile.image, profile.user);
+      const newer = !local || profile.version > local.version || (profile.version === local.version && profile.windows > local.windows);
+      if (!newer) continue;
+      updates.push(entry);
+      this.cache.delete(key);
+    }
+    if (updates.length > 0) this.store.writeProfiles(updates);
+    return updates.length;
   }
 
   async stop(): Promise<void> {
@@ -180,6 +211,11 @@ export class ForecastStage {
         for (const key of pass.touched) this.cache.delete(key);
         throw error;
       }
+    }
+    if (this.options.levels === "repartition" && pass.updates.size > 0) {
+      await this.transport.topic<ProfileUpdate>(TOPICS.forecastState).publish(
+        [...pass.updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
+      );
     }
     if (forward.length > 0) await this.transport.topic<WindowAggregate>(TOPICS.forecastLevels).publish(forward);
     const profiles = [...pass.updates.values()].map((update) => update.profile);

@@ -47,6 +47,11 @@ export interface ConsumeOptions {
   maxBatch?: number;
   /** Where a group with no committed position starts. */
   from?: "earliest" | "latest";
+  /**
+   * Called with a partition newly assigned to this member, before its first
+   * batch is handled: the place to restore that partition's state (rebalances).
+   */
+  onAssign?: (partition: number) => Promise<void>;
 }
 
 export interface Consumer {
@@ -63,6 +68,8 @@ export interface Transport {
    * committed) only after the handler's promise resolves.
    */
   consume<T>(topic: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer>;
+  /** Every record of one partition, from the oldest kept to the end (reads a changelog on a rebalance). */
+  readPartition?<T>(topic: string, partition: number): Promise<Array<TopicRecord<T>>>;
   close(): Promise<void>;
 }
 
@@ -72,6 +79,8 @@ export const TOPICS = {
   windows: "augur.windows",
   /** Internal repartition topic: windows re-keyed by fallback level ((image,*), (*,user), (*,*)). */
   forecastLevels: "augur.forecast-levels",
+  /** Internal compacted changelog of the forecast stage's per-key model state (JSON), for rebalances. */
+  forecastState: "augur.forecast-state",
   profiles: "augur.profiles",
   anomalies: "augur.anomalies",
   allocationRequests: "augur.allocation-requests",

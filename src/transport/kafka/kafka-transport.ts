@@ -1,5 +1,5 @@
 import { Kafka, Partitioners, logLevel, type Admin, type Consumer as KafkaConsumer, type EachBatchPayload, type IHeaders, type Message, type Producer } from "kafkajs";
-import { AugurError, errorMessage } from "../../core/errors.js";
+import { AugurError, DecodeError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
 import { sendToDeadLetter } from "../dead-letter.js";
@@ -104,7 +104,62 @@ export class KafkaTransport implements Transport {
 
   private async encode(topic: string, value: unknown): Promise<Buffer> {
     if (topic === TOPICS.deadLetter) return encodeDeadLetter(value as DeadLetter);
+    if (topic === TOPICS.forecastState) return Buffer.from(JSON.stringify(value)); // internal changelog
     return this.serde.encode(topic, value);
+  }
+
+  /** Decodes a record of `topic` (Avro, or JSON for the internal changelog). */
+  async decode(topic: string, bytes: Buffer | null): Promise<unknown> {
+    if (topic === TOPICS.forecastState) {
+      if (!bytes) throw new DecodeError("changelog record has no value");
+      try {
+        return JSON.parse(bytes.toString("utf8"));
+      } catch (error) {
+        throw new DecodeError(`changelog record is not JSON: ${errorMessage(error)}`);
+      }
+    }
+    return this.serde.decode(topic, bytes);
+  }
+
+  async readPartition<T>(topic: string, partition: number): Promise<Array<TopicRecord<T>>> {
+    const physical = this.physical(topic);
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const offsets = await admin.fetchTopicOffsets(physical);
+      const bounds = offsets.find((entry) => entry.partition === partition);
+      if (!bounds || Number(bounds.high) <= Number(bounds.low)) return [];
+      const end = Number(bounds.high);
+      const groupId = this.physical(`augur-restore-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
+      const reader = this.kafka.consumer({ groupId, sessionTimeout: 6_000, heartbeatInterval: 600 });
+      const records: Array<TopicRecord<T>> = [];
+      await reader.connect();
+      try {
+        await reader.subscribe({ topic: physical, fromBeginning: true });
+        await new Promise<void>((resolve, reject) => {
+          reader
+            .run({
+              autoCommit: false,
+              eachBatch: async ({ batch }) => {
+                if (batch.partition !== partition) return;
+                for (const message of batch.messages) {
+                  if (Number(message.offset) >= end) break;
+                  const value = (await this.decode(topic, message.value)) as T;
+                  records.push({ topic, partition, offset: Number(message.offset), key: message.key?.toString("utf8") ?? "", value, timestamp: Number(message.timestamp), headers: headerText(message.headers) });
+                }
+                if (Number(batch.lastOffset()) >= end - 1) resolve();
+              },
+            })
+            .catch(reject);
+        });
+      } finally {
+        await reader.disconnect();
+        await admin.deleteGroups([groupId]).catch(() => undefined);
+      }
+      return records;
+    } finally {
+      await admin.disconnect();
+    }
   }
 
   private async publish(topic: string, records: Array<OutgoingRecord<unknown>>): Promise<void> {
@@ -161,6 +216,8 @@ class KafkaTransportConsumer {
   /** Per partition: event time of the newest record handled, and whether it has caught up with the log end. */
   private readonly progress = new Map<number, { ts: number; atEnd: boolean }>();
   private readonly paused = new Set<number>();
+  /** Partitions whose state `onAssign` restored since the last (re)join. */
+  private readonly assigned = new Set<number>();
 
   constructor(
     private readonly transport: KafkaTransport,
@@ -185,6 +242,7 @@ class KafkaTransportConsumer {
       // New assignment: forget what the old one knew.
       this.progress.clear();
       this.paused.clear();
+      this.assigned.clear();
     });
     await withRetry(
       async () => {
@@ -203,6 +261,10 @@ class KafkaTransportConsumer {
 
   private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const maxBatch = this.options.maxBatch ?? this.transportOptions.maxBatch;
+    if (this.options.onAssign && !this.assigned.has(batch.partition)) {
+      await this.options.onAssign(batch.partition);
+      this.assigned.add(batch.partition);
+    }
     let chunk: Array<TopicRecord<unknown>> = [];
     const flush = async () => {
       if (chunk.length === 0) return;
@@ -228,7 +290,7 @@ class KafkaTransportConsumer {
       const timestamp = Number(message.timestamp);
       let value: unknown;
       try {
-        value = await this.transport.serde.decode(this.topic, message.value);
+        value = await this.transport.decode(this.topic, message.value);
       } catch (error) {
         if (!(error instanceof AugurError) || error.retriable) throw error; // registry away: retry the batch
         await flush();

@@ -10,7 +10,7 @@ export interface TopicSpec {
 }
 
 /** Cleanup per topic, as in the design's "Topics" table: profiles are compacted (newest per key), the rest expire. */
-const COMPACTED: ReadonlySet<string> = new Set([TOPICS.profiles]);
+const COMPACTED: ReadonlySet<string> = new Set([TOPICS.profiles, TOPICS.forecastState]);
 
 export function topicSpecs(config: KafkaTransportConfig): TopicSpec[] {
   const defaults = config.topics;
