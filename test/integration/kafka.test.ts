@@ -9,7 +9,7 @@ import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
 import type { Profile } from "../../src/core/types.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
-import { DEAD_LETTER_HEADERS } from "../../src/transport/topic.js";
+import { DEAD_LETTER_HEADERS, TOPICS } from "../../src/transport/topic.js";
 import { augur, CLI, REPO } from "../cli.js";
 import { eventually, sleep, tempDir } from "../helpers.js";
 
@@ -150,7 +150,7 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     const s = setup("same");
     try {
       const created = JSON.parse(run(["topics", "create", "--config", s.config])) as { topics: Array<{ name: string; action: string }>; schemaIds: Record<string, number> };
-      assert.equal(created.topics.length, 9);
+      assert.equal(created.topics.length, Object.keys(TOPICS).length);
       assert.ok(created.topics.every((t) => t.action === "created" && t.name.startsWith(s.namespace)));
       assert.equal(JSON.parse(run(["topics", "create", "--config", s.config])).topics[0].action, "exists", "idempotent");
       const reference = embeddedProfiles(s);
@@ -237,6 +237,31 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       const got = await converged(`${s.dir}/forecast`, reference);
       assertSameProfiles(got, reference);
       await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it("when a forecast process dies, another takes its partitions and restores their state from the changelog", {
+    todo: "open: the hand-over is not reliable yet; of three runs one passed, one ended with a pair's memory prediction off (447 MB vs 584 MB), one did not converge in 300 s",
+  }, async () => {
+    const s = setup("rebalance");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const reference = embeddedProfiles(s);
+      const first = stage("forecast", s.config, `${s.dir}/forecast-a`);
+      const second = stage("forecast", s.config, `${s.dir}/forecast-b`);
+      const aggregate = stage("aggregate", s.config);
+      const replay = spawn(process.execPath, [CLI, "replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config, "--speedup", "8000", "--batch", "50"], { stdio: "ignore" });
+      const replayDone = new Promise<number | null>((resolve) => replay.on("exit", resolve));
+      // Both members own partitions and have folded windows in.
+      await eventually(() => (readProfiles(`${s.dir}/forecast-a`).size > 0 && readProfiles(`${s.dir}/forecast-b`).size > 0 ? true : undefined), 90_000, "both forecast processes at work");
+      await stopChild(first, "SIGKILL");
+      assert.equal(await replayDone, 0);
+      // The survivor alone ends with every profile, exactly as the embedded run.
+      const got = await converged(`${s.dir}/forecast-b`, reference, 120_000);
+      assertSameProfiles(got, reference);
+      await Promise.all([second, aggregate].map((child) => stopChild(child)));
     } finally {
       s.cleanup();
     }

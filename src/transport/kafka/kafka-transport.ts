@@ -262,7 +262,13 @@ class KafkaTransportConsumer {
   private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const maxBatch = this.options.maxBatch ?? this.transportOptions.maxBatch;
     if (this.options.onAssign && !this.assigned.has(batch.partition)) {
-      await this.options.onAssign(batch.partition);
+      // Restoring may take longer than the session: keep the membership alive meanwhile.
+      const beat = setInterval(() => void heartbeat().catch(() => undefined), Math.max(500, Math.floor(this.transportOptions.sessionTimeoutMs / 5)));
+      try {
+        await this.options.onAssign(batch.partition);
+      } finally {
+        clearInterval(beat);
+      }
       this.assigned.add(batch.partition);
     }
     let chunk: Array<TopicRecord<unknown>> = [];
