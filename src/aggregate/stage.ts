@@ -104,7 +104,6 @@ export class AggregateStage {
     for (const event of events) {
       if (event.kind === "window") {
         windows.push(event.window);
-        this.closed(event.window);
         continue;
       }
       this.metrics.rejectedSamples.inc({ reason: event.reason });
@@ -115,9 +114,16 @@ export class AggregateStage {
       }
     }
     if (windows.length === 0) return;
-    await this.transport.topic<WindowAggregate>(TOPICS.windows).publish(
-      windows.map((window) => ({ key: pairKey(window.image, window.user), value: window, timestamp: window.windowEnd })),
-    );
+    try {
+      await this.transport.topic<WindowAggregate>(TOPICS.windows).publish(
+        windows.map((window) => ({ key: pairKey(window.image, window.user), value: window, timestamp: window.windowEnd })),
+      );
+    } catch (error) {
+      // Not published: keep the windows for the next attempt, and keep their samples uncommitted.
+      this.emitted = [...windows.map((window): WindowEvent => ({ kind: "window", window })), ...this.emitted];
+      throw error;
+    }
+    for (const window of windows) this.closed(window);
     this.metrics.recordsOut.inc({ stage: STAGE }, windows.length);
   }
 

@@ -90,6 +90,7 @@ export class ForecastStage {
    */
   async restore(partition: number): Promise<number> {
     if (!this.transport.readPartition) return 0;
+    const started = Date.now();
     const records = await this.transport.readPartition<ProfileUpdate>(TOPICS.forecastState, partition);
     const newest = new Map<string, ProfileUpdate>();
     for (const record of records) newest.set(record.key, record.value);
@@ -108,6 +109,7 @@ export class ForecastStage {
       this.cache.delete(key);
     }
     if (updates.length > 0) this.store.writeProfiles(updates);
+    if (records.length > 0) console.error(`augur: forecast restored ${updates.length} of ${newest.size} keys of partition ${partition} from the changelog in ${Date.now() - started} ms`);
     return updates.length;
   }
 

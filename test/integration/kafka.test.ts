@@ -3,7 +3,7 @@
 // VictoriaMetrics. Each test uses its own topic namespace.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
@@ -62,6 +62,8 @@ function stage(name: string, config: string, dataDir?: string): ChildProcess {
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   child.stderr!.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000)));
+  const artifact = `${REPO}test-artifacts/stage-${name}-${child.pid}.log`;
+  child.stderr!.on("data", (chunk: Buffer) => appendFileSync(artifact, chunk));
   child.on("exit", (code, signal) => {
     children.delete(child);
     if (code !== 0 && signal !== "SIGKILL" && signal !== "SIGTERM") console.error(`stage ${name} exited ${code ?? signal}:\n${log}`);
@@ -108,7 +110,12 @@ async function converged(dataDir: string, reference: Map<string, Profile>, timeo
   return eventually(
     () => {
       const got = readProfiles(dataDir);
-      for (const [key, want] of reference) if (got.get(key)?.version !== want.version || got.get(key)?.windows !== want.windows) return undefined;
+      const behind: string[] = [];
+      for (const [key, want] of reference) {
+        const have = got.get(key);
+        if (have?.version !== want.version || have?.windows !== want.windows) behind.push(`${key}: ${have?.windows ?? 0}/${want.windows} windows`);
+      }
+      if (behind.length > 0) throw new Error(`not there yet: ${behind.join(", ")}`);
       return got;
     },
     timeoutMs,
@@ -242,9 +249,7 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  it("when a forecast process dies, another takes its partitions and restores their state from the changelog", {
-    todo: "open: the hand-over is not reliable yet; of three runs one passed, one ended with a pair's memory prediction off (447 MB vs 584 MB), one did not converge in 300 s",
-  }, async () => {
+  it("when a forecast process dies, another takes its partitions and restores their state from the changelog", async () => {
     const s = setup("rebalance");
     try {
       run(["topics", "create", "--config", s.config]);
@@ -259,7 +264,7 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       await stopChild(first, "SIGKILL");
       assert.equal(await replayDone, 0);
       // The survivor alone ends with every profile, exactly as the embedded run.
-      const got = await converged(`${s.dir}/forecast-b`, reference, 120_000);
+      const got = await converged(`${s.dir}/forecast-b`, reference, 180_000);
       assertSameProfiles(got, reference);
       await Promise.all([second, aggregate].map((child) => stopChild(child)));
     } finally {

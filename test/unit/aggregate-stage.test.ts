@@ -4,7 +4,7 @@ import { AggregateStage } from "../../src/aggregate/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
-import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type TopicRecord } from "../../src/transport/topic.js";
+import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type OutgoingRecord, type TopicRecord } from "../../src/transport/topic.js";
 import { T0, sample } from "../helpers.js";
 
 describe("aggregate stage", () => {
@@ -54,6 +54,47 @@ describe("aggregate stage", () => {
     const text = await metrics.registry.metrics();
     assert.match(text, /augur_samples_rejected_total\{reason="duplicate"\} 1/);
     assert.match(text, /augur_samples_rejected_total\{reason="late"\} 1/);
+    await transport.close();
+  });
+
+  it("keeps windows whose publish failed and publishes them with the retried batch: none lost", async () => {
+    const transport = new EmbeddedTransport({ partitions: 1, bufferRecords: 100 });
+    const windows: WindowAggregate[] = [];
+    await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
+      windows.push(...batch.map((r) => r.value));
+    });
+    let failures = 1;
+    const flaky: typeof transport = Object.create(transport);
+    flaky.topic = ((name: string) => {
+      const topic = transport.topic<unknown>(name);
+      if (name !== TOPICS.windows) return topic;
+      return {
+        name,
+        publish: async (records: Array<OutgoingRecord<unknown>>) => {
+          if (failures-- > 0) throw new Error("registry timed out");
+          await topic.publish(records);
+        },
+      };
+    }) as typeof transport.topic;
+    const stage = new AggregateStage(
+      flaky,
+      { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 0, sketchAccuracy: 0.01, latePolicy: "drop", duplicatePolicy: "drop", idleWatermarkMs: 0 },
+      new Metrics(),
+    );
+    await stage.start();
+    const key = "img|alice";
+    await transport.topic<unknown>(TOPICS.samples).publish([
+      { key, value: sample({ ts: T0, cpuCores: 1 }), timestamp: T0 },
+      { key, value: sample({ ts: T0 + 10_000, cpuCores: 2 }), timestamp: T0 }, // closes the first window: its publish fails once
+      { key, value: sample({ ts: T0 + 20_000, cpuCores: 3 }), timestamp: T0 },
+    ]);
+    await transport.drain();
+    await stage.stop({ flush: true });
+    await transport.drain();
+    assert.deepEqual(
+      windows.map((w) => w.windowStart - T0),
+      [0, 10_000, 20_000],
+    );
     await transport.close();
   });
 });

@@ -1,5 +1,5 @@
 import { Kafka, Partitioners, logLevel, type Admin, type Consumer as KafkaConsumer, type EachBatchPayload, type IHeaders, type Message, type Producer } from "kafkajs";
-import { AugurError, DecodeError, errorMessage } from "../../core/errors.js";
+import { AugurError, DecodeError, TransientError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
 import { sendToDeadLetter } from "../dead-letter.js";
@@ -24,6 +24,9 @@ export interface KafkaTransportOptions {
   /** kafkajs's own log level (errors only by default: augur logs what it retries). */
   logLevel?: "nothing" | "error" | "warn" | "info" | "debug";
 }
+
+/** How long reading a changelog partition may take before the batch is retried. */
+const READ_PARTITION_TIMEOUT_MS = 60_000;
 
 const LOG_LEVELS = { nothing: logLevel.NOTHING, error: logLevel.ERROR, warn: logLevel.WARN, info: logLevel.INFO, debug: logLevel.DEBUG } as const;
 
@@ -136,7 +139,16 @@ export class KafkaTransport implements Transport {
       await reader.connect();
       try {
         await reader.subscribe({ topic: physical, fromBeginning: true });
+        let seen = -1;
         await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new TransientError(`reading ${physical}[${partition}] to offset ${end} stalled at offset ${seen} after ${READ_PARTITION_TIMEOUT_MS} ms`)),
+            READ_PARTITION_TIMEOUT_MS,
+          );
+          const done = () => {
+            clearTimeout(timer);
+            resolve();
+          };
           reader
             .run({
               autoCommit: false,
@@ -144,13 +156,17 @@ export class KafkaTransport implements Transport {
                 if (batch.partition !== partition) return;
                 for (const message of batch.messages) {
                   if (Number(message.offset) >= end) break;
+                  seen = Number(message.offset);
                   const value = (await this.decode(topic, message.value)) as T;
                   records.push({ topic, partition, offset: Number(message.offset), key: message.key?.toString("utf8") ?? "", value, timestamp: Number(message.timestamp), headers: headerText(message.headers) });
                 }
-                if (Number(batch.lastOffset()) >= end - 1) resolve();
+                if (seen >= end - 1 || Number(batch.lastOffset()) >= end - 1) done();
               },
             })
-            .catch(reject);
+            .catch((error: unknown) => {
+              clearTimeout(timer);
+              reject(error);
+            });
         });
       } finally {
         await reader.disconnect();
@@ -239,7 +255,9 @@ class KafkaTransportConsumer {
     });
     this.consumer = consumer;
     consumer.on(consumer.events.GROUP_JOIN, () => {
-      // New assignment: forget what the old one knew.
+      // New assignment: forget what the old one knew. kafkajs keeps partitions
+      // paused across a rebalance, so what alignment paused is resumed first.
+      if (this.paused.size > 0) consumer.resume([{ topic: this.transport.physical(this.topic), partitions: [...this.paused] }]);
       this.progress.clear();
       this.paused.clear();
       this.assigned.clear();
