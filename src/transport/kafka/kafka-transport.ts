@@ -181,10 +181,18 @@ export class KafkaTransport implements Transport {
   private async publish(topic: string, records: Array<OutgoingRecord<unknown>>): Promise<void> {
     if (records.length === 0) return;
     if (this.closed) throw new Error("transport is closed");
-    const messages: Message[] = [];
-    for (const record of records) {
-      messages.push({ key: record.key, value: await this.encode(topic, record.value), timestamp: String(Math.trunc(record.timestamp)), headers: record.headers });
-    }
+    // Encoding may need the registry (first record of a topic): a registry that does not
+    // answer is waited for; a value that does not fit its schema is thrown at once.
+    const messages = await withRetry(
+      async () => {
+        const encoded: Message[] = [];
+        for (const record of records) {
+          encoded.push({ key: record.key, value: await this.encode(topic, record.value), timestamp: String(Math.trunc(record.timestamp)), headers: record.headers });
+        }
+        return encoded;
+      },
+      { initialDelayMs: 250, maxDelayMs: 5_000, attempts: Infinity, respectRetriable: true, shouldStop: () => this.closed, onError: logRetry(`encode for ${topic}`) },
+    );
     // A broker that is away (restart, leader election) makes publishers wait, not fail:
     // the idempotent producer keeps retried batches free of duplicates.
     await withRetry(

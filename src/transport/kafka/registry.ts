@@ -1,4 +1,4 @@
-import { DecodeError, errorMessage } from "../../core/errors.js";
+import { ConfigError, DecodeError, TransientError, errorMessage } from "../../core/errors.js";
 import type { SchemaRegistry } from "./avro-serde.js";
 
 interface RestLikeError {
@@ -28,7 +28,10 @@ export class ConfluentSchemaRegistry implements SchemaRegistry {
     try {
       return await client.register(subject, { schemaType: "AVRO", schema }, false);
     } catch (error) {
-      throw new Error(`schema registry at ${this.url} refused ${subject}: ${errorMessage(error)}`);
+      const status = (error as RestLikeError).status;
+      // 409 (incompatible) and 422 (invalid schema) will not change by retrying; the rest may.
+      if (status === 409 || status === 422) throw new ConfigError(`schema registry at ${this.url} refused ${subject}: ${errorMessage(error)}`);
+      throw new TransientError(`schema registry at ${this.url} did not register ${subject}: ${errorMessage(error)}`);
     }
   }
 
