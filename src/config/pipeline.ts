@@ -43,6 +43,13 @@ export const kafkaTransportConfig = z
     sessionTimeoutMs: z.number().int().min(6_000).max(300_000).default(10_000),
     /** Event-time alignment across partitions (ms): a partition this far ahead of the slowest waits. 0: off. */
     alignSeconds: z.number().min(0).max(86_400 * 7).default(300),
+    /**
+     * Experimental: the forecast stage keeps a changelog of its model state
+     * (augur.forecast-state) and restores a partition's keys when it is
+     * assigned, so forecast processes can hand partitions over. Off: run one
+     * forecast process per pipeline.
+     */
+    changelog: z.boolean().default(false),
     topics: z
       .object({
         partitions: z.number().int().min(1).max(10_000).default(4),

@@ -35,6 +35,8 @@ export interface ForecastStageOptions {
    * repartition: fallback levels go through `augur.forecast-levels` (several processes).
    */
   levels?: "inline" | "repartition";
+  /** Keep the model-state changelog and restore from it on assignment (distributed, experimental). */
+  changelog?: boolean;
   /** Model of the fallback levels ((image,*), (*,user), (*,*)); default: the same as pairs. */
   fallbackFactory?: ModelFactory;
 }
@@ -72,7 +74,7 @@ export class ForecastStage {
   async start(): Promise<void> {
     const distributed = this.options.levels === "repartition";
     // Distributed, a partition that moves here brings its keys' state from the changelog.
-    const onAssign = distributed ? async (partition: number) => void (await this.restore(partition)) : undefined;
+    const onAssign = distributed && this.options.changelog ? async (partition: number) => void (await this.restore(partition)) : undefined;
     this.consumer = await this.transport.consume<WindowAggregate>(TOPICS.windows, { group: "augur-forecast", onAssign }, async (batch) => {
       await this.handle(batch);
     });
@@ -214,7 +216,7 @@ export class ForecastStage {
         throw error;
       }
     }
-    if (this.options.levels === "repartition" && pass.updates.size > 0) {
+    if (this.options.levels === "repartition" && this.options.changelog && pass.updates.size > 0) {
       await this.transport.topic<ProfileUpdate>(TOPICS.forecastState).publish(
         [...pass.updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
       );

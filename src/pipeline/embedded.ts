@@ -81,6 +81,7 @@ export function forecastStage(pipeline: LoadedPipeline, transport: Transport, st
     fallbackFactory: forecast.fallbackModel === forecast.model ? undefined : createModelFactory(forecast.fallbackModel, {}),
     // On Kafka several forecast processes may share the windows: fallback levels get one owner each.
     levels: transport.kind === "embedded" ? "inline" : "repartition",
+    changelog: pipeline.config.transport.kind === "kafka" && pipeline.config.transport.changelog,
   });
 }
 

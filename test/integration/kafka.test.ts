@@ -26,7 +26,7 @@ interface Setup {
   cleanup: () => void;
 }
 
-function setup(name: string, extra = ""): Setup {
+function setup(name: string, extra = "", transportExtra = ""): Setup {
   const { dir, cleanup } = tempDir(`augur-kafka-${name}-`);
   const namespace = `t${Date.now().toString(36)}${name}.`;
   const config = `${dir}/pipeline.yaml`;
@@ -43,6 +43,7 @@ transport:
   maxBatch: 200
   sessionTimeoutMs: 6000
   topics: { partitions: 4, replicationFactor: 1 }
+${transportExtra}
 history: { kind: influxdb, url: ${TSDB}, measurement: ${namespace.replace(/[^A-Za-z0-9]/g, "_")}window }
 aggregate:
   window: { kind: tumbling, sizeSeconds: 300 }
@@ -250,7 +251,7 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
   });
 
   it("when a forecast process dies, another takes its partitions and restores their state from the changelog", async () => {
-    const s = setup("rebalance");
+    const s = setup("rebalance", "", "  changelog: true");
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);

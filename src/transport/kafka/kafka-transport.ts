@@ -124,7 +124,26 @@ export class KafkaTransport implements Transport {
     return this.serde.decode(topic, bytes);
   }
 
+  /**
+   * Reads one partition to its end, within READ_PARTITION_TIMEOUT_MS as a
+   * whole (connecting included): a broker that is away makes it a transient
+   * error, and the batch that asked is retried.
+   */
   async readPartition<T>(topic: string, partition: number): Promise<Array<TopicRecord<T>>> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new TransientError(`reading ${this.physical(topic)}[${partition}] took longer than ${READ_PARTITION_TIMEOUT_MS} ms`)), READ_PARTITION_TIMEOUT_MS);
+    });
+    const reading = this.readPartitionUnbounded<T>(topic, partition);
+    reading.catch(() => undefined); // settled later if the timeout won
+    try {
+      return await Promise.race([reading, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async readPartitionUnbounded<T>(topic: string, partition: number): Promise<Array<TopicRecord<T>>> {
     const physical = this.physical(topic);
     const admin = this.kafka.admin();
     await admin.connect();
