@@ -29,6 +29,25 @@ describe("augur CLI", () => {
     }
   });
 
+  it("exits 2 on hostile replay, stage and topics flags before touching any broker", () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["replay", "--trace", "x.csv", "--format", "../../etc/passwd"], /--format: one of/],
+      [["replay", "--trace", "x.csv", "--bus", "carrier-pigeon"], /--bus: kafka or embedded/],
+      [["replay", "--trace", "x.csv", "--speedup", "NaN"], /--speedup: a positive number/],
+      [["replay", "--trace", "x.csv", "--speedup", "-5"], /--speedup: a positive number/],
+      [["replay", "--trace", "x.csv", "--batch", "1e9"], /--batch: an integer/],
+      [["stage", "../../bin/sh"], /unknown stage/],
+      [["stage", "aggregate", "--metrics-listen", "127.0.0.1:80; rm -rf /"], /--metrics-listen: expected host:port/],
+      [["stage", "aggregate", "--config", "pipelines/local.yaml"], /transport\.kind/],
+      [["topics", "create", "--config", "pipelines/local.yaml"], /transport\.kind/],
+    ];
+    for (const [args, reason] of cases) {
+      const result = augur(args);
+      assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, reason, args.join(" "));
+    }
+  });
+
   it("exits 2 naming the file and field for a bad config", () => {
     const { dir, cleanup } = tempDir();
     try {
