@@ -75,6 +75,22 @@ export const allocationConfig = z
     /** How long an allocation holds capacity unless released. */
     leaseSeconds: z.number().int().positive().max(30 * 86400).default(3600),
     scaler: scalerConfig.default({ kind: "none" }),
+    /**
+     * Feedback from runs: after an OOM kill the pair's memory limit stays at
+     * least max(limit + 100 MiB, limit × 1.2) (VPA RecordOOM, ANCHORS §1.6);
+     * after heavy throttling its CPU limit at least limit × cpuRaiseFactor.
+     * Floors hold for this long after the newest event (VPA's memory
+     * aggregation interval is 24 h, ANCHORS §1.1).
+     */
+    feedback: z
+      .object({
+        floorHours: z.number().positive().max(24 * 365).default(24),
+        oomBumpUpRatio: z.number().min(1).max(10).default(1.2),
+        oomMinBumpUpBytes: bytes.default(100 * MIB),
+        cpuRaiseFactor: z.number().min(1).max(10).default(1.5),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 export type AllocationConfig = z.infer<typeof allocationConfig>;

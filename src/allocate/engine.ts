@@ -198,6 +198,17 @@ export class AllocationEngine {
       multipliers.memory,
       this.config.minimum.memory,
     );
+    // Feedback floors (an OOM kill, heavy throttling) hold even against explicit amounts: a limit known to fail is not granted again.
+    const floorNotes: string[] = [];
+    for (const floor of this.store.floors(image, user, request.ts, this.config.feedback.floorHours * 3_600_000)) {
+      const target = floor.resource === "mem" ? memory.amount : cpu.amount;
+      if (target.limit < floor.floor) {
+        floorNotes.push(`${floor.resource === "mem" ? "memory" : "cpu"} limit raised to ${floor.resource === "mem" ? Math.ceil(floor.floor) : floor.floor.toFixed(3)} after ${floor.reason}`);
+        target.limit = floor.floor;
+        // Memory at an OOM kill was the whole limit: reserve what is now known to be needed.
+        if (floor.resource === "mem") target.request = Math.max(target.request, floor.floor);
+      }
+    }
     const explicitOnly = request.request.cpu !== undefined && request.request.memory !== undefined;
     const level: AllocationLevel = explicitOnly ? "explicit" : resolved.level;
     const gpus = request.request.gpus ?? Math.ceil(resolved.profile?.resources.gpu_util?.request ?? 0);
@@ -230,6 +241,7 @@ export class AllocationEngine {
       if (firstSight) parts.push(`first request for (${image}, ${user}): profiling starts with this run`);
       if (resolved.level === "image") parts.push(`user factor cpu ${resolved.userFactor.cpu.toFixed(3)}, memory ${resolved.userFactor.memory.toFixed(3)}`);
       if (multipliers.cpu !== 1 || multipliers.memory !== 1) parts.push(`priority multipliers cpu ×${multipliers.cpu}, memory ×${multipliers.memory}`);
+      parts.push(...floorNotes);
       return parts.join("; ");
     };
 
@@ -301,5 +313,21 @@ export class AllocationEngine {
 
   release(requestId: string): boolean {
     return this.store.releaseAllocation(requestId);
+  }
+
+  /**
+   * A run of (image, user) was OOM-killed at `limitBytes`: its next runs get
+   * at least max(limit + 100 MiB, limit × 1.2) (VPA RecordOOM, ANCHORS §1.6).
+   */
+  recordOom(image: string, user: string, limitBytes: number, nowMs: number): number {
+    const { oomBumpUpRatio, oomMinBumpUpBytes, floorHours } = this.config.feedback;
+    const needed = Math.max(limitBytes + oomMinBumpUpBytes, limitBytes * oomBumpUpRatio);
+    return this.store.raiseFloor(image, user, "mem", needed, `an OOM kill at ${Math.round(limitBytes)} bytes`, nowMs, floorHours * 3_600_000).floor;
+  }
+
+  /** A run of (image, user) was throttled most of the time at `limitCores`: raise its CPU limit. */
+  recordThrottling(image: string, user: string, limitCores: number, nowMs: number): number {
+    const { cpuRaiseFactor, floorHours } = this.config.feedback;
+    return this.store.raiseFloor(image, user, "cpu", limitCores * cpuRaiseFactor, `heavy throttling at ${limitCores.toFixed(3)} cores`, nowMs, floorHours * 3_600_000).floor;
   }
 }

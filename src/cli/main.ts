@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { registerAllocate } from "./allocate.js";
 import { registerBacktest } from "./backtest.js";
 import { EXIT, fail } from "./common.js";
+import { registerExec } from "./exec.js";
 import { registerReplay, registerStage, registerTopics } from "./distributed.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
@@ -16,6 +17,7 @@ const program = new Command()
 
 registerRun(program);
 registerAllocate(program);
+registerExec(program);
 registerProfiles(program);
 registerBacktest(program);
 registerStage(program);

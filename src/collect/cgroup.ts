@@ -25,7 +25,7 @@ export type CgroupVersion = "v1" | "v2";
 export interface CgroupLayout {
   version: CgroupVersion;
   /** v2: the one root; v1: controller → mount point. */
-  roots: { unified?: string; cpu?: string; cpuacct?: string; memory?: string; blkio?: string; freezer?: string };
+  roots: { unified?: string; cpu?: string; cpuacct?: string; cpuset?: string; memory?: string; blkio?: string; freezer?: string };
 }
 
 /** cgroup v1 reports "no limit" as a page-rounded 2^63 − 1. */
@@ -107,7 +107,7 @@ export function detectLayout(mountsText: string, preferred: "auto" | CgroupVersi
     if (fsType === "cgroup2") unified = point;
     if (fsType !== "cgroup") continue;
     for (const option of options.split(",")) {
-      if (option === "cpu" || option === "cpuacct" || option === "memory" || option === "blkio" || option === "freezer") roots[option] = point;
+      if (option === "cpu" || option === "cpuacct" || option === "cpuset" || option === "memory" || option === "blkio" || option === "freezer") roots[option] = point;
     }
   }
   const hasV1 = roots.memory !== undefined || roots.cpuacct !== undefined;

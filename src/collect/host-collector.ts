@@ -21,6 +21,19 @@ export const hostCollectorConfig = z
         /** How deep below the hierarchy roots to look for workload cgroups. */
         maxDepth: z.number().int().min(1).max(16).default(6),
         rules: z.array(cgroupRuleSchema).default([]),
+        /**
+         * Cgroups left to their owner: neither they nor their processes are
+         * sampled here. augur's launcher samples the runs it starts under
+         * its own root itself (it knows their image and user).
+         */
+        ignore: z.array(z.string().transform((source, ctx) => {
+          try {
+            return new RegExp(source);
+          } catch (error) {
+            ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(error as Error).message}` });
+            return z.NEVER;
+          }
+        })).default(["^/augur(/|$)"]),
       })
       .strict()
       .default({}),
@@ -112,8 +125,12 @@ export class HostCollector {
     let cgroupCount = 0;
     let processCount = 0;
 
-    if (this.layout && this.config.cgroup.rules.length > 0) {
+    if (this.layout && (this.config.cgroup.rules.length > 0 || this.config.cgroup.ignore.length > 0)) {
       for (const path of listCgroups(this.layout, this.config.cgroup.maxDepth)) {
+        if (this.config.cgroup.ignore.some((pattern) => pattern.test(path))) {
+          claimedPaths.add(path); // its processes are not plain processes either
+          continue;
+        }
         // Read once, and only for cgroups a rule cares about.
         let cached: CgroupReading | undefined;
         const read = () => (cached ??= readCgroup(this.layout!, path));

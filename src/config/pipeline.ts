@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
+import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/config.js";
 import { allocationConfig } from "../allocate/config.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
@@ -146,6 +147,8 @@ export const pipelineConfig = z
       .strict()
       .default({}),
     allocate: allocationConfig.default({}),
+    /** Connectors that apply allocations and remediation, the guard rails, and the launcher. */
+    actuate: actuateConfig.default({}),
     api: z
       .object({
         listen: listen.default("127.0.0.1:7070"),
@@ -177,6 +180,7 @@ export interface LoadedPipeline {
   node: string;
   dataDir: string;
   collectors: HostCollectorConfig[];
+  actuators: ActuatorConfig[];
 }
 
 function relativeTo(base: string, path: string): string {
@@ -199,11 +203,16 @@ export function loadPipeline(path: string, overrides: { dataDir?: string; listen
     throw new ConfigError(`${path}: node: ${(error as Error).message}`);
   }
   const collectors = config.collect.connectors.map((file) => loadYamlConfig(hostCollectorConfig, relativeTo(path, file)));
+  const actuators = config.actuate.connectors.map((file) => loadYamlConfig(actuatorConfig, relativeTo(path, file)));
+  const kinds = actuators.map((actuator) => actuator.kind);
+  const twice = kinds.find((kind, index) => kinds.indexOf(kind) !== index);
+  if (twice) throw new ConfigError(`${path}: actuate.connectors: more than one ${twice} connector`);
   return {
     path,
     config,
     node,
     dataDir: overrides.dataDir ? resolve(overrides.dataDir) : relativeTo(path, config.dataDir),
     collectors,
+    actuators,
   };
 }

@@ -13,6 +13,8 @@ export class Metrics {
   readonly allocations: Counter<"reason" | "level">;
   readonly decisionSeconds: Histogram;
   readonly watermarkLagSeconds: Gauge<"stage">;
+  readonly actuations: Counter<"connector" | "action" | "ok">;
+  readonly runs: Gauge;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -52,5 +54,12 @@ export class Metrics {
       labelNames: ["stage"],
       registers,
     });
+    this.actuations = new Counter({
+      name: "augur_actuations_total",
+      help: "Actions of the actuator connectors, by connector, action and outcome",
+      labelNames: ["connector", "action", "ok"],
+      registers,
+    });
+    this.runs = new Gauge({ name: "augur_runs", help: "Runs the launcher is running now", registers });
   }
 }

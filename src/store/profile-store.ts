@@ -17,6 +17,13 @@ export interface ProfileUpdate {
   modelState: StoredModelState;
 }
 
+export interface FeedbackFloor {
+  resource: "cpu" | "mem";
+  floor: number;
+  reason: string;
+  ts: number;
+}
+
 export interface ActiveAllocation {
   requestId: string;
   node: string;
@@ -71,6 +78,12 @@ export class ProfileStore {
       expireAllocations: this.db.prepare(`DELETE FROM allocations WHERE expires_at <= ?`),
       activeAllocations: this.db.prepare(`SELECT request_id, node, cpu_cores, memory_bytes, gpus, expires_at FROM allocations WHERE node = ?`),
       getAllocation: this.db.prepare(`SELECT decision FROM allocations WHERE request_id = ?`),
+      getFloor: this.db.prepare(`SELECT floor, reason, ts FROM feedback WHERE image = ? AND user = ? AND resource = ?`),
+      putFloor: this.db.prepare(
+        `INSERT INTO feedback (image, user, resource, floor, reason, ts) VALUES (@image, @user, @resource, @floor, @reason, @ts)
+         ON CONFLICT (image, user, resource) DO UPDATE SET floor = excluded.floor, reason = excluded.reason, ts = excluded.ts`,
+      ),
+      floorsOf: this.db.prepare(`SELECT resource, floor, reason, ts FROM feedback WHERE image = ? AND user = ? AND ts > ?`),
     };
   }
 
@@ -86,6 +99,9 @@ export class ProfileStore {
       CREATE TABLE IF NOT EXISTS allocations (
         request_id TEXT PRIMARY KEY, node TEXT NOT NULL, cpu_cores REAL NOT NULL, memory_bytes REAL NOT NULL,
         gpus INTEGER NOT NULL, expires_at INTEGER NOT NULL, decision TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS feedback (
+        image TEXT NOT NULL, user TEXT NOT NULL, resource TEXT NOT NULL, floor REAL NOT NULL, reason TEXT NOT NULL, ts INTEGER NOT NULL,
+        PRIMARY KEY (image, user, resource));
     `);
     const row = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
     if (!row) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
@@ -181,6 +197,26 @@ export class ProfileStore {
 
   releaseAllocation(requestId: string): boolean {
     return this.statements.deleteAllocation.run(requestId).changes > 0;
+  }
+
+  /**
+   * Feedback from a run (an OOM kill, heavy throttling): the pair's limit of
+   * `resource` stays at least `floor` until `maxAgeMs` after the newest such
+   * event. A higher floor replaces a lower one; an expired one is replaced.
+   */
+  raiseFloor(image: string, user: string, resource: "cpu" | "mem", floor: number, reason: string, ts: number, maxAgeMs: number): FeedbackFloor {
+    return this.db.transaction(() => {
+      const row = this.statements.getFloor.get(image, user, resource) as { floor: number; reason: string; ts: number } | undefined;
+      const live = row && row.ts > ts - maxAgeMs ? row : undefined;
+      const next = live && live.floor >= floor ? { floor: live.floor, reason: live.reason, ts } : { floor, reason, ts };
+      this.statements.putFloor.run({ image, user, resource, ...next });
+      return { resource, ...next };
+    }).immediate();
+  }
+
+  /** Floors of a pair that are still in force at `nowMs`. */
+  floors(image: string, user: string, nowMs: number, maxAgeMs: number): FeedbackFloor[] {
+    return (this.statements.floorsOf.all(image, user, nowMs - maxAgeMs) as Array<{ resource: "cpu" | "mem"; floor: number; reason: string; ts: number }>).map((row) => ({ ...row }));
   }
 
   close(): void {

@@ -1,0 +1,489 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { EventEmitter } from "node:events";
+import { constants } from "node:os";
+import type { AllocationEngine } from "../allocate/engine.js";
+import { parseAllocationRequest } from "../allocate/engine.js";
+import type { Inventory } from "../allocate/inventory.js";
+import type { CgroupReading } from "../collect/cgroup.js";
+import { usageOf } from "../collect/gpu.js";
+import { readOwnNetns } from "../collect/proc.js";
+import { ActuationError, CapacityError, ValidationError, errorMessage } from "../core/errors.js";
+import { pairKey } from "../core/keys.js";
+import type { Metrics } from "../core/metrics.js";
+import { emptySample, validateSample } from "../core/sample.js";
+import type { ActuationResult, AllocationDecision, Sample } from "../core/types.js";
+import type { ProfileStore } from "../store/profile-store.js";
+import { TOPICS, type Transport } from "../transport/topic.js";
+import { CgroupConnector, type CgroupLimits } from "./cgroup.js";
+import type { ActuateConfig } from "./config.js";
+import type { GpuConnector } from "./gpu.js";
+import { ProcessConnector } from "./process.js";
+import { ChangeLimiter, checkProposal } from "./safety.js";
+import type { RunNetwork, TcConnector } from "./tc.js";
+
+/**
+ * The only shell augur runs, and it is fixed: the new process writes its own
+ * pid into the run's cgroup.procs files (so it is confined before the
+ * command's first instruction), then execs the command, which arrives as
+ * positional parameters ("$@") and is never parsed by the shell.
+ */
+const JOIN_AND_EXEC = 'for f in $AUGUR_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; unset AUGUR_CGROUP_PROCS; exec "$@"';
+/** Exit status of the join script when the cgroup could not be joined. */
+const JOIN_FAILED = 125;
+
+export interface RunSpec {
+  image: string;
+  user: string;
+  /** Explicit amounts that override the prediction: cores, bytes, GPUs, egress bytes/s. */
+  request?: { cpu?: number; memory?: number; gpus?: number; netEgress?: number };
+  priorityClass?: string;
+  requestId?: string;
+  /** Program and arguments. */
+  argv: string[];
+  env?: Record<string, string>;
+  /** inherit: the run shares augur's terminal; capture: its output is kept (the last outputBytes). */
+  stdio: "inherit" | "capture";
+}
+
+export interface RunExit {
+  code: number | null;
+  signal: string | null;
+  oomKilled: boolean;
+  /** Exit status as a shell reports it: the code, or 128 + the signal number. */
+  status: number;
+}
+
+export interface RunEvent {
+  type: "allocated" | "started" | "resized" | "oom" | "throttled" | "exited" | "failed" | "refused";
+  ts: number;
+  [field: string]: unknown;
+}
+
+export interface RunStatus {
+  runId: string;
+  image: string;
+  user: string;
+  pid: number | null;
+  cgroup: string;
+  network: RunNetwork | null;
+  decision: AllocationDecision;
+  limits: { cpuLimitCores: number | null; memoryLimitBytes: number | null };
+  state: "starting" | "running" | "exited" | "failed";
+  exit: RunExit | null;
+  startedAt: number;
+  endedAt: number | null;
+  events: RunEvent[];
+  output?: string;
+}
+
+export interface LauncherDependencies {
+  engine: AllocationEngine;
+  store: ProfileStore;
+  cgroups: CgroupConnector;
+  tc?: TcConnector;
+  gpu?: GpuConnector;
+  config: ActuateConfig;
+  node: string;
+  capacity: () => Inventory;
+  transport?: Transport;
+  metrics?: Metrics;
+  now?: () => number;
+}
+
+/** One run the launcher started: its status, its events as they happen, and its end. */
+export class Run extends EventEmitter {
+  readonly done: Promise<RunExit>;
+  private settle!: (exit: RunExit) => void;
+  private fail!: (error: Error) => void;
+
+  constructor(readonly status: RunStatus) {
+    super();
+    this.done = new Promise<RunExit>((resolve, reject) => {
+      this.settle = resolve;
+      this.fail = reject;
+    });
+    this.done.catch(() => undefined); // a caller that never awaits must not crash the process
+  }
+
+  get id(): string {
+    return this.status.runId;
+  }
+
+  record(event: RunEvent): void {
+    this.status.events.push(event);
+    this.emit("event", event);
+  }
+
+  finish(exit: RunExit): void {
+    this.settle(exit);
+  }
+
+  abort(error: Error): void {
+    this.fail(error);
+  }
+}
+
+interface Previous {
+  atSeconds: number;
+  cpuSeconds: number | null;
+  ioRead: number | null;
+  ioWrite: number | null;
+  netRx: number | null;
+  netTx: number | null;
+  oomKills: number | null;
+  throttledPeriods: number | null;
+  throttledSeconds: number | null;
+}
+
+const rate = (now: number | null, before: number | null, seconds: number) => (now === null || before === null || seconds <= 0 || now < before ? null : (now - before) / seconds);
+const delta = (now: number | null, before: number | null) => (now === null || before === null || now < before ? 0 : now - before);
+
+/**
+ * The launcher: asks the allocation engine what a run gets, creates its
+ * cgroup (and network namespace when shaping is asked), applies the
+ * decision through the safety rules, starts the command inside, samples it
+ * into `augur.samples` (its telemetry feeds the profile), resizes it while
+ * it runs, records OOM kills and heavy throttling as feedback that raises
+ * the pair's next allocation, and cleans up when it exits.
+ */
+export class Launcher {
+  readonly runs = new Map<string, Run>();
+  private readonly limiter: ChangeLimiter;
+  private readonly processes: ProcessConnector;
+  private readonly now: () => number;
+
+  constructor(private readonly deps: LauncherDependencies) {
+    this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
+    this.processes = new ProcessConnector({ kind: "process", graceSeconds: 5 }, deps.cgroups);
+    this.now = deps.now ?? Date.now;
+  }
+
+  private async publishResult(result: Omit<ActuationResult, "node" | "ts" | "dryRun"> & { dryRun?: boolean }): Promise<void> {
+    const value: ActuationResult = { node: this.deps.node, dryRun: this.deps.config.safety.dryRun, ts: this.now(), ...result };
+    this.deps.metrics?.actuations.inc({ connector: value.connector, action: value.action, ok: String(value.ok) });
+    if (!this.deps.transport) return;
+    try {
+      await this.deps.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.deps.node, value, timestamp: value.ts }]);
+    } catch (error) {
+      console.error(`augur: could not publish an actuation result: ${errorMessage(error)}`);
+    }
+  }
+
+  /** Starts a run. Throws CapacityError when the node cannot take it, ValidationError for a bad spec. */
+  async start(spec: RunSpec): Promise<Run> {
+    if (!Array.isArray(spec.argv) || spec.argv.length === 0 || spec.argv.some((arg) => typeof arg !== "string" || arg.includes("\0"))) {
+      throw new ValidationError("the command must be a non-empty list of strings without NUL bytes", spec.argv);
+    }
+    for (const name of Object.keys(spec.env ?? {})) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name) || name.startsWith("AUGUR_CGROUP")) throw new ValidationError(`environment variable name ${JSON.stringify(name)} is not allowed`, name);
+    }
+    const request = parseAllocationRequest(
+      { image: spec.image, user: spec.user, request: spec.request ?? {}, ...(spec.priorityClass ? { priorityClass: spec.priorityClass } : {}), ...(spec.requestId ? { requestId: spec.requestId } : {}) },
+      this.now(),
+    );
+    const decision = await this.deps.engine.allocate(request);
+    if (!decision.ok) throw new CapacityError(decision.message, decision);
+    if (this.runs.has(decision.requestId)) throw new ValidationError(`run ${decision.requestId} exists already`, decision.requestId);
+
+    const { cgroups, config } = this.deps;
+    const runId = decision.requestId;
+    const path = cgroups.runPath(decision.image, decision.user, runId);
+    const explicit = { cpu: spec.request?.cpu !== undefined, memory: spec.request?.memory !== undefined };
+    const run = new Run({
+      runId,
+      image: decision.image,
+      user: decision.user,
+      pid: null,
+      cgroup: path,
+      network: null,
+      decision,
+      limits: { cpuLimitCores: decision.cpu?.limit ?? null, memoryLimitBytes: decision.memory?.limit ?? null },
+      state: "starting",
+      exit: null,
+      startedAt: this.now(),
+      endedAt: null,
+      events: [],
+    });
+    run.record({ type: "allocated", ts: this.now(), decision });
+    this.runs.set(runId, run);
+
+    const cleanup = async () => {
+      try {
+        if (cgroups.exists(path)) {
+          this.processes.killCgroup(path);
+          for (let attempt = 0; attempt < 50 && cgroups.read(path).pids.length > 0; attempt++) await new Promise((r) => setTimeout(r, 20));
+          cgroups.remove(path);
+        }
+      } catch (error) {
+        console.error(`augur: run ${runId}: removing cgroup ${path}: ${errorMessage(error)}`);
+      }
+      if (run.status.network) await this.deps.tc!.removeNetwork(run.status.network.namespace).catch((error) => console.error(`augur: run ${runId}: ${errorMessage(error)}`));
+      this.deps.gpu?.release(runId);
+      this.deps.engine.release(runId);
+      this.limiter.forget(runId);
+    };
+
+    let env: Record<string, string>;
+    try {
+      // The cgroup and its limits.
+      cgroups.create(path);
+      const verdict = checkProposal(
+        config.safety,
+        { cpuLimitCores: decision.cpu?.limit ?? null, memoryLimitBytes: decision.memory?.limit ?? null },
+        { memoryUsageBytes: 0, capacity: this.deps.capacity(), initial: true, rateAllows: true },
+      );
+      run.status.limits = verdict.limits;
+      const limits: CgroupLimits = {
+        cpuLimitCores: verdict.limits.cpuLimitCores,
+        cpuWeight: Math.min(10_000, Math.max(1, Math.round((decision.cpu?.request ?? 1) * 100))),
+        memoryLimitBytes: verdict.limits.memoryLimitBytes,
+        memorySoftLimitBytes:
+          verdict.limits.memoryLimitBytes !== null && cgroups.config.memorySoftFraction > 0 ? verdict.limits.memoryLimitBytes * cgroups.config.memorySoftFraction : null,
+      };
+      const changes = cgroups.apply(path, limits, { dryRun: config.safety.dryRun });
+      await this.publishResult({
+        workload: `run:${runId}`,
+        connector: "cgroup",
+        action: "limits",
+        ok: true,
+        reason: [`allocation ${runId} (${decision.level})`, ...verdict.notes].join("; "),
+        details: JSON.stringify({ cgroup: path, version: cgroups.version, changes }),
+      });
+
+      // The network, when egress shaping is asked.
+      if (decision.netEgressBytesPerSecond !== null) {
+        if (!this.deps.tc) throw new ActuationError("network shaping was asked (netEgress) but no tc connector is configured", decision);
+        const network = await this.deps.tc.createNetwork(runId);
+        run.status.network = network;
+        const shaped = await this.deps.tc.shape(network, { egressBytesPerSecond: decision.netEgressBytesPerSecond }, { dryRun: config.safety.dryRun });
+        await this.publishResult({
+          workload: `run:${runId}`,
+          connector: "tc",
+          action: "shape",
+          ok: true,
+          reason: `allocation ${runId}: egress ${decision.netEgressBytesPerSecond} bytes/s`,
+          details: JSON.stringify({ ...network, ...shaped }),
+        });
+      }
+
+      // GPUs: device choice and share in the environment.
+      env = { ...process.env, ...(spec.env ?? {}) } as Record<string, string>;
+      if (decision.gpus > 0) {
+        if (!this.deps.gpu) throw new ActuationError(`${decision.gpus} GPU(s) were granted but no gpu connector is configured`, decision);
+        const profile = this.deps.store.getProfile(decision.image, decision.user);
+        const assignment = await this.deps.gpu.assign(runId, decision.gpus, {
+          utilization: profile?.resources.gpu_util?.limit,
+          memoryBytes: profile?.resources.gpu_mem?.limit,
+        });
+        Object.assign(env, assignment.env);
+        await this.publishResult({ workload: `run:${runId}`, connector: "gpu", action: "assign", ok: true, reason: `allocation ${runId}`, details: JSON.stringify(assignment.env) });
+      }
+    } catch (error) {
+      run.status.state = "failed";
+      run.status.endedAt = this.now();
+      run.record({ type: "failed", ts: this.now(), error: errorMessage(error) });
+      await this.publishResult({ workload: `run:${runId}`, connector: "cgroup", action: "limits", ok: false, reason: errorMessage(error), details: "" });
+      await cleanup();
+      this.runs.delete(runId);
+      throw error;
+    }
+
+    const procs = cgroups.procsFiles(path);
+    if (procs.some((file) => /\s/.test(file))) throw new ActuationError(`a cgroup path holds whitespace: ${procs.join(" ")}`, procs);
+    env.AUGUR_CGROUP_PROCS = procs.join(" ");
+    env.AUGUR_RUN_ID = runId;
+    env.AUGUR_IMAGE = decision.image;
+    env.AUGUR_USER = decision.user;
+    if (run.status.network) {
+      // The run's side of its link, and the host's side it reaches the world through.
+      env.AUGUR_NET_ADDRESS = run.status.network.workloadAddress;
+      env.AUGUR_NET_HOST_ADDRESS = run.status.network.hostAddress;
+    }
+    // Join the cgroup first, then enter the namespace: `ip netns exec` mounts a fresh /sys, without the cgroup tree.
+    const command = run.status.network ? this.deps.tc!.wrap(run.status.network.namespace, spec.argv) : spec.argv;
+    const argv = ["/bin/sh", "-c", JOIN_AND_EXEC, "augur-exec", ...command];
+
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { env, stdio: spec.stdio === "inherit" ? "inherit" : ["ignore", "pipe", "pipe"] });
+    } catch (error) {
+      await cleanup();
+      this.runs.delete(runId);
+      throw new ActuationError(`could not start ${spec.argv[0]}: ${errorMessage(error)}`, spec.argv);
+    }
+    if (spec.stdio === "capture") {
+      run.status.output = "";
+      const keep = (chunk: Buffer) => {
+        run.status.output = (run.status.output + chunk.toString("utf8")).slice(-config.runs.outputBytes);
+      };
+      child.stdout?.on("data", keep);
+      child.stderr?.on("data", keep);
+    }
+    run.status.pid = child.pid ?? null;
+    run.status.state = "running";
+    run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
+
+    const previous: { value: Previous | null; oomKills: number } = { value: null, oomKills: 0 };
+    let sampling = Promise.resolve();
+    const tick = () => {
+      sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
+    };
+    const timer = setInterval(tick, config.sampleSeconds * 1000);
+
+    child.once("error", (error) => {
+      clearInterval(timer);
+      run.status.state = "failed";
+      run.record({ type: "failed", ts: this.now(), error: errorMessage(error) });
+      void cleanup().then(() => run.abort(new ActuationError(`could not start ${spec.argv[0]}: ${errorMessage(error)}`, spec.argv)));
+    });
+    child.once("exit", (code, signal) => {
+      clearInterval(timer);
+      void (async () => {
+        await sampling;
+        // The last reading: an OOM kill shows in the counters before the cgroup goes.
+        await this.sample(run, previous, explicit).catch(() => undefined);
+        const oomKilled = previous.oomKills > 0 && signal === "SIGKILL";
+        const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+        const exit: RunExit = { code, signal, oomKilled, status };
+        if (code === JOIN_FAILED) run.record({ type: "failed", ts: this.now(), error: "the command could not join its cgroup" });
+        run.status.exit = exit;
+        run.status.state = "exited";
+        run.status.endedAt = this.now();
+        run.record({ type: "exited", ts: this.now(), ...exit });
+        await cleanup();
+        run.finish(exit);
+      })();
+    });
+    return run;
+  }
+
+  /** One sample of a run: publish it, and act on OOM kills, heavy throttling and a working set near the limit. */
+  private async sample(run: Run, previous: { value: Previous | null; oomKills: number }, explicit: { cpu: boolean; memory: boolean }): Promise<void> {
+    const { cgroups, config } = this.deps;
+    const path = run.status.cgroup;
+    if (!cgroups.exists(path)) return;
+    const reading: CgroupReading = cgroups.read(path);
+    const nowMs = this.now();
+    const atSeconds = performance.now() / 1000;
+    const net = reading.pids[0] !== undefined ? readOwnNetns(reading.pids[0]) : null;
+    const current: Previous = {
+      atSeconds,
+      cpuSeconds: reading.cpuSeconds,
+      ioRead: reading.ioReadBytes,
+      ioWrite: reading.ioWriteBytes,
+      netRx: net?.rxBytes ?? null,
+      netTx: net?.txBytes ?? null,
+      oomKills: reading.oomKills,
+      throttledPeriods: reading.throttledPeriods,
+      throttledSeconds: reading.throttledSeconds,
+    };
+    const before = previous.value;
+    previous.value = current;
+    const sample: Sample = emptySample({ ts: nowMs, workload: `run:${run.id}`, image: run.status.image, user: run.status.user, host: this.deps.node, source: "launcher" });
+    sample.memoryWorkingSetBytes = reading.memoryWorkingSetBytes;
+    sample.memoryRssBytes = reading.memoryRssBytes;
+    sample.memoryLimitBytes = reading.memoryLimitBytes;
+    sample.cpuLimitCores = reading.cpuLimitCores;
+    const oomNow = before ? delta(current.oomKills, before.oomKills) : (current.oomKills ?? 0);
+    sample.oomKills = oomNow;
+    let throttledShare = 0;
+    if (before) {
+      const seconds = atSeconds - before.atSeconds;
+      sample.cpuCores = rate(current.cpuSeconds, before.cpuSeconds, seconds);
+      sample.diskReadBytesPerSecond = rate(current.ioRead, before.ioRead, seconds);
+      sample.diskWriteBytesPerSecond = rate(current.ioWrite, before.ioWrite, seconds);
+      sample.netRxBytesPerSecond = rate(current.netRx, before.netRx, seconds);
+      sample.netTxBytesPerSecond = rate(current.netTx, before.netTx, seconds);
+      sample.cpuThrottledPeriods = delta(current.throttledPeriods, before.throttledPeriods);
+      sample.cpuThrottledSeconds = delta(current.throttledSeconds, before.throttledSeconds);
+      const periods = seconds / (cgroups.config.cpuPeriodMicros / 1e6);
+      throttledShare = periods > 0 ? sample.cpuThrottledPeriods / periods : 0;
+    }
+    if (this.deps.gpu && reading.pids.length > 0) {
+      const usage = usageOf(await this.deps.gpu.collector.snapshot().catch(() => ({ devices: [], processes: [] })), new Set(reading.pids));
+      sample.gpuUtilization = usage.gpuUtilization;
+      sample.gpuMemoryBytes = usage.gpuMemoryBytes;
+    }
+    if (this.deps.transport) {
+      try {
+        await this.deps.transport.topic<Sample>(TOPICS.samples).publish([{ key: pairKey(sample.image, sample.user), value: validateSample(sample), timestamp: sample.ts }]);
+      } catch (error) {
+        console.error(`augur: run ${run.id}: publishing a sample: ${errorMessage(error)}`);
+      }
+    }
+
+    if (oomNow > 0) {
+      previous.oomKills += oomNow;
+      const limit = run.status.limits.memoryLimitBytes ?? reading.memoryLimitBytes ?? reading.memoryUsageBytes ?? 0;
+      const floor = this.deps.engine.recordOom(run.status.image, run.status.user, limit, nowMs);
+      run.record({ type: "oom", ts: nowMs, kills: oomNow, limitBytes: limit, nextFloorBytes: floor });
+      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "oom-feedback", ok: true, reason: `OOM kill at ${limit} bytes: next runs get at least ${Math.ceil(floor)}`, details: "" });
+    }
+    if (run.status.state !== "running") return;
+
+    // Feedback loop while it runs, within the safety rules. Explicit amounts stay as asked.
+    const proposal = { ...run.status.limits };
+    const reasons: string[] = [];
+    const cpuLimit = run.status.limits.cpuLimitCores;
+    if (cpuLimit !== null && throttledShare >= config.resize.heavyThrottleFraction) {
+      const floor = this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs);
+      run.record({ type: "throttled", ts: nowMs, share: throttledShare, limitCores: cpuLimit, nextFloorCores: floor });
+      if (!explicit.cpu && config.resize.enabled) {
+        proposal.cpuLimitCores = floor;
+        reasons.push(`throttled in ${(throttledShare * 100).toFixed(0)}% of periods`);
+      }
+    }
+    const memoryLimit = run.status.limits.memoryLimitBytes;
+    const workingSet = reading.memoryWorkingSetBytes ?? 0;
+    if (!explicit.memory && config.resize.enabled && memoryLimit !== null && workingSet > memoryLimit * (1 - config.resize.memoryHeadroom)) {
+      proposal.memoryLimitBytes = Math.ceil(workingSet * (1 + config.resize.memoryHeadroom));
+      reasons.push(`working set ${workingSet} bytes within ${(config.resize.memoryHeadroom * 100).toFixed(0)}% of the limit`);
+    }
+    if (reasons.length === 0) return;
+    const verdict = checkProposal(config.safety, proposal, {
+      memoryUsageBytes: reading.memoryUsageBytes,
+      capacity: this.deps.capacity(),
+      initial: false,
+      rateAllows: this.limiter.allows(run.id, nowMs),
+    });
+    if (!verdict.allowed) {
+      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, ...verdict.notes].join("; "), details: "" });
+      return;
+    }
+    try {
+      const changes = cgroups.apply(path, { cpuLimitCores: verdict.limits.cpuLimitCores, memoryLimitBytes: verdict.limits.memoryLimitBytes }, { dryRun: config.safety.dryRun });
+      if (Object.keys(changes).length === 0) return;
+      this.limiter.record(run.id, nowMs);
+      if (!config.safety.dryRun) run.status.limits = verdict.limits;
+      run.record({ type: "resized", ts: nowMs, limits: verdict.limits, reasons: [...reasons, ...verdict.notes], dryRun: config.safety.dryRun });
+      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: true, reason: [...reasons, ...verdict.notes].join("; "), details: JSON.stringify({ changes }) });
+    } catch (error) {
+      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: errorMessage(error), details: "" });
+    }
+  }
+
+  /** Stops a run: SIGTERM to its processes, SIGKILL to what is left after the grace period. */
+  async stop(runId: string, graceSeconds = 5): Promise<void> {
+    const run = this.runs.get(runId);
+    if (!run || run.status.state !== "running") return;
+    for (const pid of this.deps.cgroups.read(run.status.cgroup).pids) {
+      try {
+        this.processes.signal(pid, "SIGTERM");
+      } catch {
+        // gone already
+      }
+    }
+    const timeout = new Promise((resolve) => setTimeout(resolve, graceSeconds * 1000).unref());
+    await Promise.race([run.done.catch(() => undefined), timeout]);
+    if (run.status.state === "running") this.processes.killCgroup(run.status.cgroup);
+    await run.done.catch(() => undefined);
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.runs.keys()].map((id) => this.stop(id)));
+  }
+
+  get(runId: string): Run | undefined {
+    return this.runs.get(runId);
+  }
+}

@@ -1,0 +1,89 @@
+import type { Command } from "commander";
+import type { RunEvent } from "../actuate/launcher.js";
+import { AugurError, ValidationError } from "../core/errors.js";
+import { openLaunchPipeline } from "../pipeline/launch.js";
+import { DEFAULT_CONFIG, EXIT, fail, loadFromFlags } from "./common.js";
+
+/** Parses --request: explicit amounts for this run (cores, bytes, GPUs, egress bytes/s). */
+export function parseRequestFlag(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ValidationError(`--request is not JSON: ${(error as Error).message}`, text);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new ValidationError('--request must be a JSON object, e.g. {"cpu":0.5,"memory":209715200}', text);
+  return value as Record<string, unknown>;
+}
+
+function describe(event: RunEvent): string {
+  switch (event.type) {
+    case "started":
+      return `started pid ${event.pid} in ${event.cgroup}; limits ${JSON.stringify(event.limits)}${event.network ? `; network ${JSON.stringify(event.network)}` : ""}`;
+    case "exited":
+      return `exited ${event.signal ? `by ${event.signal}` : `with ${event.code}`}${event.oomKilled ? " (OOM-killed by the kernel)" : ""}`;
+    case "oom":
+      return `OOM kill at ${event.limitBytes} bytes; the next run of this pair gets at least ${Math.ceil(Number(event.nextFloorBytes))} bytes`;
+    case "allocated": {
+      const decision = event.decision as { cpu: unknown; memory: unknown; level: string; message: string };
+      return `allocated (${decision.level}): cpu ${JSON.stringify(decision.cpu)} memory ${JSON.stringify(decision.memory)}; ${decision.message}`;
+    }
+    default:
+      return `${event.type} ${JSON.stringify({ ...event, type: undefined, ts: undefined })}`;
+  }
+}
+
+export function registerExec(program: Command): void {
+  program
+    .command("exec")
+    .description("run COMMAND for (IMAGE, USER) under the allocation augur decides: cgroup limits, network shaping, GPUs")
+    .requiredOption("--image <image>", "software image id")
+    .requiredOption("--user <user>", "user id")
+    .option("--request <json>", 'explicit amounts that override the prediction, e.g. {"cpu":0.5,"memory":209715200,"netEgress":1000000,"gpus":1}', parseRequestFlag)
+    .option("--priority-class <name>", "priority class from the config")
+    .option("--events <format>", "how to report the run on stderr: text or json (one event per line)", "text")
+    .option("-c, --config <file>", "pipeline config", DEFAULT_CONFIG)
+    .option("--data-dir <dir>", "override the config's dataDir")
+    .argument("<command...>", "the command and its arguments (after --)")
+    .action(async (command: string[], flags: { image: string; user: string; request?: Record<string, unknown>; priorityClass?: string; events: string; config: string; dataDir?: string }) => {
+      if (flags.events !== "text" && flags.events !== "json") fail(new ValidationError(`--events must be text or json, got '${flags.events}'`));
+      let opened;
+      try {
+        opened = await openLaunchPipeline(loadFromFlags(flags));
+      } catch (error) {
+        fail(error);
+      }
+      let status: number = EXIT.failed;
+      try {
+        const run = await opened.launcher.start({
+          image: flags.image,
+          user: flags.user,
+          request: flags.request as never,
+          priorityClass: flags.priorityClass,
+          argv: command,
+          stdio: "inherit",
+        });
+        const report = (event: RunEvent) =>
+          process.stderr.write(flags.events === "json" ? `${JSON.stringify({ run: run.id, ...event })}\n` : `augur: run ${run.id}: ${describe(event)}\n`);
+        for (const event of run.status.events) report(event);
+        run.on("event", report);
+        const forward = (signal: NodeJS.Signals) => {
+          process.stderr.write(`augur: ${signal}: stopping run ${run.id}\n`);
+          void opened.launcher.stop(run.id);
+        };
+        process.on("SIGINT", forward);
+        process.on("SIGTERM", forward);
+        const exit = await run.done;
+        status = exit.status;
+      } catch (error) {
+        await opened.close().catch(() => undefined);
+        if (error instanceof AugurError && error.code === "capacity") {
+          process.stderr.write(`augur: refused: ${error.message}\n`);
+          process.exit(EXIT.failed);
+        }
+        fail(error);
+      }
+      await opened.close();
+      process.exit(status);
+    });
+}
