@@ -274,7 +274,7 @@ export class CgroupConnector {
   private enableSubtreeControllers(dir: string): void {
     const available = readOptional(join(dir, "cgroup.controllers"))?.trim().split(/\s+/) ?? [];
     const enabled = readOptional(join(dir, "cgroup.subtree_control"))?.trim().split(/\s+/) ?? [];
-    const wanted = ["cpu", "cpuset", "memory", "io", "pids"].filter((c) => available.includes(c) && !enabled.includes(c));
+    const wanted = ["cpuset", "cpu", "memory", "io", "pids"].filter((c) => available.includes(c) && !enabled.includes(c));
     if (wanted.length > 0) writeFileSync(join(dir, "cgroup.subtree_control"), wanted.map((c) => `+${c}`).join(" "));
   }
 
@@ -398,6 +398,7 @@ export class CgroupConnector {
   remove(path: string): void {
     const parts = path.split("/").filter(Boolean);
     for (const [, mount] of this.mounts()) {
+      this.dir(mount, path);
       for (let depth = parts.length; depth > 1; depth--) {
         const dir = this.dir(mount, "/" + parts.slice(0, depth).join("/"));
         if (!existsSync(dir)) continue;

@@ -351,6 +351,7 @@ export class Launcher {
         run.status.endedAt = this.now();
         run.record({ type: "exited", ts: this.now(), ...exit });
         await cleanup();
+        this.forgetOldRuns();
         run.finish(exit);
       })();
     });
@@ -481,6 +482,12 @@ export class Launcher {
 
   async stopAll(): Promise<void> {
     await Promise.all([...this.runs.keys()].map((id) => this.stop(id)));
+  }
+
+  /** Finished runs stay visible (GET /v1/runs/:id) until this many newer ones finished. */
+  private forgetOldRuns(keep = 1000): void {
+    const finished = [...this.runs.values()].filter((run) => run.status.state === "exited" || run.status.state === "failed");
+    for (const run of finished.slice(0, Math.max(0, finished.length - keep))) this.runs.delete(run.id);
   }
 
   get(runId: string): Run | undefined {

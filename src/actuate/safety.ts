@@ -64,7 +64,8 @@ export class ChangeLimiter {
 
 /** The smallest memory limit allowed over a usage. */
 export function memoryFloor(config: SafetyConfig, usageBytes: number): number {
-  return Math.ceil(usageBytes * (1 + config.memoryMarginFraction) + config.memoryMarginBytes);
+  // Less a hair, so that binary fractions (0.1) do not add a byte.
+  return Math.ceil(usageBytes * (1 + config.memoryMarginFraction) + config.memoryMarginBytes - 1e-6);
 }
 
 /**

@@ -1,6 +1,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { PassThrough } from "node:stream";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import { z } from "zod";
+import type { ActuateConfig } from "../actuate/config.js";
+import type { Launcher, RunEvent, RunStatus } from "../actuate/launcher.js";
 import type { AllocationEngine } from "../allocate/engine.js";
 import { parseAllocationRequest } from "../allocate/engine.js";
 import { AugurError } from "../core/errors.js";
@@ -19,6 +22,25 @@ export interface ApiDependencies {
   health?: () => Record<string, unknown>;
   /** Event time for requests: the API is an edge, so wall time. */
   now?: () => number;
+  /** The launcher behind POST /v1/runs, or why there is none on this host. */
+  launcher?: { launcher: Launcher | null; reason: string | null; runs: ActuateConfig["runs"] };
+}
+
+const runBody = z
+  .object({
+    image: z.string(),
+    user: z.string(),
+    request: z.record(z.string(), z.unknown()).optional(),
+    priorityClass: z.string().min(1).max(64).optional(),
+    requestId: z.string().optional(),
+    /** Program (an absolute path the configuration allows) and arguments. */
+    command: z.array(z.string().max(64 * 1024)).min(1).max(4096),
+    env: z.record(z.string().max(256), z.string().max(64 * 1024)).optional(),
+  })
+  .strict();
+
+function publicStatus(status: RunStatus): RunStatus {
+  return { ...status, events: [...status.events] };
 }
 
 const profileQuery = z
@@ -99,6 +121,81 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
 
   app.delete<{ Params: { id: string } }>("/v1/allocations/:id", { preHandler: requireToken }, async (request, reply) => {
     return deps.engine.release(request.params.id) ? reply.code(204).send() : problem(reply, 404, "not-found", "no live allocation with that id");
+  });
+
+  const runs = deps.launcher;
+  const launcherOr503 = (reply: FastifyReply): Launcher | null => {
+    if (!runs?.launcher) {
+      void problem(reply, 503, "unavailable", `this node cannot launch runs: ${runs?.reason ?? "no launcher configured"}`);
+      return null;
+    }
+    return runs.launcher;
+  };
+
+  app.post("/v1/runs", { preHandler: requireToken }, async (request, reply) => {
+    if (!runs?.runs.api) return problem(reply, 403, "forbidden", "starting runs over the API is disabled (actuate.runs.api: false)");
+    const launcher = launcherOr503(reply);
+    if (!launcher) return reply;
+    const parsed = runBody.safeParse(request.body);
+    if (!parsed.success) return problem(reply, 400, "invalid", parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`).join("; "));
+    const body = parsed.data;
+    if (!runs.runs.commands.includes(body.command[0]!)) {
+      return problem(reply, 403, "forbidden", `command ${JSON.stringify(body.command[0])} is not in actuate.runs.commands`);
+    }
+    try {
+      const run = await launcher.start({
+        image: body.image,
+        user: body.user,
+        request: body.request as never,
+        priorityClass: body.priorityClass,
+        requestId: body.requestId,
+        argv: body.command,
+        env: body.env,
+        stdio: "capture",
+      });
+      return reply.code(201).send(publicStatus(run.status));
+    } catch (error) {
+      if (error instanceof AugurError && error.code === "capacity") return reply.code(409).send({ ok: false, reason: "capacity", message: error.message, decision: error.input });
+      throw error;
+    }
+  });
+
+  app.get("/v1/runs", async () => ({ runs: [...(runs?.launcher?.runs.values() ?? [])].map((run) => publicStatus(run.status)) }));
+
+  app.get<{ Params: { id: string } }>("/v1/runs/:id", async (request, reply) => {
+    const run = runs?.launcher?.get(request.params.id);
+    return run ? publicStatus(run.status) : problem(reply, 404, "not-found", "no run with that id on this node");
+  });
+
+  /** The run's events as newline-delimited JSON, live until it exits. */
+  app.get<{ Params: { id: string } }>("/v1/runs/:id/events", async (request, reply) => {
+    const run = runs?.launcher?.get(request.params.id);
+    if (!run) return problem(reply, 404, "not-found", "no run with that id on this node");
+    const stream = new PassThrough();
+    const write = (event: RunEvent) => stream.write(JSON.stringify(event) + "\n");
+    for (const event of run.status.events) write(event);
+    if (run.status.state === "exited" || run.status.state === "failed") stream.end();
+    else {
+      const onEvent = (event: RunEvent) => {
+        write(event);
+        if (event.type === "exited" || event.type === "failed") {
+          run.off("event", onEvent);
+          stream.end();
+        }
+      };
+      run.on("event", onEvent);
+      request.raw.on("close", () => run.off("event", onEvent));
+    }
+    return reply.type("application/x-ndjson").send(stream);
+  });
+
+  app.delete<{ Params: { id: string } }>("/v1/runs/:id", { preHandler: requireToken }, async (request, reply) => {
+    const launcher = launcherOr503(reply);
+    if (!launcher) return reply;
+    const run = launcher.get(request.params.id);
+    if (!run) return problem(reply, 404, "not-found", "no run with that id on this node");
+    void launcher.stop(run.id);
+    return reply.code(202).send({ ok: true, runId: run.id, state: run.status.state });
   });
 
   return app;

@@ -1,4 +1,6 @@
 import type { FastifyInstance } from "fastify";
+import type { Launcher } from "../actuate/launcher.js";
+import { createLauncher } from "../actuate/registry.js";
 import { AggregateStage } from "../aggregate/stage.js";
 import { AllocationEngine } from "../allocate/engine.js";
 import { nodeInventory } from "../allocate/inventory.js";
@@ -19,7 +21,7 @@ import { EmbeddedTransport } from "../transport/embedded/embedded-transport.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 
 /** Stages that `augur stage NAME` runs as their own process. */
-export const STAGE_NAMES = ["collect", "aggregate", "forecast", "history", "allocate"] as const;
+export const STAGE_NAMES = ["collect", "aggregate", "forecast", "history", "allocate", "actuate"] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 export interface RunningPipeline {
@@ -31,6 +33,7 @@ export interface RunningPipeline {
   address: string;
   tokenSource: string;
   collectors: HostCollector[];
+  launcher: Launcher | null;
   stop(): Promise<void>;
 }
 
@@ -134,7 +137,10 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     const history = config.history ? historySink(pipeline, transport, metrics) : null;
     const collectors = pipeline.collectors.map((collector) => new HostCollector(collector, transport, metrics, pipeline.node));
     const { token, source: tokenSource } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
+    const launching = createLauncher(pipeline, { engine, store, transport, metrics });
+    if (launching.reason && config.actuate.connectors.length > 0) console.error(`augur: the launcher is off on this host: ${launching.reason}`);
     const api = buildApi({
+      launcher: { launcher: launching.launcher, reason: launching.reason, runs: config.actuate.runs },
       store,
       engine,
       metrics,
@@ -163,6 +169,8 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     stops.push(async () => {
       for (const collector of collectors) await collector.stop();
     });
+    // Runs stop first: their last samples still reach the stages.
+    if (launching.launcher) stops.push(() => launching.launcher!.stopAll());
 
     let stopped = false;
     return {
@@ -174,6 +182,7 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
       address,
       tokenSource,
       collectors,
+      launcher: launching.launcher,
       async stop() {
         if (stopped) return;
         stopped = true;
@@ -235,20 +244,29 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
         stops.push(() => sink.stop());
         break;
       }
-      case "allocate": {
+      case "allocate":
+      case "actuate": {
+        // actuate: the allocate stage of this node plus its launcher (POST /v1/runs, resizing, feedback).
         const { store, engine } = openEngine(pipeline, metrics);
         stops.push(async () => store.close());
         const consumer = await materialiseProfiles(transport, store, pipeline.node);
         stops.push(() => consumer.stop());
         const { token } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
-        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, health: () => ({ transport: transport.kind, stage: name }) });
+        let launcher: { launcher: Launcher | null; reason: string | null; runs: typeof config.actuate.runs } | undefined;
+        if (name === "actuate") {
+          const launching = createLauncher(pipeline, { engine, store, transport, metrics });
+          if (!launching.launcher) throw new ConfigError(`the actuate stage cannot run here: ${launching.reason}`);
+          stops.push(() => launching.launcher!.stopAll());
+          launcher = { launcher: launching.launcher, reason: null, runs: config.actuate.runs };
+        }
+        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, health: () => ({ transport: transport.kind, stage: name }) });
         const { host, port } = parseListen(config.api.listen);
         address = await api.listen({ host, port });
         stops.push(() => api.close());
         break;
       }
     }
-    if (name !== "allocate" && options.metricsListen) {
+    if (name !== "allocate" && name !== "actuate" && options.metricsListen) {
       const { startMetricsServer } = await import("../api/metrics-server.js");
       const server = await startMetricsServer(metrics, options.metricsListen, () => ({ transport: transport.kind, stage: name }));
       address = server.address;

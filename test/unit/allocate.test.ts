@@ -47,6 +47,34 @@ describe("allocation engine", () => {
     cleanup();
   });
 
+  it("raises the memory limit after an OOM kill, even over explicit amounts, until the floor expires", async () => {
+    const cfg = config({ feedback: { floorHours: 1 } });
+    const e = engine(cfg);
+    const explicit = { request: { memory: 100 * 2 ** 20 } };
+    assert.equal((await e.allocate(request("oom-app", "dana", explicit))).memory!.limit, 100 * 2 ** 20);
+    // VPA RecordOOM (ANCHORS §1.6): max(limit + 100 MiB, limit × 1.2).
+    assert.equal(e.recordOom("oom-app", "dana", 100 * 2 ** 20, T0), 200 * 2 ** 20);
+    const after = await e.allocate(request("oom-app", "dana", explicit));
+    assert.equal(after.memory!.limit, 200 * 2 ** 20);
+    assert.equal(after.memory!.request, 200 * 2 ** 20);
+    assert.match(after.message, /memory limit raised to 209715200 after an OOM kill at 104857600 bytes/);
+    // A second OOM at the raised limit raises it again; a lower floor never lowers it.
+    assert.equal(e.recordOom("oom-app", "dana", 200 * 2 ** 20, T0 + 1000), 300 * 2 ** 20);
+    assert.equal(e.recordOom("oom-app", "dana", 10 * 2 ** 20, T0 + 2000), 300 * 2 ** 20);
+    // Other pairs are not affected; an hour later the floor is gone.
+    assert.equal((await e.allocate(request("oom-app", "erin", explicit))).memory!.limit, 100 * 2 ** 20);
+    const later = await e.allocate(parseAllocationRequest({ image: "oom-app", user: "dana", requestId: `r${++n}`, ...explicit }, T0 + 2000 + 3_600_001));
+    assert.equal(later.memory!.limit, 100 * 2 ** 20);
+  });
+
+  it("raises the CPU limit after heavy throttling", async () => {
+    const e = engine(config());
+    assert.equal(e.recordThrottling("busy", "fay", 0.5, T0), 0.75);
+    const decision = await e.allocate(request("busy", "fay", { request: { cpu: 0.5 } }));
+    assert.equal(decision.cpu!.limit, 0.75);
+    assert.equal(decision.cpu!.request, 0.5);
+  });
+
   it("gives a never-seen pair the default, says so, and starts profiling it", async () => {
     const decision = await engine(config()).allocate(request("new-image", "nobody"));
     assert.equal(decision.ok, true);

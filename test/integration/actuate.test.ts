@@ -1,0 +1,313 @@
+// The actuators and the launcher on this host, for real: cgroups the kernel
+// enforces (a quota, a memory limit, an OOM kill), a network namespace whose
+// HTB class caps a real transfer, processes frozen and killed, and nothing
+// touched outside augur's root.
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { CgroupConnector, cgroupConnectorConfig } from "../../src/actuate/cgroup.js";
+import { ProcessConnector } from "../../src/actuate/process.js";
+import { detectHostLayout } from "../../src/collect/cgroup.js";
+import { loadPipeline } from "../../src/config/pipeline.js";
+import { ActuationError } from "../../src/core/errors.js";
+import { startEmbeddedPipeline, type RunningPipeline } from "../../src/pipeline/embedded.js";
+import { CLI } from "../cli.js";
+import { eventually, sleep, tempDir } from "../helpers.js";
+
+const layout = detectHostLayout();
+const isRoot = process.getuid?.() === 0;
+const canActuate = isRoot && layout !== null;
+const hasTc = isRoot && existsSync("/usr/sbin/ip") && existsSync("/usr/sbin/tc");
+const skip = !canActuate && "needs root and a cgroup hierarchy";
+const MIB = 1024 * 1024;
+
+interface ExecResult {
+  status: number | null;
+  events: Array<Record<string, unknown>>;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `augur exec` and collects its JSON events; `onStarted` runs while the command is still running. */
+function exec(config: string, args: string[], command: string[], onStarted?: (event: Record<string, unknown>) => Promise<void> | void): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", ...args, "--", ...command], { stdio: ["ignore", "pipe", "pipe"] });
+    const events: Array<Record<string, unknown>> = [];
+    let stdout = "";
+    let stderr = "";
+    let pending = "";
+    let hook: Promise<void> = Promise.resolve();
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk;
+      pending += chunk.toString();
+      let at;
+      while ((at = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, at);
+        pending = pending.slice(at + 1);
+        if (!line.startsWith("{")) continue;
+        const event = JSON.parse(line) as Record<string, unknown>;
+        events.push(event);
+        if (event.type === "started" && onStarted) hook = Promise.resolve(onStarted(event));
+      }
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+    child.on("error", reject);
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      hook.then(() => resolve({ status, events, stdout, stderr }), reject);
+    });
+  });
+}
+
+/** Busy about `cores` (duty cycle over 20 ms) and holding `megabytes` of touched memory for `seconds`. */
+function loadScript(cores: number, megabytes: number, seconds: number): string[] {
+  return [
+    process.execPath,
+    "-e",
+    `const held = Buffer.alloc(${megabytes} * 1e6, 1); const end = Date.now() + ${seconds * 1000};
+     (function tick() { const start = Date.now(); while (Date.now() - start < ${20 * cores}) held[Math.floor(Math.random() * held.length)]++;
+       if (Date.now() < end) setTimeout(tick, ${20 - 20 * cores}); })();`,
+  ];
+}
+
+function v1File(controller: string, path: string, file: string): string {
+  return readFileSync(join(layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>)[controller]!, path, file), "utf8").trim();
+}
+
+describe("actuators and the launcher on this host", { skip, timeout: 300_000 }, () => {
+  const { dir, cleanup } = tempDir("augur-actuate-it-");
+  const root = `augur-it-${process.pid}`;
+  let config = "";
+
+  before(() => {
+    writeFileSync(join(dir, "cgroup.yaml"), `kind: cgroup\nroot: ${root}\n`);
+    writeFileSync(join(dir, "tc.yaml"), "kind: tc\nsubnet: 10.219.0.0/16\n");
+    writeFileSync(join(dir, "process.yaml"), "kind: process\n");
+    config = join(dir, "pipeline.yaml");
+    writeFileSync(
+      config,
+      `name: it-actuate
+dataDir: ${join(dir, "data")}
+transport: { kind: embedded }
+aggregate: { window: { sizeSeconds: 2 }, allowedLatenessSeconds: 0, idleWatermarkSeconds: 0 }
+allocate: { minWindows: 2 }
+actuate:
+  connectors: [${join(dir, "cgroup.yaml")}, ${join(dir, "tc.yaml")}, ${join(dir, "process.yaml")}]
+  sampleSeconds: 0.5
+  runs: { api: true, commands: ["${process.execPath}", "/bin/sleep"] }
+api: { listen: "127.0.0.1:0" }
+`,
+    );
+  });
+
+  after(() => {
+    // Whatever a failed test left: only below this test's own root.
+    for (const mount of new Set(Object.values(layout!.roots))) {
+      if (mount && existsSync(join(mount, root))) spawnSync("find", [join(mount, root), "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]);
+    }
+    cleanup();
+  });
+
+  it("gives a run the cgroup its decision says, measures it, and sizes the next run from what it used", async () => {
+    const seen: Record<string, string> = {};
+    const first = await exec(config, ["--image", "burner", "--user", "alice", "--request", JSON.stringify({ cpu: 0.5, memory: 300 * MIB })], loadScript(0.5, 200, 7), (started) => {
+      const path = String(started.cgroup);
+      if (layout!.version === "v1") {
+        seen.quota = v1File("cpu", path, "cpu.cfs_quota_us");
+        seen.period = v1File("cpu", path, "cpu.cfs_period_us");
+        seen.memory = v1File("memory", path, "memory.limit_in_bytes");
+      } else {
+        [seen.quota, seen.period] = v1File("unified", path, "cpu.max").split(" ") as [string, string];
+        seen.memory = v1File("unified", path, "memory.max");
+      }
+    });
+    assert.equal(first.status, 0, first.stderr);
+    const decision = first.events.find((e) => e.type === "allocated")!.decision as { cpu: { limit: number }; memory: { limit: number } };
+    assert.deepEqual(decision.cpu.limit, 0.5);
+    assert.equal(Number(seen.quota) / Number(seen.period), decision.cpu.limit);
+    assert.equal(Number(seen.memory), Math.floor(decision.memory.limit / 4096) * 4096);
+    const started = first.events.find((e) => e.type === "started")!;
+    assert.match(String(started.cgroup), new RegExp(`^/${root}/burner-[0-9a-f]{12}/alice-[0-9a-f]{12}/[^/]+$`));
+    assert.equal(existsSync(join((layout!.roots as Record<string, string>).memory ?? layout!.roots.unified!, String(started.cgroup))), false, "the run's cgroup is removed after it exits");
+
+    // Its telemetry made a profile; the next run without explicit amounts is sized from it.
+    const second = await exec(config, ["--image", "burner", "--user", "alice"], loadScript(0.5, 200, 3), (event) => {
+      const path = String(event.cgroup);
+      seen.memory2 = layout!.version === "v1" ? v1File("memory", path, "memory.limit_in_bytes") : v1File("unified", path, "memory.max");
+    });
+    assert.equal(second.status, 0, second.stderr);
+    const predicted = second.events.find((e) => e.type === "allocated")!.decision as { level: string; cpu: { request: number; limit: number }; memory: { limit: number } };
+    assert.equal(predicted.level, "exact");
+    assert.ok(predicted.cpu.request > 0.3 && predicted.cpu.request < 0.8, `predicted cpu request ${predicted.cpu.request}`);
+    assert.ok(predicted.memory.limit > 200e6 && predicted.memory.limit < 600e6, `predicted memory limit ${predicted.memory.limit}`);
+    assert.equal(Number(seen.memory2), Math.floor(predicted.memory.limit / 4096) * 4096);
+  });
+
+  it("sees the kernel OOM-kill a hog under 100 MB and gives the next run of the pair more memory", async () => {
+    const hog = [process.execPath, "-e", "const a = []; for (let i = 0; i < 30; i++) a.push(Buffer.alloc(5e6, 1)); console.log('survived with', a.length * 5, 'MB')"];
+    const request = ["--image", "hog", "--user", "bob", "--request", JSON.stringify({ memory: 100 * MIB })];
+    const killed = await exec(config, request, hog);
+    assert.equal(killed.status, 137, killed.stderr);
+    const exited = killed.events.find((e) => e.type === "exited")!;
+    assert.equal(exited.oomKilled, true);
+    assert.equal(exited.signal, "SIGKILL");
+    const oom = killed.events.find((e) => e.type === "oom")!;
+    assert.equal(oom.limitBytes, 100 * MIB);
+
+    const again = await exec(config, request, hog);
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /survived with 150 MB/);
+    const decision = again.events.find((e) => e.type === "allocated")!.decision as { memory: { limit: number }; message: string };
+    assert.equal(decision.memory.limit, 200 * MIB); // max(100 MiB + 100 MiB, 100 MiB × 1.2)
+    assert.match(decision.message, /after an OOM kill/);
+  });
+
+  it("caps a real transfer out of the run's network namespace near the configured rate", { skip: !hasTc && "no ip/tc" }, async () => {
+    const rate = 1_000_000; // bytes per second
+    const bytes = 4_000_000;
+    let listening = 0;
+    const { done: received } = await new Promise<{ done: Promise<{ bytes: number; seconds: number }> }>((ready) => {
+      const done = new Promise<{ bytes: number; seconds: number }>((resolve) => {
+        const server = createServer((socket) => {
+          let count = 0;
+          let first = 0;
+          socket.on("data", (chunk) => {
+            if (first === 0) first = performance.now();
+            count += chunk.length;
+          });
+          socket.on("end", () => {
+            server.close();
+            resolve({ bytes: count, seconds: (performance.now() - first) / 1000 });
+          });
+        });
+        server.listen(0, "0.0.0.0", () => {
+          listening = (server.address() as AddressInfo).port;
+          ready({ done }); // wrapped: a promise resolved with a promise would wait for it
+        });
+      });
+    });
+    const sender = [process.execPath, "-e", `const s = require("net").connect(${listening}, process.env.AUGUR_NET_HOST_ADDRESS, () => s.end(Buffer.alloc(${bytes}, 7)));`];
+    let namespace = "";
+    const run = await exec(config, ["--image", "sender", "--user", "carol", "--request", JSON.stringify({ netEgress: rate })], sender, (started) => {
+      namespace = (started.network as { namespace: string }).namespace;
+    });
+    assert.equal(run.status, 0, run.stderr);
+    const measured = await received;
+    assert.equal(measured.bytes, bytes);
+    const achieved = measured.bytes / measured.seconds;
+    assert.ok(achieved > rate * 0.8 && achieved < rate * 1.15, `achieved ${Math.round(achieved)} bytes/s against ${rate}`);
+    await eventually(() => (spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(namespace) ? undefined : true), 5000, "the namespace to go");
+  });
+
+  it("never lets hostile ids or arguments escape the root or reach a shell", async () => {
+    const marker = join(dir, "pwned");
+    const run = await exec(config, ["--image", "../../../../etc", "--user", `$(touch ${marker})`], ["/bin/echo", `; touch ${marker}`, "`touch " + marker + "`"]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, `; touch ${marker} \`touch ${marker}\`\n`);
+    assert.equal(existsSync(marker), false);
+    const started = run.events.find((e) => e.type === "started")!;
+    const parts = String(started.cgroup).split("/").filter(Boolean);
+    assert.equal(parts[0], root);
+    assert.equal(parts.length, 4);
+    for (const part of parts) assert.match(part, /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/);
+    // Bad requests are refused before anything is created.
+    for (const request of ["not json", "[1]", JSON.stringify({ cpu: -1 }), JSON.stringify({ memory: "lots" }), JSON.stringify({ shell: "/bin/sh" })]) {
+      const refused = spawnSync(process.execPath, [CLI, "exec", "--config", config, "--image", "a", "--user", "b", "--request", request, "--", "/bin/true"], { encoding: "utf8" });
+      assert.equal(refused.status, 2, `${request}: ${refused.stderr}`);
+      assert.match(refused.stderr, /^augur: /);
+    }
+  });
+
+  it("freezes, thaws and kills only processes in its own cgroups, and applies the same limits once", async () => {
+    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
+    const processes = new ProcessConnector({ kind: "process", graceSeconds: 1 }, cgroups);
+    const path = cgroups.runPath("frozen", "dave", "r1");
+    cgroups.create(path);
+    const limits = { cpuLimitCores: 0.25, cpuWeight: 50, memoryLimitBytes: 256 * MIB, memorySoftLimitBytes: 200 * MIB };
+    assert.ok(Object.keys(cgroups.apply(path, limits)).length >= 4);
+    assert.deepEqual(cgroups.apply(path, limits), {}, "the kernel's read-back values compare equal: nothing to write again");
+    const inside = spawn("/bin/sh", ["-c", `echo $$ > ${cgroups.procsFiles(path).join("; echo $$ > ")}; exec ${process.execPath} -e "setInterval(() => {}, 1000)"`]);
+    const outside = spawn("/bin/sleep", ["30"]);
+    try {
+      await eventually(() => (cgroups.read(path).pids.length > 0 ? true : undefined), 5000, "the process to join");
+      assert.throws(() => processes.signal(outside.pid!, "SIGKILL"), ActuationError);
+      assert.equal(spawnSync("kill", ["-0", String(outside.pid)]).status, 0, "the outside process is alive");
+      assert.equal(cgroups.setFrozen(path, true), true);
+      await eventually(() => (cgroups.isFrozen(path) ? true : undefined), 5000, "FROZEN");
+      const cpuBefore = cgroups.read(path).cpuSeconds;
+      await sleep(300);
+      assert.equal(cgroups.read(path).cpuSeconds, cpuBefore);
+      cgroups.setFrozen(path, false);
+      await eventually(() => (cgroups.isFrozen(path) === false ? true : undefined), 5000, "THAWED");
+      const killed = processes.killCgroup(path);
+      assert.deepEqual(killed, [inside.pid]);
+      await eventually(() => (cgroups.read(path).pids.length === 0 ? true : undefined), 5000, "the cgroup to empty");
+      cgroups.remove(path);
+      assert.equal(cgroups.exists(path), false);
+    } finally {
+      outside.kill("SIGKILL");
+      inside.kill("SIGKILL");
+    }
+  });
+
+  describe("POST /v1/runs", () => {
+    let running: RunningPipeline;
+    let base = "";
+    const token = "it-token-0123456789abcdef";
+
+    before(async () => {
+      process.env.AUGUR_IT_RUNS_TOKEN = token;
+      const yaml = readFileSync(config, "utf8").replace("api: {", "api: { tokenEnv: AUGUR_IT_RUNS_TOKEN,");
+      writeFileSync(join(dir, "api.yaml"), yaml);
+      running = await startEmbeddedPipeline(loadPipeline(join(dir, "api.yaml")));
+      base = running.address;
+    });
+    after(async () => {
+      await running?.stop();
+    });
+
+    const post = (body: unknown, auth = true) =>
+      fetch(`${base}/v1/runs`, { method: "POST", headers: { "content-type": "application/json", ...(auth ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+
+    it("starts an allowed command in its cgroup and streams its events to the exit", async () => {
+      const response = await post({ image: "api-app", user: "erin", request: { cpu: 0.25, memory: 128 * MIB }, command: [process.execPath, "-e", "console.log('hello from', process.env.AUGUR_IMAGE)"] });
+      assert.equal(response.status, 201, await response.clone().text());
+      const status = (await response.json()) as { runId: string; cgroup: string; limits: { cpuLimitCores: number } };
+      assert.equal(status.limits.cpuLimitCores, 0.25);
+      const events = (await (await fetch(`${base}/v1/runs/${status.runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string; code?: number });
+      assert.deepEqual(events.map((e) => e.type).filter((t) => t !== "throttled"), ["allocated", "started", "exited"]);
+      assert.equal(events.at(-1)!.code, 0);
+      const final = (await (await fetch(`${base}/v1/runs/${status.runId}`)).json()) as { state: string; output: string };
+      assert.equal(final.state, "exited");
+      assert.equal(final.output, "hello from api-app\n");
+    });
+
+    it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {
+      assert.equal((await post({ image: "a", user: "b", command: ["/bin/sh", "-c", "id"] })).status, 403);
+      assert.equal((await post({ image: "a", user: "b", command: ["sleep", "1"] })).status, 403);
+      assert.equal((await post({ image: "a", user: "b", command: [] })).status, 400);
+      assert.equal((await post({ image: "a", user: "b", command: ["/bin/sleep", "1"], extra: 1 })).status, 400);
+      assert.equal((await post({ image: "a\u0000", user: "b", command: ["/bin/sleep", "1"] })).status, 400);
+      assert.equal((await post({ image: "a", user: "b", command: ["/bin/sleep", "1"], env: { AUGUR_CGROUP_PROCS: "/etc/passwd" } })).status, 400);
+      assert.equal((await post({ image: "a", user: "b", command: ["/bin/sleep", "1"] }, false)).status, 401);
+      assert.equal((await fetch(`${base}/v1/runs/nope`)).status, 404);
+    });
+
+    it("stops a run on DELETE", async () => {
+      const response = await post({ image: "sleeper", user: "finn", command: ["/bin/sleep", "60"] });
+      assert.equal(response.status, 201);
+      const { runId } = (await response.json()) as { runId: string };
+      const stop = await fetch(`${base}/v1/runs/${runId}`, { method: "DELETE", headers: { authorization: `Bearer ${token}` } });
+      assert.equal(stop.status, 202);
+      const final = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { state: string; exit: { signal: string } | null };
+        return body.state === "exited" ? body : undefined;
+      }, 15_000, "the run to stop");
+      assert.equal(final.exit!.signal, "SIGTERM");
+    });
+  });
+});
