@@ -94,7 +94,7 @@ describe("actuators and the launcher on this host", { skip, timeout: 300_000 }, 
 dataDir: ${join(dir, "data")}
 transport: { kind: embedded }
 aggregate: { window: { sizeSeconds: 2 }, allowedLatenessSeconds: 0, idleWatermarkSeconds: 0 }
-allocate: { minWindows: 2 }
+allocate: { minWindows: 2, defaults: { memory: { request: 104857600, limit: 157286400 } } }
 actuate:
   connectors: [${join(dir, "cgroup.yaml")}, ${join(dir, "tc.yaml")}, ${join(dir, "process.yaml")}]
   sampleSeconds: 0.5
@@ -164,6 +164,19 @@ api: { listen: "127.0.0.1:0" }
     const decision = again.events.find((e) => e.type === "allocated")!.decision as { memory: { limit: number }; message: string };
     assert.equal(decision.memory.limit, 200 * MIB); // max(100 MiB + 100 MiB, 100 MiB × 1.2)
     assert.match(decision.message, /after an OOM kill/);
+  });
+
+  it("grows a predicted run's memory limit while it runs, before the kernel would kill it", async () => {
+    // 5 MB every 100 ms up to 250 MB, from a default limit of 150 MiB.
+    const grower = [process.execPath, "-e", "const a = []; const t = setInterval(() => { a.push(Buffer.alloc(5e6, 1)); if (a.length === 50) { clearInterval(t); console.log('held', a.length * 5, 'MB'); } }, 100);"];
+    const run = await exec(config, ["--image", "grower", "--user", "gina"], grower);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /held 250 MB/);
+    const resized = run.events.filter((e) => e.type === "resized");
+    assert.ok(resized.length >= 1, run.stderr);
+    const last = resized.at(-1)!.limits as { memoryLimitBytes: number };
+    assert.ok(last.memoryLimitBytes > 250e6, `last limit ${last.memoryLimitBytes}`);
+    assert.equal(run.events.some((e) => e.type === "oom"), false);
   });
 
   it("caps a real transfer out of the run's network namespace near the configured rate", { skip: !hasTc && "no ip/tc" }, async () => {

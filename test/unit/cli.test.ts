@@ -7,7 +7,7 @@ import { tempDir } from "../helpers.js";
 
 describe("augur CLI", () => {
   it("prints help for every command and exits 0", () => {
-    for (const args of [["--help"], ["run", "--help"], ["allocate", "--help"], ["profiles", "--help"]]) {
+    for (const args of [["--help"], ["run", "--help"], ["allocate", "--help"], ["profiles", "--help"], ["exec", "--help"]]) {
       const result = augur(args);
       assert.equal(result.status, 0, args.join(" "));
       assert.match(result.stdout, /Usage: augur/);
@@ -22,6 +22,10 @@ describe("augur CLI", () => {
       [["allocate", "--image", "a", "--user", "b", "--cpu", "lots"], /--cpu must be a positive number/],
       [["allocate", "--image", "a", "--user", "b", "--gpus", "1.5"], /--gpus must be a whole number/],
       [["allocate", "--image", "a\u0001", "--user", "b"], /control character/],
+      [["exec", "--image", "a", "--user", "b"], /missing required argument 'command'/],
+      [["exec", "--image", "a", "--user", "b", "--request", "{cpu:1}", "--", "/bin/true"], /--request is not JSON/],
+      [["exec", "--image", "a", "--user", "b", "--request", "[0.5]", "--", "/bin/true"], /--request must be a JSON object/],
+      [["exec", "--image", "a", "--user", "b", "--events", "xml", "--", "/bin/true"], /--events must be text or json/],
     ] as const) {
       const result = augur([...args]);
       assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);

@@ -77,6 +77,26 @@ describe("pipeline config", () => {
     for (let i = 0; i < 12; i++) bomb.push(`${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`);
     expectConfigError(bomb.join("\n") + "\n", /alias/i);
   });
+  it("loads the shipped actuator connectors", () => {
+    const loaded = loadPipeline(join(repo, "pipelines/local.yaml"));
+    assert.deepEqual(loaded.actuators.map((a) => a.kind), ["cgroup", "tc", "gpu", "process"]);
+    assert.equal(loaded.config.actuate.runs.api, false);
+  });
+  it("rejects actuator connectors that would leave their root or run another binary", () => {
+    const cases: Array<[string, RegExp]> = [
+      ["kind: cgroup\nroot: ../../etc\n", /root/],
+      ["kind: cgroup\nroot: /\n", /root/],
+      ["kind: tc\ntc: /bin/sh\n", /tc: an absolute path to the 'tc' binary/],
+      ["kind: tc\nip: ip\n", /ip: an absolute path/],
+      ["kind: gpu\nnvidiaSmi: /tmp/nvidia-smi; reboot\n", /nvidiaSmi/],
+      ["kind: shell\n", /kind/],
+      ["kind: process\ngraceSeconds: -1\n", /graceSeconds/],
+    ];
+    for (const [connector, pattern] of cases) expectConfigError("actuate:\n  connectors: [connectors/host.yaml]\n", pattern, connector);
+    expectConfigError("actuate:\n  connectors: [connectors/host.yaml, connectors/host.yaml]\n", /more than one cgroup connector/, "kind: cgroup\n");
+    expectConfigError("actuate:\n  runs: { api: true, commands: [sleep] }\n", /actuate\.runs\.commands\.0: an absolute path/);
+    expectConfigError("actuate:\n  safety: { maxChangesPerHour: -3 }\n", /actuate\.safety\.maxChangesPerHour/);
+  });
   it("rejects a config with a NUL byte", () => expectConfigError("name: a\u0000\n", /NUL/));
 });
 
