@@ -243,6 +243,14 @@ api: { listen: "127.0.0.1:0" }
     const limits = { cpuLimitCores: 0.25, cpuWeight: 50, memoryLimitBytes: 256 * MIB, memorySoftLimitBytes: 200 * MIB };
     assert.ok(Object.keys(cgroups.apply(path, limits)).length >= 4);
     assert.deepEqual(cgroups.apply(path, limits), {}, "the kernel's read-back values compare equal: nothing to write again");
+    // Block I/O limits on this host's first disk, set, read back equal, and removed.
+    const disk = /^\s*(\d+)\s+(\d+)\s+\d+\s+(?!loop|ram|zram)\S+$/m.exec(readFileSync("/proc/partitions", "utf8"));
+    if (disk) {
+      const io = { io: [{ device: `${disk[1]}:${disk[2]}`, readBytesPerSecond: 1 << 20, writeBytesPerSecond: 2 << 20 }] };
+      assert.equal(Object.keys(cgroups.apply(path, io)).length, layout!.version === "v1" ? 2 : 1);
+      assert.deepEqual(cgroups.apply(path, io), {});
+      assert.ok(Object.keys(cgroups.apply(path, { io: [{ device: io.io[0]!.device, readBytesPerSecond: 0, writeBytesPerSecond: 0 }] })).length > 0);
+    }
     const inside = spawn("/bin/sh", ["-c", `echo $$ > ${cgroups.procsFiles(path).join("; echo $$ > ")}; exec ${process.execPath} -e "setInterval(() => {}, 1000)"`]);
     const outside = spawn("/bin/sleep", ["30"]);
     try {

@@ -1,0 +1,59 @@
+import type { Resource } from "../core/types.js";
+
+export const ANOMALY_TYPES = ["memory_leak", "cpu_runaway", "spike", "miner", "network_burst", "never_seen"] as const;
+export type AnomalyType = (typeof ANOMALY_TYPES)[number];
+export type Severity = "info" | "warning" | "critical";
+
+/** What a workload's history says is normal for one resource (anomalous steps left out). */
+export interface Baseline {
+  /** Steps with a value folded in. */
+  steps: number;
+  /** Largest value seen. */
+  max: number;
+  /** Steps at or below the idle level (CPU: a tenth of capacity). */
+  idleSteps: number;
+}
+
+/** One workload at one step, as the detectors see it. */
+export interface DetectorView {
+  /** Event time of this step and of the previous ones kept (oldest first, this step last). */
+  ts: readonly number[];
+  /** Recent values per resource, aligned with `ts` (NaN: not measured). */
+  recent(resource: Resource): readonly number[];
+  baseline(resource: Resource): Baseline;
+  /** What the workload may use, where known: CPU cores, memory bytes. */
+  cpuCapacity: number | null;
+  memoryLimit: number | null;
+  /** The (image, user) profile's expected maximum, where a live profile exists. */
+  profileMax(resource: Resource): number | null;
+}
+
+export interface Finding {
+  resource: Resource;
+  observed: number;
+  expected: number;
+  score: number;
+  severity: Severity;
+  /** Index into `ts` of the step where the anomaly began (0 = oldest kept). */
+  startIndex: number;
+  message: string;
+}
+
+/** A detector looks at one workload's recent steps and its baseline; pure, no clock, no I/O. */
+export interface Detector {
+  readonly type: AnomalyType;
+  check(view: DetectorView): Finding | null;
+}
+
+/** The level a value must clear to be "far above" what this workload (or its profile) has done. */
+export function expectedMax(view: DetectorView, resource: Resource): number {
+  const own = view.baseline(resource).max;
+  const profile = view.profileMax(resource);
+  return profile === null ? own : Math.max(own, profile);
+}
+
+/** The last `n` values of a resource (fewer if not kept yet). */
+export function last(view: DetectorView, resource: Resource, n: number): number[] {
+  const values = view.recent(resource);
+  return values.slice(Math.max(0, values.length - n)) as number[];
+}

@@ -1,0 +1,188 @@
+import type { Trace, WorkloadSeries } from "../backtest/trace.js";
+import { RESOURCES, type Resource } from "../core/types.js";
+import { ANOMALY_TYPES, type AnomalyType } from "./detector.js";
+import type { Label } from "./offline.js";
+
+export interface InjectOptions {
+  seed: number;
+  /** Share of eligible workloads that get one anomaly. */
+  rate: number;
+  /** Steps of untouched history before an anomaly may start (the detector's warm-up, twice over). */
+  minHistorySteps: number;
+  /** Only these types. */
+  types: readonly AnomalyType[];
+}
+
+/** A small, seedable generator (mulberry32): the same seed gives the same anomalies. */
+export function rng(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface History {
+  cpuMax: number;
+  idleShare: number;
+  memMax: number;
+  netTxMax: number;
+  quiet: Resource | null;
+  capacity: number | null;
+  memoryLimit: number | null;
+}
+
+function history(series: WorkloadSeries, end: number): History {
+  const column = (resource: Resource) => series.values[resource];
+  const maxOf = (resource: Resource) => {
+    const values = column(resource);
+    let max = 0;
+    if (values) for (let i = 0; i < end; i++) if (values[i]! > max) max = values[i]!;
+    return max;
+  };
+  const capacities = series.limits.cpu;
+  let capacity: number | null = null;
+  if (capacities) for (let i = end - 1; i >= 0 && capacity === null; i--) if (capacities[i]! > 0) capacity = capacities[i]!;
+  let memoryLimit: number | null = null;
+  if (series.limits.mem) for (let i = end - 1; i >= 0 && memoryLimit === null; i--) if (series.limits.mem[i]! > 0) memoryLimit = series.limits.mem[i]!;
+  let idle = 0;
+  let measured = 0;
+  const cpu = column("cpu");
+  if (cpu && capacity !== null) {
+    for (let i = 0; i < end; i++) {
+      if (Number.isNaN(cpu[i]!)) continue;
+      measured++;
+      if (cpu[i]! <= capacity * 0.1) idle++;
+    }
+  }
+  const quiet = (["gpu_util", "net_tx", "disk_write"] as Resource[]).find((resource) => maxOf(resource) <= (resource === "gpu_util" ? 0.01 : 1024)) ?? null;
+  return { cpuMax: maxOf("cpu"), idleShare: measured === 0 ? 0 : idle / measured, memMax: maxOf("mem"), netTxMax: maxOf("net_tx"), quiet, capacity, memoryLimit };
+}
+
+function eligible(h: History): AnomalyType[] {
+  const out: AnomalyType[] = [];
+  if (h.capacity !== null && h.idleShare >= 0.95 && h.cpuMax <= 0.5 * h.capacity) out.push("miner");
+  if (h.capacity !== null && h.idleShare < 0.85 && h.cpuMax > 0 && h.cpuMax <= 0.45 * h.capacity) out.push("cpu_runaway");
+  if (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 2 < h.memoryLimit)) out.push("memory_leak");
+  if ((h.capacity !== null && h.cpuMax > 0 && h.cpuMax <= 0.3 * h.capacity) || (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 3.5 < h.memoryLimit))) out.push("spike");
+  if (h.netTxMax >= 1024) out.push("network_burst");
+  if (h.quiet !== null) out.push("never_seen");
+  return out;
+}
+
+/** Makes a column writable (creating it, NaN-filled, when the trace has none). */
+function column(series: WorkloadSeries, resource: Resource): Float64Array {
+  let values = series.values[resource];
+  if (!values) series.values[resource] = values = new Float64Array(series.ts.length).fill(Number.NaN);
+  return values;
+}
+
+/**
+ * Injects one labelled anomaly into a share of a trace's workloads, in
+ * place, and returns the labels. Each workload gets a type it can show
+ * (a miner needs an idle workload with a known CPU capacity, a runaway
+ * headroom above its history, never-seen a resource it never used), the
+ * rarest type so far among those. Magnitudes are relative to the
+ * workload's own history before the anomaly.
+ */
+export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
+  const random = rng(options.seed);
+  const counts = new Map<AnomalyType, number>(ANOMALY_TYPES.map((type) => [type, 0]));
+  const labels: Label[] = [];
+  const durations: Record<AnomalyType, number> = { miner: 12, cpu_runaway: 12, memory_leak: 24, spike: 1, network_burst: 3, never_seen: 6 };
+  for (const series of trace.workloads) {
+    const n = series.ts.length;
+    const longest = 24 + 2;
+    if (n < options.minHistorySteps + longest + 1 || random() >= options.rate) continue;
+    const start = options.minHistorySteps + Math.floor(random() * (n - options.minHistorySteps - longest));
+    const h = history(series, start);
+    const candidates = eligible(h).filter((type) => options.types.includes(type));
+    if (candidates.length === 0) continue;
+    const fewest = Math.min(...candidates.map((type) => counts.get(type)!));
+    const rarest = candidates.filter((type) => counts.get(type) === fewest);
+    const type = rarest[Math.floor(random() * rarest.length)]!;
+    let end = start + durations[type] - 1;
+    const between = (low: number, high: number) => low + random() * (high - low);
+    switch (type) {
+      case "miner": {
+        const cpu = column(series, "cpu");
+        const tx = series.values.net_tx;
+        for (let i = start; i <= end; i++) {
+          cpu[i] = h.capacity! * between(0.9, 1);
+          if (tx && !Number.isNaN(tx[i]!)) tx[i] = tx[i]! * 1.5;
+        }
+        break;
+      }
+      case "cpu_runaway": {
+        const cpu = column(series, "cpu");
+        for (let i = start; i <= end; i++) cpu[i] = h.capacity! * between(0.85, 1);
+        break;
+      }
+      case "memory_leak": {
+        const mem = column(series, "mem");
+        const base = Number.isNaN(mem[start - 1]!) ? h.memMax : mem[start - 1]!;
+        const slope = Math.max((1.4 * h.memMax - base) / 3, 0.02 * h.memMax);
+        for (let k = 1; start + k - 1 <= end; k++) {
+          const value = base + slope * k;
+          if (h.memoryLimit !== null && value >= h.memoryLimit) {
+            end = start + k - 2; // it would be OOM-killed here
+            break;
+          }
+          mem[start + k - 1] = value;
+        }
+        break;
+      }
+      case "spike": {
+        if (h.capacity !== null && h.cpuMax > 0 && h.cpuMax <= 0.3 * h.capacity) column(series, "cpu")[start] = Math.min(h.capacity, Math.max(3 * h.cpuMax, 0.5 * h.capacity));
+        else column(series, "mem")[start] = 3.5 * h.memMax;
+        break;
+      }
+      case "network_burst": {
+        const tx = column(series, "net_tx");
+        for (let i = start; i <= end; i++) tx[i] = Math.max(6 * h.netTxMax, h.netTxMax + 4 * 2 ** 20);
+        break;
+      }
+      case "never_seen": {
+        const resource = h.quiet!;
+        const values = column(series, resource);
+        for (let i = start; i <= end; i++) values[i] = resource === "gpu_util" ? 1 : 2 * 2 ** 20;
+        if (resource === "gpu_util") for (let i = start; i <= end; i++) column(series, "gpu_mem")[i] = 8 * 2 ** 30;
+        break;
+      }
+    }
+    if (end < start) continue;
+    counts.set(type, counts.get(type)! + 1);
+    labels.push({ workload: series.workload, type, startTs: series.ts[start]!, endTs: series.ts[end]! });
+  }
+  return labels;
+}
+
+const CANONICAL_COLUMNS = ["ts", "workload", "image", "user", ...RESOURCES, "cpu_limit", "mem_limit"] as const;
+
+function csvCell(value: string): string {
+  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+/** Writes a trace in the canonical format (DESIGN.md), rows in time order per workload. */
+export function* canonicalLines(trace: Trace): Generator<string> {
+  yield CANONICAL_COLUMNS.join(",");
+  for (const series of trace.workloads) {
+    const ids = [csvCell(series.workload), csvCell(series.image), csvCell(series.user)];
+    for (let i = 0; i < series.ts.length; i++) {
+      const cells = [String(series.ts[i]), ...ids];
+      for (const resource of RESOURCES) {
+        const value = series.values[resource]?.[i];
+        cells.push(value === undefined || Number.isNaN(value) ? "" : String(value));
+      }
+      for (const limit of [series.limits.cpu?.[i], series.limits.mem?.[i]]) cells.push(limit === undefined || Number.isNaN(limit) ? "" : String(limit));
+      yield cells.join(",");
+    }
+  }
+}
+
+export function labelLines(labels: Label[]): string[] {
+  return ["workload,type,start_ts,end_ts", ...labels.map((label) => [csvCell(label.workload), label.type, label.startTs, label.endTs].join(","))];
+}

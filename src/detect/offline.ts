@@ -1,0 +1,160 @@
+import { parse as parseCsv } from "csv-parse/sync";
+import type { Trace, WorkloadSeries } from "../backtest/trace.js";
+import { ValidationError } from "../core/errors.js";
+import { validateId } from "../core/keys.js";
+import { RESOURCES, type Resource } from "../core/types.js";
+import { ANOMALY_TYPES, type AnomalyType } from "./detector.js";
+import { WorkloadMonitor, type AnomalyEvent, type DetectConfig } from "./monitor.js";
+
+/** Runs the detectors over every workload of a trace in event time; the events in detection order per workload. */
+export function detectTrace(trace: Trace, config: DetectConfig, host = "trace"): AnomalyEvent[] {
+  const events: AnomalyEvent[] = [];
+  for (const series of trace.workloads) events.push(...detectSeries(series, config, host));
+  return events;
+}
+
+export function detectSeries(series: WorkloadSeries, config: DetectConfig, host = "trace"): AnomalyEvent[] {
+  const monitor = new WorkloadMonitor({ workload: series.workload, image: series.image, user: series.user, host }, config);
+  const events: AnomalyEvent[] = [];
+  const columns = Object.entries(series.values) as Array<[Resource, Float64Array]>;
+  for (let i = 0; i < series.ts.length; i++) {
+    const values: Partial<Record<Resource, number>> = {};
+    for (const [resource, column] of columns) values[resource] = column[i]!;
+    events.push(...monitor.observe({ ts: series.ts[i]!, values, cpuCapacity: series.limits.cpu?.[i] ?? null, memoryLimit: series.limits.mem?.[i] ?? null }));
+  }
+  return events;
+}
+
+/** One line of EVENTS.jsonl. */
+export function eventLine(event: AnomalyEvent): string {
+  return JSON.stringify({
+    workload: event.workload,
+    type: event.type,
+    start_ts: event.startTs,
+    detected_ts: event.detectedTs,
+    severity: event.severity,
+    image: event.image,
+    user: event.user,
+    resource: event.resource,
+    score: Number(event.score.toPrecision(6)),
+    observed: event.observed,
+    expected: event.expected,
+    message: event.message,
+  });
+}
+
+export interface Label {
+  workload: string;
+  type: AnomalyType;
+  startTs: number;
+  endTs: number;
+}
+
+/** Reads LABELS.csv (`workload,type,start_ts,end_ts`); a bad row is an error naming its line. */
+export function parseLabels(text: string, source: string): Label[] {
+  let rows: string[][];
+  try {
+    rows = parseCsv(text, { relax_column_count: true, skip_empty_lines: true, bom: true }) as string[][];
+  } catch (error) {
+    throw new ValidationError(`${source}: not CSV: ${(error as Error).message}`);
+  }
+  const header = (rows[0] ?? []).map((cell) => cell.trim());
+  const at = { workload: header.indexOf("workload"), type: header.indexOf("type"), start: header.indexOf("start_ts"), end: header.indexOf("end_ts") };
+  if (Object.values(at).some((index) => index < 0)) throw new ValidationError(`${source}: the header must name workload,type,start_ts,end_ts (got ${header.join(",").slice(0, 80)})`);
+  return rows.slice(1).map((row, index) => {
+    const line = index + 2;
+    const type = row[at.type]?.trim() as AnomalyType;
+    if (!(ANOMALY_TYPES as readonly string[]).includes(type)) throw new ValidationError(`${source}:${line}: unknown anomaly type ${JSON.stringify(row[at.type]?.slice(0, 40))}; one of ${ANOMALY_TYPES.join(", ")}`);
+    const startTs = Number(row[at.start]);
+    const endTs = Number(row[at.end]);
+    if (!Number.isFinite(startTs) || !Number.isFinite(endTs) || endTs < startTs) throw new ValidationError(`${source}:${line}: start_ts and end_ts must be epoch milliseconds with start <= end`);
+    let workload: string;
+    try {
+      workload = validateId("workload", row[at.workload]);
+    } catch (error) {
+      throw new ValidationError(`${source}:${line}: ${(error as Error).message}`);
+    }
+    return { workload, type, startTs, endTs };
+  });
+}
+
+export interface DetectionScore {
+  labels: number;
+  detections: number;
+  truePositives: number;
+  precision: number;
+  recall: number;
+  /** Median steps from an anomaly's start to its detection, over detected labels. */
+  medianDelaySteps: number | null;
+  byType: Record<string, { labels: number; detected: number; recall: number; falsePositives: number; medianDelaySteps: number | null }>;
+  falseAlarms: number;
+  workloadDays: number;
+  falseAlarmsPer100WorkloadDays: number;
+}
+
+function medianOf(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** The typical step of a workload (median spacing), for delays in steps. */
+export function stepMs(series: WorkloadSeries): number {
+  const gaps: number[] = [];
+  for (let i = 1; i < series.ts.length; i++) gaps.push(series.ts[i]! - series.ts[i - 1]!);
+  return medianOf(gaps) ?? 1;
+}
+
+/**
+ * Scores detections against labels. A detection is a true positive when a
+ * label of the same workload and type covers its detection time (from the
+ * label's start to its end plus `graceSteps`); every other detection is a
+ * false alarm. A label counts as detected by its first matching detection.
+ */
+export function scoreDetections(trace: Trace, events: AnomalyEvent[], labels: Label[], graceSteps = 3): DetectionScore {
+  const steps = new Map(trace.workloads.map((series) => [series.workload, stepMs(series)]));
+  const spanDays = trace.workloads.reduce((sum, s) => sum + (s.ts.length > 1 ? (s.ts[s.ts.length - 1]! - s.ts[0]!) / 86_400_000 : 0), 0);
+  const byType: DetectionScore["byType"] = {};
+  for (const type of ANOMALY_TYPES) byType[type] = { labels: 0, detected: 0, recall: 0, falsePositives: 0, medianDelaySteps: null };
+  const delays = new Map<AnomalyType, number[]>();
+  const matched = new Set<AnomalyEvent>();
+  for (const label of labels) {
+    byType[label.type]!.labels++;
+    const step = steps.get(label.workload) ?? 1;
+    const hit = events.find(
+      (event) => event.workload === label.workload && event.type === label.type && event.detectedTs >= label.startTs && event.detectedTs <= label.endTs + graceSteps * step,
+    );
+    if (!hit) continue;
+    byType[label.type]!.detected++;
+    let list = delays.get(label.type);
+    if (!list) delays.set(label.type, (list = []));
+    list.push(Math.round((hit.detectedTs - label.startTs) / step));
+  }
+  for (const event of events) {
+    const step = steps.get(event.workload) ?? 1;
+    if (labels.some((label) => label.workload === event.workload && label.type === event.type && event.detectedTs >= label.startTs && event.detectedTs <= label.endTs + graceSteps * step)) matched.add(event);
+    else byType[event.type]!.falsePositives++;
+  }
+  for (const type of ANOMALY_TYPES) {
+    const entry = byType[type]!;
+    entry.recall = entry.labels === 0 ? 1 : entry.detected / entry.labels;
+    entry.medianDelaySteps = medianOf(delays.get(type) ?? []);
+  }
+  const detected = Object.values(byType).reduce((sum, t) => sum + t.detected, 0);
+  const falseAlarms = events.length - matched.size;
+  return {
+    labels: labels.length,
+    detections: events.length,
+    truePositives: matched.size,
+    precision: events.length === 0 ? 1 : matched.size / events.length,
+    recall: labels.length === 0 ? 1 : detected / labels.length,
+    medianDelaySteps: medianOf([...delays.values()].flat()),
+    byType,
+    falseAlarms,
+    workloadDays: Number(spanDays.toFixed(2)),
+    falseAlarmsPer100WorkloadDays: spanDays === 0 ? 0 : Number(((falseAlarms / spanDays) * 100).toFixed(3)),
+  };
+}
+
+export { RESOURCES };
