@@ -43,14 +43,17 @@ export function registerDetect(program: Command): void {
     .option("--format <format>", `trace format: ${TRACE_FORMATS.join(" | ")}`, format, "canonical" as TraceFormat)
     .requiredOption("--out <file>", "EVENTS.jsonl: one JSON object per anomaly")
     .option("--labels <file>", "LABELS.csv (workload,type,start_ts,end_ts): print precision, recall and detection delay as JSON")
+    .option("--history <path>", "earlier steps of the same workloads (say, the month before), learned first and not reported")
+    .option("--history-format <format>", "format of --history (default: --format)", format)
     .option("--warmup-steps <n>", "steps of a workload's history before it is judged", integer("warmup-steps", 1, 1_000_000), 288)
-    .action(async (flags: { trace: string; format: TraceFormat; out: string; labels?: string; warmupSteps: number }) => {
+    .action(async (flags: { trace: string; format: TraceFormat; out: string; labels?: string; history?: string; historyFormat?: TraceFormat; warmupSteps: number }) => {
       try {
         const labels = flags.labels ? parseLabels(readFileSync(flags.labels, "utf8"), flags.labels) : null;
         const started = performance.now();
         const trace = loadTrace(flags.trace, flags.format);
         const config = detectConfig.parse({ warmupSteps: flags.warmupSteps });
-        const events = detectTrace(trace, config);
+        const history = flags.history ? loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const events = detectTrace(trace, config, { history });
         writeFileSync(flags.out, events.map((event) => eventLine(event) + "\n").join(""));
         const summary: Record<string, unknown> = { trace: trace.name, workloads: trace.workloads.length, samples: trace.rows, events: events.length, elapsed_ms: Math.round(performance.now() - started) };
         if (labels) summary.score = scoreDetections(trace, events, labels);
@@ -71,10 +74,13 @@ export function registerDetect(program: Command): void {
     .option("--rate <fraction>", "share of eligible workloads that get an anomaly", fraction, 0.5)
     .option("--min-history-steps <n>", "untouched steps before an anomaly may start", integer("min-history-steps", 1, 1_000_000), 576)
     .option("--types <list>", `comma-separated: ${ANOMALY_TYPES.join(",")}`, types, [...ANOMALY_TYPES])
-    .action(async (flags: { trace: string; format: TraceFormat; out: string; labels: string; seed: number; rate: number; minHistorySteps: number; types: AnomalyType[] }) => {
+    .option("--history <path>", "earlier steps of the same workloads (as given to augur detect --history): magnitudes are relative to them too")
+    .option("--history-format <format>", "format of --history (default: --format)", format)
+    .action(async (flags: { trace: string; format: TraceFormat; out: string; labels: string; seed: number; rate: number; minHistorySteps: number; types: AnomalyType[]; history?: string; historyFormat?: TraceFormat }) => {
       try {
         const trace = loadTrace(flags.trace, flags.format);
-        const labels = injectAnomalies(trace, { seed: flags.seed, rate: flags.rate, minHistorySteps: flags.minHistorySteps, types: flags.types });
+        const history = flags.history ? loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const labels = injectAnomalies(trace, { seed: flags.seed, rate: flags.rate, minHistorySteps: flags.minHistorySteps, types: flags.types, history });
         const file = createWriteStream(flags.out);
         const gzip = flags.out.endsWith(".gz") ? createGzip() : null;
         if (gzip) gzip.pipe(file);

@@ -11,6 +11,8 @@ export interface InjectOptions {
   minHistorySteps: number;
   /** Only these types. */
   types: readonly AnomalyType[];
+  /** Earlier steps of the same workloads (what `augur detect --history` learns from): magnitudes are relative to them too. */
+  history?: Trace;
 }
 
 /** A small, seedable generator (mulberry32): the same seed gives the same anomalies. */
@@ -35,12 +37,14 @@ interface History {
   memoryLimit: number | null;
 }
 
-function history(series: WorkloadSeries, end: number): History {
+function history(series: WorkloadSeries, end: number, earlier?: WorkloadSeries): History {
   const column = (resource: Resource) => series.values[resource];
   const maxOf = (resource: Resource) => {
     const values = column(resource);
     let max = 0;
     if (values) for (let i = 0; i < end; i++) if (values[i]! > max) max = values[i]!;
+    const before = earlier?.values[resource];
+    if (before) for (let i = 0; i < before.length; i++) if (before[i]! > max) max = before[i]!;
     return max;
   };
   const capacities = series.limits.cpu;
@@ -50,12 +54,14 @@ function history(series: WorkloadSeries, end: number): History {
   if (series.limits.mem) for (let i = end - 1; i >= 0 && memoryLimit === null; i--) if (series.limits.mem[i]! > 0) memoryLimit = series.limits.mem[i]!;
   let idle = 0;
   let measured = 0;
-  const cpu = column("cpu");
-  if (cpu && capacity !== null) {
-    for (let i = 0; i < end; i++) {
-      if (Number.isNaN(cpu[i]!)) continue;
-      measured++;
-      if (cpu[i]! <= capacity * 0.1) idle++;
+  if (capacity !== null) {
+    for (const [values, upTo] of [[column("cpu"), end], [earlier?.values.cpu, earlier?.ts.length ?? 0]] as const) {
+      if (!values) continue;
+      for (let i = 0; i < upTo; i++) {
+        if (Number.isNaN(values[i]!)) continue;
+        measured++;
+        if (values[i]! <= capacity * 0.1) idle++;
+      }
     }
   }
   const quiet = (["gpu_util", "net_tx", "disk_write"] as Resource[]).find((resource) => maxOf(resource) <= (resource === "gpu_util" ? 0.01 : 1024)) ?? null;
@@ -92,13 +98,14 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
   const random = rng(options.seed);
   const counts = new Map<AnomalyType, number>(ANOMALY_TYPES.map((type) => [type, 0]));
   const labels: Label[] = [];
+  const earlier = new Map((options.history?.workloads ?? []).map((series) => [series.workload, series]));
   const durations: Record<AnomalyType, number> = { miner: 12, cpu_runaway: 12, memory_leak: 24, spike: 1, network_burst: 3, never_seen: 6 };
   for (const series of trace.workloads) {
     const n = series.ts.length;
     const longest = 24 + 2;
     if (n < options.minHistorySteps + longest + 1 || random() >= options.rate) continue;
     const start = options.minHistorySteps + Math.floor(random() * (n - options.minHistorySteps - longest));
-    const h = history(series, start);
+    const h = history(series, start, earlier.get(series.workload));
     const candidates = eligible(h).filter((type) => options.types.includes(type));
     if (candidates.length === 0) continue;
     const fewest = Math.min(...candidates.map((type) => counts.get(type)!));

@@ -5,7 +5,7 @@ import { mannKendall, theilSen } from "./stats.js";
  * Memory leak: a sustained upward trend (Mann–Kendall, one-sided, over the
  * last `window` steps, the last `rising` of them each above the one before)
  * that has carried the working set past `factor` × anything the workload
- * (or its profile) held before. The Theil–Sen slope projects when it hits
+ * (or its profile) held before, rising fast enough to matter. The Theil–Sen slope projects when it hits
  * its memory limit; under an hour is critical.
  */
 export class LeakDetector implements Detector {
@@ -13,8 +13,10 @@ export class LeakDetector implements Detector {
   constructor(
     private readonly window = 6,
     private readonly rising = 3,
-    private readonly factor = 1.1,
+    private readonly factor = 1.3,
     private readonly pValue = 0.05,
+    /** The last `rising` steps must add at least this share of the most-ever (a leak, not slow cache growth). */
+    private readonly minRiseShare = 0.15,
   ) {}
 
   check(view: DetectorView): Finding | null {
@@ -24,7 +26,7 @@ export class LeakDetector implements Detector {
     for (let i = 1; i < tail.length; i++) if (!(tail[i]! > tail[i - 1]!)) return null;
     const expected = expectedMax(view, "mem");
     const current = values[values.length - 1]!;
-    if (!(expected > 0) || current <= expected * this.factor) return null;
+    if (!(expected > 0) || current <= expected * this.factor || current - tail[0]! < expected * this.minRiseShare) return null;
     const trend = mannKendall(values);
     if (trend.pUp > this.pValue) return null;
     const ts = view.ts.slice(-this.window);

@@ -18,6 +18,8 @@ export class MinerDetector implements Detector {
   constructor(
     private readonly steps = 2,
     private readonly nearMax = 0.8,
+    /** A profile that has ever run above this share of capacity is not "mostly idle" enough to call this mining. */
+    private readonly neverAbove = 0.6,
   ) {}
 
   check(view: DetectorView): Finding | null {
@@ -25,6 +27,7 @@ export class MinerDetector implements Detector {
     const values = last(view, "cpu", this.steps);
     if (values.length < this.steps) return null;
     const expected = expectedMax(view, "cpu");
+    if (expected > view.cpuCapacity * this.neverAbove) return null;
     const threshold = Math.max(view.cpuCapacity * this.nearMax, expected * 1.2);
     if (!values.every((v) => v >= threshold)) return null;
     const observed = Math.min(...values);

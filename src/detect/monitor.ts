@@ -47,6 +47,8 @@ interface Episode {
   startedAt: number;
   lastHit: number;
   resource: Resource;
+  /** Largest value of its resource while it was open. */
+  peak: number;
 }
 
 /**
@@ -137,7 +139,7 @@ export class WorkloadMonitor {
         open.lastHit = this.steps;
         continue;
       }
-      this.episodes.set(detector.type, { startedAt: this.steps, lastHit: this.steps, resource: finding.resource });
+      this.episodes.set(detector.type, { startedAt: this.steps, lastHit: this.steps, resource: finding.resource, peak: finding.observed });
       events.push({
         ...this.identity,
         type: detector.type,
@@ -152,9 +154,15 @@ export class WorkloadMonitor {
       });
     }
     for (const [type, episode] of this.episodes) {
+      const value = this.values.get(episode.resource)![now]!;
+      if (value > episode.peak) episode.peak = value;
       const long = this.steps - episode.startedAt >= this.config.adaptSteps;
-      if (!hitTypes.has(type) && this.steps - episode.lastHit >= this.config.clearSteps) this.episodes.delete(type);
-      else if (!long) this.anomalous.get(episode.resource)![now] = true; // an open episode's steps are not learned…
+      if (!hitTypes.has(type) && this.steps - episode.lastHit >= this.config.clearSteps) {
+        // Reported once, then known: what it reached is part of the workload's history from now on.
+        const baseline = this.baselines.get(episode.resource)!;
+        if (episode.peak > baseline.max) baseline.max = episode.peak;
+        this.episodes.delete(type);
+      } else if (!long) this.anomalous.get(episode.resource)![now] = true; // an open episode's steps are not learned…
       // …unless it has lasted long enough to be the new normal.
     }
     return events;

@@ -12,8 +12,8 @@ export const QUIET_BYTES_PER_SECOND = 1024;
 export class NetworkBurstDetector implements Detector {
   readonly type = "network_burst" as const;
   constructor(
-    private readonly factor = 3,
-    private readonly minBytes = 1 << 20,
+    private readonly factor = 5,
+    private readonly minBytes = 2 << 20,
   ) {}
 
   check(view: DetectorView): Finding | null {

@@ -6,18 +6,30 @@ import { RESOURCES, type Resource } from "../core/types.js";
 import { ANOMALY_TYPES, type AnomalyType } from "./detector.js";
 import { WorkloadMonitor, type AnomalyEvent, type DetectConfig } from "./monitor.js";
 
-/** Runs the detectors over every workload of a trace in event time; the events in detection order per workload. */
-export function detectTrace(trace: Trace, config: DetectConfig, host = "trace"): AnomalyEvent[] {
+/**
+ * Runs the detectors over every workload of a trace in event time; the
+ * events in detection order per workload. With `history`, each workload's
+ * earlier steps (say, the month before) are replayed first to learn its
+ * baseline, and nothing is reported for them.
+ */
+export function detectTrace(trace: Trace, config: DetectConfig, options: { history?: Trace; host?: string } = {}): AnomalyEvent[] {
+  const host = options.host ?? "trace";
+  const earlier = new Map((options.history?.workloads ?? []).map((series) => [series.workload, series]));
   const events: AnomalyEvent[] = [];
-  for (const series of trace.workloads) events.push(...detectSeries(series, config, host));
+  for (const series of trace.workloads) {
+    const monitor = new WorkloadMonitor({ workload: series.workload, image: series.image, user: series.user, host }, config);
+    const before = earlier.get(series.workload);
+    if (before) feedSeries(monitor, before, series.ts[0] ?? Infinity);
+    events.push(...feedSeries(monitor, series));
+  }
   return events;
 }
 
-export function detectSeries(series: WorkloadSeries, config: DetectConfig, host = "trace"): AnomalyEvent[] {
-  const monitor = new WorkloadMonitor({ workload: series.workload, image: series.image, user: series.user, host }, config);
+/** Feeds a series (steps before `untilTs` only) to a monitor; returns its events. */
+export function feedSeries(monitor: WorkloadMonitor, series: WorkloadSeries, untilTs = Infinity): AnomalyEvent[] {
   const events: AnomalyEvent[] = [];
   const columns = Object.entries(series.values) as Array<[Resource, Float64Array]>;
-  for (let i = 0; i < series.ts.length; i++) {
+  for (let i = 0; i < series.ts.length && series.ts[i]! < untilTs; i++) {
     const values: Partial<Record<Resource, number>> = {};
     for (const [resource, column] of columns) values[resource] = column[i]!;
     events.push(...monitor.observe({ ts: series.ts[i]!, values, cpuCapacity: series.limits.cpu?.[i] ?? null, memoryLimit: series.limits.mem?.[i] ?? null }));

@@ -6,12 +6,17 @@ import { expectedMax, last, type Detector, type DetectorView, type Finding } fro
  * its profile) has done, back to normal at the next step. Judged one step
  * late, so that the first step of a sustained excursion (a runaway, a
  * miner) is not called a spike. "Far above": more than `factor` × the
- * historical maximum (a robust test against the workload's own extremes,
- * in the spirit of seasonal-hybrid ESD's use of robust statistics).
+ * historical maximum and a floor in absolute terms (a robust test against
+ * the workload's own extremes, in the spirit of seasonal-hybrid ESD's use
+ * of robust statistics, where a small base makes any ratio large).
  */
 export class SpikeDetector implements Detector {
   readonly type = "spike" as const;
-  constructor(private readonly factor = 2) {}
+  constructor(
+    private readonly factor = 2.8,
+    /** …and at least this far above it: 15% of the CPU capacity (0.25 cores without one), 256 MiB of memory. */
+    private readonly minRise = { cpuShare: 0.15, cpuCores: 0.25, memoryBytes: 256 * 2 ** 20 },
+  ) {}
 
   check(view: DetectorView): Finding | null {
     for (const resource of ["cpu", "mem"] as Resource[]) {
@@ -19,8 +24,10 @@ export class SpikeDetector implements Detector {
       if (before === undefined || peak === undefined || after === undefined) continue;
       const expected = expectedMax(view, resource);
       if (!(expected > 0)) continue;
-      const high = (v: number) => v > expected * this.factor;
-      if (high(peak) && !high(before) && !high(after) && after <= expected * 1.2) {
+      const rise = resource === "cpu" ? (view.cpuCapacity !== null ? view.cpuCapacity * this.minRise.cpuShare : this.minRise.cpuCores) : this.minRise.memoryBytes;
+      const high = (v: number) => v > expected * this.factor && v > expected + rise;
+      // Isolated: the steps on either side are within the workload's normal range.
+      if (high(peak) && before <= expected * 1.2 && after <= expected * 1.2) {
         return {
           resource,
           observed: peak,
