@@ -45,7 +45,7 @@ export function registerDetect(program: Command): void {
     .option("--labels <file>", "LABELS.csv (workload,type,start_ts,end_ts): print precision, recall and detection delay as JSON")
     .option("--history <path>", "earlier steps of the same workloads (say, the month before), learned first and not reported")
     .option("--history-format <format>", "format of --history (default: --format)", format)
-    .option("--warmup-steps <n>", "steps of a workload's history before it is judged", integer("warmup-steps", 1, 1_000_000), 288)
+    .option("--warmup-steps <n>", "steps of a workload's history before it is judged", integer("warmup-steps", 1, 1_000_000), 576)
     .action(async (flags: { trace: string; format: TraceFormat; out: string; labels?: string; history?: string; historyFormat?: TraceFormat; warmupSteps: number }) => {
       try {
         const labels = flags.labels ? parseLabels(readFileSync(flags.labels, "utf8"), flags.labels) : null;
@@ -72,7 +72,7 @@ export function registerDetect(program: Command): void {
     .requiredOption("--labels <file>", "LABELS.csv written here")
     .option("--seed <n>", "random seed", integer("seed", 0, 2 ** 31 - 1), 1)
     .option("--rate <fraction>", "share of eligible workloads that get an anomaly", fraction, 0.5)
-    .option("--min-history-steps <n>", "untouched steps before an anomaly may start", integer("min-history-steps", 1, 1_000_000), 576)
+    .option("--min-history-steps <n>", "untouched steps before an anomaly may start", integer("min-history-steps", 1, 1_000_000), 864)
     .option("--types <list>", `comma-separated: ${ANOMALY_TYPES.join(",")}`, types, [...ANOMALY_TYPES])
     .option("--history <path>", "earlier steps of the same workloads (as given to augur detect --history): magnitudes are relative to them too")
     .option("--history-format <format>", "format of --history (default: --format)", format)

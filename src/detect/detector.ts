@@ -10,7 +10,7 @@ export interface Baseline {
   steps: number;
   /** Largest value seen. */
   max: number;
-  /** Steps at or below the idle level (CPU: a tenth of capacity). */
+  /** Steps at or below the idle level (a tenth of capacity; CPU and GPUs). */
   idleSteps: number;
 }
 
@@ -43,6 +43,19 @@ export interface Finding {
 export interface Detector {
   readonly type: AnomalyType;
   check(view: DetectorView): Finding | null;
+}
+
+/** Resources whose overuse is a runaway or mining: CPU, and GPUs. */
+export const COMPUTE: readonly Resource[] = ["cpu", "gpu_util"];
+
+/**
+ * What a workload may use of a compute resource: its CPU capacity where the
+ * trace or cgroup says, its GPUs (at least one, or as many as it ever used).
+ */
+export function capacityOf(view: DetectorView, resource: Resource): number | null {
+  if (resource === "cpu") return view.cpuCapacity;
+  const used = view.baseline(resource);
+  return used.steps === 0 ? null : Math.max(1, Math.ceil(used.max - 1e-9));
 }
 
 /** The level a value must clear to be "far above" what this workload (or its profile) has done. */

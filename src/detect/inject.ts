@@ -30,6 +30,9 @@ export function rng(seed: number): () => number {
 interface History {
   cpuMax: number;
   idleShare: number;
+  gpuMax: number;
+  gpuIdleShare: number;
+  gpuMeasured: boolean;
   memMax: number;
   netTxMax: number;
   quiet: Resource | null;
@@ -64,14 +67,37 @@ function history(series: WorkloadSeries, end: number, earlier?: WorkloadSeries):
       }
     }
   }
+  // GPUs: capacity is at least one, or as many as it ever used (as the detectors assume).
+  const gpuMax = maxOf("gpu_util");
+  const gpuCapacity = Math.max(1, Math.ceil(gpuMax - 1e-9));
+  let gpuIdle = 0;
+  let gpuMeasured = 0;
+  for (const [values, upTo] of [[column("gpu_util"), end], [earlier?.values.gpu_util, earlier?.ts.length ?? 0]] as const) {
+    if (!values) continue;
+    for (let i = 0; i < upTo; i++) {
+      if (Number.isNaN(values[i]!)) continue;
+      gpuMeasured++;
+      if (values[i]! <= 0.1 * gpuCapacity) gpuIdle++;
+    }
+  }
   const quiet = (["gpu_util", "net_tx", "disk_write"] as Resource[]).find((resource) => maxOf(resource) <= (resource === "gpu_util" ? 0.01 : 1024)) ?? null;
-  return { cpuMax: maxOf("cpu"), idleShare: measured === 0 ? 0 : idle / measured, memMax: maxOf("mem"), netTxMax: maxOf("net_tx"), quiet, capacity, memoryLimit };
+  return {
+    gpuMax,
+    gpuIdleShare: gpuMeasured === 0 ? 0 : gpuIdle / gpuMeasured,
+    gpuMeasured: gpuMeasured > 0 && gpuMax > 0.01,
+    cpuMax: maxOf("cpu"),
+    idleShare: measured === 0 ? 0 : idle / measured, memMax: maxOf("mem"), netTxMax: maxOf("net_tx"), quiet, capacity, memoryLimit };
 }
+
+const cpuMinerEligible = (h: History) => h.capacity !== null && h.idleShare >= 0.95 && h.cpuMax <= 0.5 * h.capacity;
+const gpuMinerEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare >= 0.95 && h.gpuMax <= 0.5 * Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+const cpuRunawayEligible = (h: History) => h.capacity !== null && h.idleShare < 0.85 && h.cpuMax > 0 && h.cpuMax <= 0.45 * h.capacity;
+const gpuRunawayEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare < 0.85 && h.gpuMax <= 0.45 * Math.max(1, Math.ceil(h.gpuMax - 1e-9));
 
 function eligible(h: History): AnomalyType[] {
   const out: AnomalyType[] = [];
-  if (h.capacity !== null && h.idleShare >= 0.95 && h.cpuMax <= 0.5 * h.capacity) out.push("miner");
-  if (h.capacity !== null && h.idleShare < 0.85 && h.cpuMax > 0 && h.cpuMax <= 0.45 * h.capacity) out.push("cpu_runaway");
+  if (cpuMinerEligible(h) || gpuMinerEligible(h)) out.push("miner");
+  if (cpuRunawayEligible(h) || gpuRunawayEligible(h)) out.push("cpu_runaway");
   if (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 2 < h.memoryLimit)) out.push("memory_leak");
   if ((h.capacity !== null && h.cpuMax > 0 && h.cpuMax <= 0.3 * h.capacity) || (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 3.5 < h.memoryLimit))) out.push("spike");
   if (h.netTxMax >= 1024) out.push("network_burst");
@@ -115,17 +141,22 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
     const between = (low: number, high: number) => low + random() * (high - low);
     switch (type) {
       case "miner": {
-        const cpu = column(series, "cpu");
+        const onCpu = cpuMinerEligible(h);
+        const values = column(series, onCpu ? "cpu" : "gpu_util");
+        const capacity = onCpu ? h.capacity! : Math.max(1, Math.ceil(h.gpuMax - 1e-9));
         const tx = series.values.net_tx;
         for (let i = start; i <= end; i++) {
-          cpu[i] = h.capacity! * between(0.9, 1);
+          values[i] = capacity * between(0.9, 1);
           if (tx && !Number.isNaN(tx[i]!)) tx[i] = tx[i]! * 1.5;
         }
         break;
       }
       case "cpu_runaway": {
-        const cpu = column(series, "cpu");
-        for (let i = start; i <= end; i++) cpu[i] = h.capacity! * between(0.85, 1);
+        // The type keeps its schema name; on a GPU-only trace the runaway is the GPU's.
+        const onCpu = cpuRunawayEligible(h);
+        const values = column(series, onCpu ? "cpu" : "gpu_util");
+        const capacity = onCpu ? h.capacity! : Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+        for (let i = start; i <= end; i++) values[i] = capacity * between(0.85, 1);
         break;
       }
       case "memory_leak": {

@@ -1,15 +1,16 @@
-import { expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
+import type { Resource } from "../core/types.js";
+import { capacityOf, COMPUTE, expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
 
 /** Share of steps a profile must spend at or below a tenth of capacity to count as mostly idle. */
 export const IDLE_SHARE = 0.9;
 
-export function isMostlyIdle(view: DetectorView): boolean {
-  const baseline = view.baseline("cpu");
-  return view.cpuCapacity !== null && baseline.steps > 0 && baseline.idleSteps / baseline.steps >= IDLE_SHARE;
+export function isMostlyIdle(view: DetectorView, resource: Resource = "cpu"): boolean {
+  const baseline = view.baseline(resource);
+  return capacityOf(view, resource) !== null && baseline.steps > 0 && baseline.idleSteps / baseline.steps >= IDLE_SHARE;
 }
 
 /**
- * Miner-like behaviour: CPU near the maximum the workload may use, for
+ * Miner-like behaviour: CPU (or GPU) near the maximum the workload may use, for
  * `steps` consecutive steps, on a workload whose profile is mostly idle and
  * has never run that hot. Unusual outbound network makes it critical.
  */
@@ -23,25 +24,35 @@ export class MinerDetector implements Detector {
   ) {}
 
   check(view: DetectorView): Finding | null {
-    if (view.cpuCapacity === null || !isMostlyIdle(view)) return null;
-    const values = last(view, "cpu", this.steps);
+    for (const resource of COMPUTE) {
+      const found = this.checkResource(view, resource);
+      if (found) return found;
+    }
+    return null;
+  }
+
+  private checkResource(view: DetectorView, resource: Resource): Finding | null {
+    const capacity = capacityOf(view, resource);
+    if (capacity === null || !isMostlyIdle(view, resource)) return null;
+    const values = last(view, resource, this.steps);
     if (values.length < this.steps) return null;
-    const expected = expectedMax(view, "cpu");
-    if (expected > view.cpuCapacity * this.neverAbove) return null;
-    const threshold = Math.max(view.cpuCapacity * this.nearMax, expected * 1.2);
+    const expected = expectedMax(view, resource);
+    if (expected > capacity * this.neverAbove) return null;
+    const threshold = Math.max(capacity * this.nearMax, expected * 1.2);
     if (!values.every((v) => v >= threshold)) return null;
     const observed = Math.min(...values);
     const tx = last(view, "net_tx", 1)[0];
     const txMax = expectedMax(view, "net_tx");
     const unusualNetwork = tx !== undefined && txMax > 0 && tx > 2 * txMax;
+    const idle = view.baseline(resource);
     return {
-      resource: "cpu",
+      resource,
       observed,
       expected,
       score: observed / Math.max(expected, 1e-9),
       severity: "critical",
       startIndex: view.ts.length - this.steps,
-      message: `CPU at ${observed.toPrecision(3)} of ${view.cpuCapacity} cores for ${this.steps} steps on a workload idle ${((view.baseline("cpu").idleSteps / view.baseline("cpu").steps) * 100).toFixed(0)}% of the time${unusualNetwork ? ", with unusual outbound traffic" : ""}`,
+      message: `${resource === "cpu" ? "CPU" : "GPU"} at ${observed.toPrecision(3)} of ${capacity} for ${this.steps} steps on a workload idle ${((idle.idleSteps / idle.steps) * 100).toFixed(0)}% of the time${unusualNetwork ? ", with unusual outbound traffic" : ""}`,
     };
   }
 }

@@ -5,14 +5,17 @@ import { createDetectors } from "./registry.js";
 
 export const detectConfig = z
   .object({
-    /** Steps of a workload's own history before it is judged (a day of 5-minute steps). */
-    warmupSteps: z.number().int().min(1).max(1_000_000).default(288),
+    /** Steps of a workload's own history before it is judged (two days of 5-minute steps: a day misses what runs every other day). */
+    warmupSteps: z.number().int().min(1).max(1_000_000).default(576),
     /** Steps the detectors look back over; the baseline learns a step only this much later, unless it was anomalous. */
     recentSteps: z.number().int().min(6).max(1000).default(12),
     /** An episode ends after this many steps without a finding of its type. */
     clearSteps: z.number().int().min(1).max(10_000).default(3),
     /** An episode this long is the workload's new normal: its steps are learned. */
     adaptSteps: z.number().int().min(1).max(1_000_000).default(288),
+    /** Fleet-wide changes: this share of an image's workloads (at least 3) on the same resource within this many steps is the image's, not an anomaly. */
+    fleetShare: z.number().gt(0).max(1).default(0.02),
+    fleetWindowSteps: z.number().int().min(1).max(10_000).default(12),
   })
   .strict();
 export type DetectConfig = z.infer<typeof detectConfig>;
@@ -90,6 +93,7 @@ export class WorkloadMonitor {
       baseline.steps++;
       if (value > baseline.max) baseline.max = value;
       if (resource === "cpu" && this.cpuCapacity !== null && value <= this.cpuCapacity * 0.1) baseline.idleSteps++;
+      if (resource === "gpu_util" && value <= 0.1 * Math.max(1, Math.ceil(baseline.max - 1e-9))) baseline.idleSteps++;
     }
   }
 

@@ -15,14 +15,47 @@ import { WorkloadMonitor, type AnomalyEvent, type DetectConfig } from "./monitor
 export function detectTrace(trace: Trace, config: DetectConfig, options: { history?: Trace; host?: string } = {}): AnomalyEvent[] {
   const host = options.host ?? "trace";
   const earlier = new Map((options.history?.workloads ?? []).map((series) => [series.workload, series]));
-  const events: AnomalyEvent[] = [];
+  let events: AnomalyEvent[] = [];
   for (const series of trace.workloads) {
     const monitor = new WorkloadMonitor({ workload: series.workload, image: series.image, user: series.user, host }, config);
     const before = earlier.get(series.workload);
     if (before) feedSeries(monitor, before, series.ts[0] ?? Infinity);
     events.push(...feedSeries(monitor, series));
   }
+  const fleet = new Map<string, number>();
+  for (const series of trace.workloads) fleet.set(series.image, (fleet.get(series.image) ?? 0) + 1);
+  const step = medianOf(trace.workloads.map(stepMs)) ?? 60_000;
+  events = suppressFleetWide(events, fleet, config.fleetWindowSteps * step, config.fleetShare);
   return events;
+}
+
+/**
+ * Drops what a whole fleet does at once: when at least `share` of an
+ * image's workloads (and at least 3) show the same anomaly on the same
+ * resource within `windowMs`, the image changed (a deploy, a new model, a traffic
+ * shift); none of them left *its* profile. Peer-group comparison, the usual
+ * guard against fleet-wide false alarms.
+ */
+export function suppressFleetWide(events: AnomalyEvent[], fleet: Map<string, number>, windowMs: number, share: number): AnomalyEvent[] {
+  const groups = new Map<string, AnomalyEvent[]>();
+  for (const event of events) {
+    const key = `${event.image}|${event.type}|${event.resource}`;
+    let group = groups.get(key);
+    if (!group) groups.set(key, (group = []));
+    group.push(event);
+  }
+  const dropped = new Set<AnomalyEvent>();
+  for (const group of groups.values()) {
+    group.sort((a, b) => a.detectedTs - b.detectedTs);
+    const needed = Math.max(3, Math.ceil(share * (fleet.get(group[0]!.image) ?? 1)));
+    let from = 0;
+    for (let to = 0; to < group.length; to++) {
+      while (group[to]!.detectedTs - group[from]!.detectedTs > windowMs) from++;
+      const inWindow = group.slice(from, to + 1);
+      if (new Set(inWindow.map((e) => e.workload)).size >= needed) for (const event of inWindow) dropped.add(event);
+    }
+  }
+  return events.filter((event) => !dropped.has(event));
 }
 
 /** Feeds a series (steps before `untilTs` only) to a monitor; returns its events. */

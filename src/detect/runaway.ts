@@ -1,8 +1,9 @@
-import { expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
+import type { Resource } from "../core/types.js";
+import { capacityOf, COMPUTE, expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
 import { isMostlyIdle } from "./miner.js";
 
 /**
- * CPU runaway: `steps` consecutive steps of CPU far above anything the
+ * Runaway: `steps` consecutive steps of CPU (or GPU) use far above anything the
  * workload (or its profile) has done: more than `factor` × its historical
  * maximum and at least `minShare` of its capacity. A workload whose profile
  * is mostly idle is left to the miner detector.
@@ -16,22 +17,32 @@ export class RunawayDetector implements Detector {
   ) {}
 
   check(view: DetectorView): Finding | null {
-    if (isMostlyIdle(view)) return null;
-    const values = last(view, "cpu", this.steps);
+    for (const resource of COMPUTE) {
+      const found = this.checkResource(view, resource);
+      if (found) return found;
+    }
+    return null;
+  }
+
+  private checkResource(view: DetectorView, resource: Resource): Finding | null {
+    if (isMostlyIdle(view, resource)) return null;
+    const values = last(view, resource, this.steps);
     if (values.length < this.steps) return null;
-    const expected = expectedMax(view, "cpu");
-    const floor = view.cpuCapacity !== null ? view.cpuCapacity * this.minShare : 0;
+    const expected = expectedMax(view, resource);
+    const capacity = capacityOf(view, resource);
+    const floor = capacity !== null ? capacity * this.minShare : 0;
     const threshold = Math.max(expected * this.factor, floor);
     if (!(expected > 0) || !values.every((v) => v > threshold)) return null;
     const observed = Math.min(...values);
+    const unit = resource === "cpu" ? "cores" : "GPUs";
     return {
-      resource: "cpu",
+      resource,
       observed,
       expected,
       score: observed / expected,
-      severity: view.cpuCapacity !== null && observed > 0.9 * view.cpuCapacity ? "critical" : "warning",
+      severity: capacity !== null && observed > 0.9 * capacity ? "critical" : "warning",
       startIndex: view.ts.length - this.steps,
-      message: `CPU above ${threshold.toPrecision(3)} cores for ${this.steps} steps (at least ${observed.toPrecision(3)}), against a most-ever of ${expected.toPrecision(3)}`,
+      message: `${resource === "cpu" ? "CPU" : "GPU"} above ${threshold.toPrecision(3)} ${unit} for ${this.steps} steps (at least ${observed.toPrecision(3)}), against a most-ever of ${expected.toPrecision(3)}`,
     };
   }
 }

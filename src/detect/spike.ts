@@ -24,7 +24,11 @@ export class SpikeDetector implements Detector {
       if (before === undefined || peak === undefined || after === undefined) continue;
       const expected = expectedMax(view, resource);
       if (!(expected > 0)) continue;
-      const rise = resource === "cpu" ? (view.cpuCapacity !== null ? view.cpuCapacity * this.minRise.cpuShare : this.minRise.cpuCores) : this.minRise.memoryBytes;
+      // Memory in a trace may be a fraction of an unknown size (limit 1): the floor is then a tenth of the limit.
+      const rise =
+        resource === "cpu"
+          ? view.cpuCapacity !== null ? view.cpuCapacity * this.minRise.cpuShare : this.minRise.cpuCores
+          : Math.min(this.minRise.memoryBytes, (view.memoryLimit ?? Infinity) * 0.1);
       const high = (v: number) => v > expected * this.factor && v > expected + rise;
       // Isolated: the steps on either side are within the workload's normal range.
       if (high(peak) && before <= expected * 1.2 && after <= expected * 1.2) {
