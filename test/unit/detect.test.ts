@@ -1,0 +1,192 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { describe, it } from "node:test";
+import { loadTrace } from "../../src/backtest/adapters/index.js";
+import type { Trace } from "../../src/backtest/trace.js";
+import { ValidationError } from "../../src/core/errors.js";
+import type { Resource } from "../../src/core/types.js";
+import { injectAnomalies } from "../../src/detect/inject.js";
+import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "../../src/detect/monitor.js";
+import { detectTrace, parseLabels, scoreDetections, suppressFleetWide } from "../../src/detect/offline.js";
+import { mannKendall, mad, median, theilSen } from "../../src/detect/stats.js";
+import { ANOMALY_TYPES } from "../../src/detect/detector.js";
+
+const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
+const STEP = 300_000;
+const T0 = Date.UTC(2026, 0, 1);
+const GIB = 2 ** 30;
+
+describe("robust statistics", () => {
+  it("Mann–Kendall and Theil–Sen on known series", () => {
+    const up = mannKendall([1, 2, 3, 4, 5, 6]);
+    assert.equal(up.s, 15);
+    assert.ok(Math.abs(up.z - 14 / Math.sqrt(85 / 3)) < 1e-12);
+    assert.ok(Math.abs(up.pUp - 0.00427) < 1e-4, String(up.pUp));
+    assert.ok(Math.abs(mannKendall([3, 3, 3, 3]).pUp - 0.5) < 1e-6); // no trend at all
+    assert.ok(mannKendall([6, 5, 4, 3, 2, 1]).pUp > 0.99);
+    assert.equal(theilSen([1, 3, 5, 7]), 2);
+    assert.equal(theilSen([1, 3, 100, 7, 9]), 2); // one wild point does not move it
+    assert.equal(median([5, 1, 3]), 3);
+    assert.equal(mad([1, 2, 3, 4, 100]), 1);
+  });
+});
+
+/** A workload's steps: `normal(i)` for warm-up and after, `anomaly(i)` overriding values from step `at`. */
+function run(
+  normal: (i: number) => Partial<Record<Resource, number>>,
+  anomaly: ((k: number) => Partial<Record<Resource, number>>) | null,
+  options: { at?: number; length?: number; total?: number; cpuCapacity?: number } = {},
+): AnomalyEvent[] {
+  const monitor = new WorkloadMonitor({ workload: "w", image: "img", user: "u", host: "h" }, detectConfig.parse({}));
+  const at = options.at ?? 700;
+  const events: AnomalyEvent[] = [];
+  for (let i = 0; i < (options.total ?? 760); i++) {
+    const inside = anomaly !== null && i >= at && i < at + (options.length ?? 10);
+    const values = { ...normal(i), ...(inside ? anomaly(i - at) : {}) };
+    events.push(...monitor.observe({ ts: T0 + i * STEP, values, cpuCapacity: options.cpuCapacity ?? 4, memoryLimit: 16 * GIB }));
+  }
+  return events;
+}
+
+// Deterministic "noise": a small daily wave plus a hash-like wiggle.
+const wiggle = (i: number) => ((i * 7919) % 13) / 13;
+const busy = (i: number) => ({ cpu: 0.8 + 0.4 * Math.sin((i / 288) * 2 * Math.PI) + 0.2 * wiggle(i), mem: 2 * GIB + 0.2 * GIB * wiggle(i), net_tx: 200_000 + 50_000 * wiggle(i), net_rx: 300_000 });
+const idle = (i: number) => ({ ...busy(i), cpu: 0.05 + 0.05 * wiggle(i) });
+const delaySteps = (event: AnomalyEvent) => (event.detectedTs - (T0 + 700 * STEP)) / STEP;
+
+describe("detectors on a workload's steps", () => {
+  it("stays quiet on normal behaviour", () => {
+    assert.deepEqual(run(busy, null, { total: 2000 }), []);
+    assert.deepEqual(run(idle, null, { total: 2000 }), []);
+  });
+
+  it("finds a CPU runaway at its third step", () => {
+    const [event, ...rest] = run(busy, () => ({ cpu: 3.8 }));
+    assert.equal(rest.length, 0);
+    assert.equal(event!.type, "cpu_runaway");
+    assert.equal(delaySteps(event!), 2);
+    assert.equal(event!.startTs, T0 + 700 * STEP);
+  });
+
+  it("finds a miner on an idle workload at its second step", () => {
+    const [event] = run(idle, () => ({ cpu: 3.9 }));
+    assert.equal(event!.type, "miner");
+    assert.equal(event!.severity, "critical");
+    assert.equal(delaySteps(event!), 1);
+  });
+
+  it("finds a memory leak with its trend and time to the limit", () => {
+    const events = run(busy, (k) => ({ mem: 2.2 * GIB + (k + 1) * 0.4 * GIB }), { length: 20 });
+    assert.equal(events.length, 1);
+    assert.equal(events[0]!.type, "memory_leak");
+    assert.ok(delaySteps(events[0]!) <= 3);
+    assert.match(events[0]!.message, /Mann–Kendall p=.*reaches its limit in \d+ min/);
+  });
+
+  it("finds a spike one step late, and only when it is isolated", () => {
+    const [spike] = run(busy, () => ({ cpu: 3.9 }), { length: 1 });
+    assert.equal(spike!.type, "spike");
+    assert.equal(delaySteps(spike!), 1);
+    assert.equal(spike!.startTs, T0 + 700 * STEP);
+  });
+
+  it("finds a network burst and never-seen GPU use at once", () => {
+    const [burst] = run(busy, () => ({ net_tx: 20e6 }), { length: 3 });
+    assert.equal(burst!.type, "network_burst");
+    assert.equal(delaySteps(burst!), 0);
+    const [gpu] = run(busy, () => ({ gpu_util: 1, gpu_mem: 8 * GIB }), { length: 6 });
+    assert.equal(gpu!.type, "never_seen");
+    assert.equal(gpu!.resource, "gpu_util");
+  });
+
+  it("reports an episode once, and learns it once reported", () => {
+    const monitor = new WorkloadMonitor({ workload: "w", image: "img", user: "u", host: "h" }, detectConfig.parse({}));
+    let events = 0;
+    for (let i = 0; i < 2000; i++) {
+      // A nightly job at full CPU for 12 steps every 288: an anomaly the first night, known after.
+      const night = i > 600 && i % 288 < 12;
+      events += monitor.observe({ ts: T0 + i * STEP, values: { ...busy(i), cpu: night ? 3.9 : busy(i).cpu }, cpuCapacity: 4 }).length;
+    }
+    assert.equal(events, 1);
+  });
+
+  it("leaves what a whole fleet does at once to the image", () => {
+    const event = (workload: string, minute: number): AnomalyEvent => ({
+      workload, image: "serving", user: workload, host: "h", type: "memory_leak", severity: "warning", score: 2, resource: "mem", observed: 2, expected: 1, startTs: minute * 60_000, detectedTs: minute * 60_000, message: "",
+    });
+    const fleet = new Map([["serving", 100]]);
+    const together = ["a", "b", "c", "d"].map((w, i) => event(w, i));
+    assert.deepEqual(suppressFleetWide(together, fleet, 12 * 60_000, 0.02), []);
+    const apart = ["a", "b", "c", "d"].map((w, i) => event(w, i * 60));
+    assert.equal(suppressFleetWide(apart, fleet, 12 * 60_000, 0.02).length, 4);
+  });
+});
+
+describe("labels and scores", () => {
+  it("reads LABELS.csv and refuses hostile rows with their line", () => {
+    assert.deepEqual(parseLabels("workload,type,start_ts,end_ts\nvm-1,miner,10,20\n", "l.csv"), [{ workload: "vm-1", type: "miner", startTs: 10, endTs: 20 }]);
+    for (const [text, pattern] of [
+      ["a,b\n1,2\n", /header must name/],
+      ["workload,type,start_ts,end_ts\nvm-1,rootkit,1,2\n", /l\.csv:2: unknown anomaly type/],
+      ["workload,type,start_ts,end_ts\nvm-1,miner,x,2\n", /l\.csv:2: start_ts and end_ts/],
+      ["workload,type,start_ts,end_ts\nvm-1,miner,5,2\n", /start <= end/],
+      ["workload,type,start_ts,end_ts\n\"vm\u0000\",miner,1,2\n", /l\.csv:2: workload contains a control character/],
+      ["workload,type,start_ts,end_ts\n\"unclosed,miner,1,2\n", /not CSV/],
+    ] as const) {
+      assert.throws(() => parseLabels(text, "l.csv"), (error: unknown) => error instanceof ValidationError && pattern.test((error as Error).message), pattern.source);
+    }
+  });
+
+  it("scores precision, recall and delay by type", () => {
+    const trace: Trace = { name: "t", rows: 4, rejected: [], workloads: [{ workload: "w", image: "i", user: "u", ts: Float64Array.from([0, STEP, 2 * STEP, 3 * STEP]), values: {}, limits: {} }] };
+    const hit = { workload: "w", image: "i", user: "u", host: "h", severity: "warning", score: 1, resource: "cpu", observed: 1, expected: 1, message: "" } as const;
+    const score = scoreDetections(
+      trace,
+      [
+        { ...hit, type: "miner", startTs: STEP, detectedTs: 2 * STEP },
+        { ...hit, type: "spike", startTs: 0, detectedTs: 0 },
+      ],
+      [
+        { workload: "w", type: "miner", startTs: STEP, endTs: 3 * STEP },
+        { workload: "w", type: "memory_leak", startTs: STEP, endTs: 3 * STEP },
+      ],
+    );
+    assert.equal(score.precision, 0.5);
+    assert.equal(score.recall, 0.5);
+    assert.equal(score.byType.miner!.medianDelaySteps, 1);
+    assert.equal(score.byType.spike!.falsePositives, 1);
+  });
+});
+
+describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, () => {
+  const load = () => loadTrace(fixtures + "detect-bitbrains-aug.csv.gz", "canonical");
+
+  it("injects the same anomalies for the same seed", () => {
+    const options = { rate: 1, minHistorySteps: 864, types: ANOMALY_TYPES };
+    const a = injectAnomalies(load(), { ...options, seed: 3 });
+    const b = injectAnomalies(load(), { ...options, seed: 3 });
+    const c = injectAnomalies(load(), { ...options, seed: 4 });
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a, c);
+    assert.ok(new Set(a.map((label) => label.type)).size >= 5, JSON.stringify(a.map((l) => l.type)));
+  });
+
+  it("finds them: recall >= 0.95, precision >= 0.9, leaks and runaways within 3 steps, miners within 1", () => {
+    for (const seed of [1, 2]) {
+      const trace = load();
+      const labels = injectAnomalies(trace, { seed, rate: 1, minHistorySteps: 864, types: ANOMALY_TYPES });
+      const score = scoreDetections(trace, detectTrace(trace, detectConfig.parse({})), labels);
+      assert.ok(score.recall >= 0.95, `seed ${seed}: recall ${score.recall}`);
+      assert.ok(score.precision >= 0.9, `seed ${seed}: precision ${score.precision}`);
+      assert.ok(score.byType.memory_leak!.medianDelaySteps! <= 3);
+      assert.ok(score.byType.cpu_runaway!.medianDelaySteps! <= 3);
+      assert.ok(score.byType.miner!.medianDelaySteps! <= 1);
+    }
+  });
+
+  it("raises at most one false alarm per 100 workload-days on the untouched slice", () => {
+    const trace = load();
+    const score = scoreDetections(trace, detectTrace(trace, detectConfig.parse({})), []);
+    assert.ok(score.falseAlarmsPer100WorkloadDays <= 1, `${score.falseAlarms} alarms in ${score.workloadDays} workload-days`);
+  });
+});
