@@ -1,6 +1,7 @@
+import { postJson } from "../core/http.js";
 import { spawn } from "node:child_process";
 import { z } from "zod";
-import { errorMessage, TransientError } from "../core/errors.js";
+import { TransientError } from "../core/errors.js";
 import type { ScalerConfig } from "./config.js";
 import type { Inventory } from "./inventory.js";
 
@@ -66,22 +67,7 @@ function commandScaler(argv: string[], timeoutMs: number): Scaler {
 }
 
 function webhookScaler(url: string, timeoutMs: number, token: string | undefined): Scaler {
-  return async (request) => {
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        method: "POST",
-        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        body: JSON.stringify(request),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (error) {
-      throw new TransientError(`scaler webhook ${url} failed: ${errorMessage(error)}`);
-    }
-    const text = await response.text();
-    if (!response.ok) throw new TransientError(`scaler webhook ${url} answered HTTP ${response.status}`, text.slice(0, 200));
-    return parseAnswer(text, url);
-  };
+  return async (request) => parseAnswer(await postJson(url, request, { timeoutMs, token, what: "scaler webhook" }), url);
 }
 
 export function createScaler(config: ScalerConfig): Scaler {

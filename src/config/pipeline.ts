@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/config.js";
 import { allocationConfig } from "../allocate/config.js";
+import { detectStageConfig } from "../detect/stage.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
@@ -147,6 +148,8 @@ export const pipelineConfig = z
       .strict()
       .default({}),
     allocate: allocationConfig.default({}),
+    /** Anomaly detection per workload, its sinks and the remediation policy. */
+    detect: detectStageConfig.default({}),
     /** Connectors that apply allocations and remediation, the guard rails, and the launcher. */
     actuate: actuateConfig.default({}),
     api: z

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import type { Launcher } from "../actuate/launcher.js";
-import { createLauncher } from "../actuate/registry.js";
+import { createActuators, createLauncher } from "../actuate/registry.js";
+import { DetectStage } from "../detect/stage.js";
 import { AggregateStage } from "../aggregate/stage.js";
 import { AllocationEngine } from "../allocate/engine.js";
 import { nodeInventory } from "../allocate/inventory.js";
@@ -21,7 +22,7 @@ import { EmbeddedTransport } from "../transport/embedded/embedded-transport.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 
 /** Stages that `augur stage NAME` runs as their own process. */
-export const STAGE_NAMES = ["collect", "aggregate", "forecast", "history", "allocate", "actuate"] as const;
+export const STAGE_NAMES = ["collect", "aggregate", "forecast", "detect", "history", "allocate", "actuate"] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 export interface RunningPipeline {
@@ -169,6 +170,18 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     stops.push(async () => {
       for (const collector of collectors) await collector.stop();
     });
+    if (config.detect.enabled) {
+      const { actuators } = launching;
+      const detect = new DetectStage(transport, config.detect, pipeline.node, metrics, {
+        cgroups: actuators.cgroups,
+        processes: actuators.processes,
+        tc: actuators.tc,
+        launcher: launching.launcher,
+        store,
+      });
+      await detect.start(store);
+      stops.push(() => detect.stop());
+    }
     // Runs stop first: their last samples still reach the stages.
     if (launching.launcher) stops.push(() => launching.launcher!.stopAll());
 
@@ -236,6 +249,13 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
         const stage = forecastStage(pipeline, transport, store, metrics);
         await stage.start();
         stops.push(() => stage.stop());
+        break;
+      }
+      case "detect": {
+        const actuators = createActuators(pipeline.actuators);
+        const detect = new DetectStage(transport, config.detect, pipeline.node, metrics, { cgroups: actuators.cgroups, processes: actuators.processes, tc: actuators.tc, launcher: null, store: null });
+        await detect.start(null);
+        stops.push(() => detect.stop());
         break;
       }
       case "history": {
