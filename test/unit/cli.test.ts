@@ -44,6 +44,12 @@ describe("augur CLI", () => {
       [["stage", "aggregate", "--metrics-listen", "127.0.0.1:80; rm -rf /"], /--metrics-listen: expected host:port/],
       [["stage", "aggregate", "--config", "pipelines/local.yaml"], /transport\.kind/],
       [["topics", "create", "--config", "pipelines/local.yaml"], /transport\.kind/],
+      [["detect", "--trace", "x.csv", "--out", "/tmp/e.jsonl", "--format", "../../etc"], /--format: one of/],
+      [["detect", "--trace", "x.csv", "--out", "/tmp/e.jsonl", "--warmup-steps", "0"], /--warmup-steps: an integer/],
+      [["detect", "--trace", "/nonexistent.csv", "--out", "/tmp/e.jsonl"], /does not exist/],
+      [["inject", "--trace", "x.csv", "--out", "o.csv", "--labels", "l.csv", "--seed", "-1"], /--seed: an integer/],
+      [["inject", "--trace", "x.csv", "--out", "o.csv", "--labels", "l.csv", "--rate", "2"], /--rate: a number in 0\.\.1/],
+      [["inject", "--trace", "x.csv", "--out", "o.csv", "--labels", "l.csv", "--types", "miner,rootkit"], /--types: unknown type 'rootkit'/],
     ];
     for (const [args, reason] of cases) {
       const result = augur(args);

@@ -10,6 +10,8 @@ import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "../../src/dete
 import { detectTrace, parseLabels, scoreDetections, suppressFleetWide } from "../../src/detect/offline.js";
 import { mannKendall, mad, median, theilSen } from "../../src/detect/stats.js";
 import { ANOMALY_TYPES } from "../../src/detect/detector.js";
+import { Remediator, remediationConfig } from "../../src/detect/remediate.js";
+import type { ActuationResult } from "../../src/core/types.js";
 
 const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
 const STEP = 300_000;
@@ -188,5 +190,48 @@ describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, (
     const trace = load();
     const score = scoreDetections(trace, detectTrace(trace, detectConfig.parse({})), []);
     assert.ok(score.falseAlarmsPer100WorkloadDays <= 1, `${score.falseAlarms} alarms in ${score.workloadDays} workload-days`);
+  });
+});
+
+describe("remediation policy", () => {
+  const event = (overrides: Partial<AnomalyEvent> = {}): AnomalyEvent => ({
+    workload: "pid:4242@1", image: "build", user: "ci", host: "h", type: "miner", severity: "critical", score: 9, resource: "cpu", observed: 3.9, expected: 0.2, startTs: 0, detectedTs: 0, message: "m", ...overrides,
+  });
+  const remediator = (config: Record<string, unknown>, results: ActuationResult[]) =>
+    new Remediator(remediationConfig.parse(config), { cgroups: null, processes: null, tc: null, launcher: null, store: null }, "node-a", async (r) => void results.push(r), () => 1_000_000);
+
+  it("picks the rule by type and severity, alert by default", () => {
+    const r = remediator({ rules: [{ type: "miner", minSeverity: "critical", action: "kill" }, { type: "any", action: "freeze", minSeverity: "warning" }] }, []);
+    assert.equal(r.decide(event()).action, "kill");
+    assert.equal(r.decide(event({ severity: "warning" })).action, "freeze");
+    assert.equal(r.decide(event({ type: "spike", severity: "info" })).action, "alert");
+  });
+
+  it("never acts on exempt images or users, or outside the only-list", () => {
+    const rules = [{ type: "any", action: "kill" }];
+    assert.equal(remediator({ rules, exempt: { images: ["^build$"] } }, []).decide(event()).action, "alert");
+    assert.equal(remediator({ rules, exempt: { users: ["^c"] } }, []).decide(event()).action, "alert");
+    assert.equal(remediator({ rules, only: { images: ["^batch-"] } }, []).decide(event()).action, "alert");
+    assert.equal(remediator({ rules, only: { images: ["^build"] } }, []).decide(event()).action, "kill");
+    assert.equal(remediator({ rules, dryRun: true }, []).decide(event()).dryRun, true);
+  });
+
+  it("records every action with its reason, refuses what it cannot do, and rate-limits", async () => {
+    const results: ActuationResult[] = [];
+    const r = remediator({ rules: [{ type: "any", action: "freeze" }], maxActionsPerWorkloadPerHour: 2 }, results);
+    for (let i = 0; i < 3; i++) await r.handle(event());
+    assert.equal(results.length, 3);
+    assert.ok(results.every((result) => !result.ok));
+    assert.match(results[0]!.reason, /miner \(critical\) on pid:4242@1: m; rule miner\/info\+ → freeze; no cgroup connector/);
+    assert.match(results[2]!.reason, /rate limit: 2 actions on this workload/);
+    await remediator({}, results).handle(event());
+    assert.equal(results[3]!.action, "alert");
+    assert.equal(results[3]!.ok, true);
+  });
+
+  it("refuses policies it cannot read", () => {
+    assert.equal(remediationConfig.safeParse({ rules: [{ type: "miner", action: "reboot" }] }).success, false);
+    assert.equal(remediationConfig.safeParse({ rules: [{ type: "rootkit", action: "kill" }] }).success, false);
+    assert.equal(remediationConfig.safeParse({ exempt: { images: ["("] } }).success, false);
   });
 });
