@@ -6,6 +6,8 @@ import { validateSample } from "../../src/core/sample.js";
 import { DecodeError, TransientError, ValidationError } from "../../src/core/errors.js";
 import { AvroSerde, encodeDeadLetter, frame, SCHEMA_DIR, unframe, type SchemaRegistry } from "../../src/transport/kafka/avro-serde.js";
 import { MemorySchemaRegistry } from "../../src/transport/kafka/registry.js";
+import { detectConfig } from "../../src/detect/monitor.js";
+import { detectTrace } from "../../src/detect/offline.js";
 import { topicSpecs } from "../../src/transport/kafka/topics.js";
 import { kafkaTransportConfig } from "../../src/config/pipeline.js";
 import { TOPICS } from "../../src/transport/topic.js";
@@ -42,6 +44,18 @@ describe("Avro in the Confluent wire format", () => {
     assert.ok(body.length > 0);
     assert.deepEqual({ ...(await serde.decode(TOPICS.samples, bytes) as object) }, value);
     assert.deepEqual(frame(258, Buffer.from([7])), Buffer.from([0, 0, 0, 1, 2, 7]));
+  });
+
+  it("carries anomaly events and actuation results as the detect stage and the launcher produce them", async () => {
+    const serde = new AvroSerde(new MemorySchemaRegistry(canRead));
+    const events = detectTrace(
+      { name: "t", rows: 0, rejected: [], workloads: [{ workload: "w", image: "i", user: "u", ts: Float64Array.from({ length: 700 }, (_, i) => T0 + i * 300_000), values: { gpu_util: Float64Array.from({ length: 700 }, (_, i) => (i > 650 ? 1 : 0)) }, limits: {} }] },
+      detectConfig.parse({}),
+    );
+    assert.equal(events[0]!.type, "never_seen");
+    assert.deepEqual({ ...(await serde.decode(TOPICS.anomalies, await serde.encode(TOPICS.anomalies, events[0]!)) as object) }, events[0]);
+    const result = { node: "n", workload: "run:1", connector: "cgroup", action: "freeze", ok: true, dryRun: false, reason: "r", details: "{}", ts: T0 };
+    assert.deepEqual({ ...(await serde.decode(TOPICS.actuations, await serde.encode(TOPICS.actuations, result)) as object) }, result);
   });
 
   it("fills optional fields the producer left out with their defaults, and refuses values that do not fit", async () => {
