@@ -311,6 +311,25 @@ export class AllocationEngine {
     });
   }
 
+  /**
+   * What a new run of (image, user) would get, without reserving anything
+   * or marking the pair seen: the admission webhook's question (the
+   * scheduler, not this node, decides where the pod runs). Null when augur
+   * knows nothing better than the defaults.
+   */
+  recommend(image: string, user: string, nowMs: number): { level: AllocationLevel; profileVersion: number; cpu: AllocatedResource; memory: AllocatedResource } | null {
+    const resolved = this.resolve(image, user);
+    if (resolved.level === "default") return null;
+    const multipliers = this.multipliers(image, user, null);
+    const cpu = this.amount(resolved.profile!.resources.cpu, undefined, this.config.defaults.cpu, resolved.userFactor.cpu, multipliers.cpu, this.config.minimum.cpu).amount;
+    const memory = this.amount(resolved.profile!.resources.mem, undefined, this.config.defaults.memory, resolved.userFactor.memory, multipliers.memory, this.config.minimum.memory).amount;
+    for (const floor of this.store.floors(image, user, nowMs, this.config.feedback.floorHours * 3_600_000)) {
+      const target = floor.resource === "mem" ? memory : cpu;
+      if (target.limit < floor.floor) target.limit = floor.floor;
+    }
+    return { level: resolved.level, profileVersion: resolved.profile!.version, cpu, memory };
+  }
+
   release(requestId: string): boolean {
     return this.store.releaseAllocation(requestId);
   }

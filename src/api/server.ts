@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { ActuateConfig } from "../actuate/config.js";
 import type { Launcher, RunEvent, RunStatus } from "../actuate/launcher.js";
 import type { AllocationEngine } from "../allocate/engine.js";
+import { admissionConfig, admit, type AdmissionConfig } from "./admission.js";
 import { parseAllocationRequest } from "../allocate/engine.js";
 import { AugurError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
@@ -22,6 +23,8 @@ export interface ApiDependencies {
   health?: () => Record<string, unknown>;
   /** Event time for requests: the API is an edge, so wall time. */
   now?: () => number;
+  /** The Kubernetes mutating admission webhook's settings (POST /v1/admission). */
+  admission?: AdmissionConfig;
   /** The launcher behind POST /v1/runs, or why there is none on this host. */
   launcher?: { launcher: Launcher | null; reason: string | null; runs: ActuateConfig["runs"] };
 }
@@ -121,6 +124,18 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
 
   app.delete<{ Params: { id: string } }>("/v1/allocations/:id", { preHandler: requireToken }, async (request, reply) => {
     return deps.engine.release(request.params.id) ? reply.code(204).send() : problem(reply, 404, "not-found", "no live allocation with that id");
+  });
+
+  /**
+   * Kubernetes mutating admission webhook (AdmissionReview v1). No bearer
+   * token: the API server authenticates by TLS in front of it. Always 200
+   * and allowed: true; a patch only when a profile has something to say.
+   */
+  const admission = deps.admission ?? admissionConfig.parse({});
+  app.post("/v1/admission", async (request, reply) => {
+    const outcome = admit(request.body, deps.engine, admission, now());
+    deps.metrics.allocations.inc({ reason: outcome.patched ? "admission-patched" : "admission-unchanged", level: "admission" });
+    return reply.code(200).send(outcome.review);
   });
 
   const runs = deps.launcher;

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/config.js";
 import { allocationConfig } from "../allocate/config.js";
 import { detectStageConfig } from "../detect/stage.js";
+import { admissionConfig } from "../api/admission.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
@@ -160,6 +161,8 @@ export const pipelineConfig = z
         /** …else from this file (relative to the config), else a random one is written to <dataDir>/api-token. */
         tokenFile: z.string().min(1).optional(),
         bodyLimitBytes: z.number().int().min(1024).max(16 << 20).default(1 << 20),
+        /** The Kubernetes mutating admission webhook at POST /v1/admission. */
+        admission: admissionConfig.default({}),
       })
       .strict()
       .default({}),

@@ -142,6 +142,7 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     if (launching.reason && config.actuate.connectors.length > 0) console.error(`augur: the launcher is off on this host: ${launching.reason}`);
     const api = buildApi({
       launcher: { launcher: launching.launcher, reason: launching.reason, runs: config.actuate.runs },
+      admission: config.api.admission,
       store,
       engine,
       metrics,
@@ -279,7 +280,7 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
           stops.push(() => launching.launcher!.stopAll());
           launcher = { launcher: launching.launcher, reason: null, runs: config.actuate.runs };
         }
-        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, health: () => ({ transport: transport.kind, stage: name }) });
+        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, admission: config.api.admission, health: () => ({ transport: transport.kind, stage: name }) });
         const { host, port } = parseListen(config.api.listen);
         address = await api.listen({ host, port });
         stops.push(() => api.close());
