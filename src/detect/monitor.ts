@@ -14,7 +14,7 @@ export const detectConfig = z
     /** An episode this long is the workload's new normal: its steps are learned. */
     adaptSteps: z.number().int().min(1).max(1_000_000).default(288),
     /** Fleet-wide changes: this share of an image's workloads (at least 3) on the same resource within this many steps is the image's, not an anomaly. */
-    fleetShare: z.number().gt(0).max(1).default(0.02),
+    fleetShare: z.number().gt(0).max(1).default(0.015),
     fleetWindowSteps: z.number().int().min(1).max(10_000).default(12),
   })
   .strict();

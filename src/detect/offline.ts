@@ -34,11 +34,13 @@ export function detectTrace(trace: Trace, config: DetectConfig, options: { histo
  * image's workloads (and at least 3) show the same anomaly on the same
  * resource within `windowMs`, the image changed (a deploy, a new model, a traffic
  * shift); none of them left *its* profile. Peer-group comparison, the usual
- * guard against fleet-wide false alarms.
+ * guard against fleet-wide false alarms. Never-seen use is always reported.
  */
 export function suppressFleetWide(events: AnomalyEvent[], fleet: Map<string, number>, windowMs: number, share: number): AnomalyEvent[] {
   const groups = new Map<string, AnomalyEvent[]>();
   for (const event of events) {
+    // A resource a workload never used is reported even when its peers start at once (new egress, a GPU).
+    if (event.type === "never_seen") continue;
     const key = `${event.image}|${event.type}|${event.resource}`;
     let group = groups.get(key);
     if (!group) groups.set(key, (group = []));
