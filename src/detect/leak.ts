@@ -16,7 +16,7 @@ export class LeakDetector implements Detector {
     private readonly factor = 1.3,
     private readonly pValue = 0.05,
     /** The last `rising` steps must add at least this share of the most-ever (a leak, not slow cache growth). */
-    private readonly minRiseShare = 0.15,
+    private readonly minRiseShare = 0.2,
   ) {}
 
   check(view: DetectorView): Finding | null {
