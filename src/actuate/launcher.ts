@@ -6,6 +6,7 @@ import { parseAllocationRequest } from "../allocate/engine.js";
 import type { Inventory } from "../allocate/inventory.js";
 import type { CgroupReading } from "../collect/cgroup.js";
 import { usageOf } from "../collect/gpu.js";
+import { delta, rate } from "../collect/host-collector.js";
 import { readOwnNetns } from "../collect/proc.js";
 import { ActuationError, CapacityError, ValidationError, errorMessage } from "../core/errors.js";
 import { pairKey } from "../core/keys.js";
@@ -135,8 +136,6 @@ interface Previous {
   throttledSeconds: number | null;
 }
 
-const rate = (now: number | null, before: number | null, seconds: number) => (now === null || before === null || seconds <= 0 || now < before ? null : (now - before) / seconds);
-const delta = (now: number | null, before: number | null) => (now === null || before === null || now < before ? 0 : now - before);
 
 /**
  * The launcher: asks the allocation engine what a run gets, creates its

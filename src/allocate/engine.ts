@@ -199,16 +199,7 @@ export class AllocationEngine {
       this.config.minimum.memory,
     );
     // Feedback floors (an OOM kill, heavy throttling) hold even against explicit amounts: a limit known to fail is not granted again.
-    const floorNotes: string[] = [];
-    for (const floor of this.store.floors(image, user, request.ts, this.config.feedback.floorHours * 3_600_000)) {
-      const target = floor.resource === "mem" ? memory.amount : cpu.amount;
-      if (target.limit < floor.floor) {
-        floorNotes.push(`${floor.resource === "mem" ? "memory" : "cpu"} limit raised to ${floor.resource === "mem" ? Math.ceil(floor.floor) : floor.floor.toFixed(3)} after ${floor.reason}`);
-        target.limit = floor.floor;
-        // Memory at an OOM kill was the whole limit: reserve what is now known to be needed.
-        if (floor.resource === "mem") target.request = Math.max(target.request, floor.floor);
-      }
-    }
+    const floorNotes = this.applyFloors(image, user, request.ts, cpu.amount, memory.amount, { raiseMemoryRequest: true });
     const explicitOnly = request.request.cpu !== undefined && request.request.memory !== undefined;
     const level: AllocationLevel = explicitOnly ? "explicit" : resolved.level;
     const gpus = request.request.gpus ?? Math.ceil(resolved.profile?.resources.gpu_util?.request ?? 0);
@@ -323,11 +314,25 @@ export class AllocationEngine {
     const multipliers = this.multipliers(image, user, null);
     const cpu = this.amount(resolved.profile!.resources.cpu, undefined, this.config.defaults.cpu, resolved.userFactor.cpu, multipliers.cpu, this.config.minimum.cpu).amount;
     const memory = this.amount(resolved.profile!.resources.mem, undefined, this.config.defaults.memory, resolved.userFactor.memory, multipliers.memory, this.config.minimum.memory).amount;
+    this.applyFloors(image, user, nowMs, cpu, memory, { raiseMemoryRequest: false });
+    return { level: resolved.level, profileVersion: resolved.profile!.version, cpu, memory };
+  }
+
+  /**
+   * Raises limits to the pair's feedback floors still in force; says what it
+   * raised. With `raiseMemoryRequest`, a raised memory limit raises the
+   * reservation too (memory at an OOM kill was the whole limit).
+   */
+  private applyFloors(image: string, user: string, nowMs: number, cpu: AllocatedResource, memory: AllocatedResource, options: { raiseMemoryRequest: boolean }): string[] {
+    const notes: string[] = [];
     for (const floor of this.store.floors(image, user, nowMs, this.config.feedback.floorHours * 3_600_000)) {
       const target = floor.resource === "mem" ? memory : cpu;
-      if (target.limit < floor.floor) target.limit = floor.floor;
+      if (target.limit >= floor.floor) continue;
+      notes.push(`${floor.resource === "mem" ? "memory" : "cpu"} limit raised to ${floor.resource === "mem" ? Math.ceil(floor.floor) : floor.floor.toFixed(3)} after ${floor.reason}`);
+      target.limit = floor.floor;
+      if (floor.resource === "mem" && options.raiseMemoryRequest) target.request = Math.max(target.request, floor.floor);
     }
-    return { level: resolved.level, profileVersion: resolved.profile!.version, cpu, memory };
+    return notes;
   }
 
   release(requestId: string): boolean {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { regexSchema } from "../config/load.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
 
@@ -34,14 +35,7 @@ export function renderTemplate(template: string, variables: Variables): string |
   return missing ? null : rendered;
 }
 
-const regex = z.string().transform((source, ctx) => {
-  try {
-    return new RegExp(source);
-  } catch (error) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(error as Error).message}` });
-    return z.NEVER;
-  }
-});
+const regex = regexSchema;
 
 const template = z.string().min(1).max(256).transform((value, ctx) => {
   try {

@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { Metrics } from "../core/metrics.js";
 import { emptySample, validateSample } from "../core/sample.js";
 import type { Sample } from "../core/types.js";
+import { regexSchema } from "../config/load.js";
 import { pairKey } from "../core/keys.js";
 import { TOPICS, type Transport } from "../transport/topic.js";
 import { attributeCgroup, attributeProcess, cgroupRuleSchema, processRuleSchema } from "./attribution.js";
@@ -26,14 +27,7 @@ export const hostCollectorConfig = z
          * sampled here. augur's launcher samples the runs it starts under
          * its own root itself (it knows their image and user).
          */
-        ignore: z.array(z.string().transform((source, ctx) => {
-          try {
-            return new RegExp(source);
-          } catch (error) {
-            ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(error as Error).message}` });
-            return z.NEVER;
-          }
-        })).default(["^/augur(/|$)"]),
+        ignore: z.array(regexSchema).default(["^/augur(/|$)"]),
       })
       .strict()
       .default({}),
@@ -65,12 +59,12 @@ interface Counters {
 }
 
 /** Per-second rate between two cumulative readings; null across a reset or a gap in data. */
-function rate(now: number | null, before: number | null | undefined, seconds: number): number | null {
+export function rate(now: number | null, before: number | null | undefined, seconds: number): number | null {
   if (now === null || before === null || before === undefined || seconds <= 0 || now < before) return null;
   return (now - before) / seconds;
 }
 
-function delta(now: number | null, before: number | null | undefined): number {
+export function delta(now: number | null, before: number | null | undefined): number {
   if (now === null || before === null || before === undefined || now < before) return 0;
   return now - before;
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
-import type { z } from "zod";
+import { z } from "zod";
 import { ConfigError } from "../core/errors.js";
 
 const MAX_CONFIG_BYTES = 1 << 20;
@@ -47,6 +47,16 @@ export function readConfigFile(path: string): string {
   if (text.includes("\0")) throw new ConfigError(`${path}: config contains a NUL byte`);
   return text;
 }
+
+/** A regular expression in a config file: compiled once at load, a syntax error is a config error. */
+export const regexSchema = z.string().transform((source, ctx) => {
+  try {
+    return new RegExp(source);
+  } catch (error) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(error as Error).message}` });
+    return z.NEVER;
+  }
+});
 
 /** Validates a parsed value against a schema: the only way config enters augur. */
 export function validateConfig<S extends z.ZodTypeAny>(schema: S, value: unknown, source: string): z.output<S> {

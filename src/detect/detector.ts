@@ -48,6 +48,20 @@ export interface Detector {
 /** Resources whose overuse is a runaway or mining: CPU, and GPUs. */
 export const COMPUTE: readonly Resource[] = ["cpu", "gpu_util"];
 
+/** The first finding of `check` over the compute resources (CPU, then GPUs). */
+export function firstOverCompute(check: (resource: Resource) => Finding | null): Finding | null {
+  for (const resource of COMPUTE) {
+    const found = check(resource);
+    if (found) return found;
+  }
+  return null;
+}
+
+/** GPUs a workload may use when nothing says: at least one, or as many as it ever used. */
+export function gpuCapacity(mostUsed: number): number {
+  return Math.max(1, Math.ceil(mostUsed - 1e-9));
+}
+
 /**
  * What a workload may use of a compute resource: its CPU capacity where the
  * trace or cgroup says, its GPUs (at least one, or as many as it ever used).
@@ -55,7 +69,7 @@ export const COMPUTE: readonly Resource[] = ["cpu", "gpu_util"];
 export function capacityOf(view: DetectorView, resource: Resource): number | null {
   if (resource === "cpu") return view.cpuCapacity;
   const used = view.baseline(resource);
-  return used.steps === 0 ? null : Math.max(1, Math.ceil(used.max - 1e-9));
+  return used.steps === 0 ? null : gpuCapacity(used.max);
 }
 
 /** The level a value must clear to be "far above" what this workload (or its profile) has done. */

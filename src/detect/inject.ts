@@ -1,6 +1,6 @@
 import type { Trace, WorkloadSeries } from "../backtest/trace.js";
 import { RESOURCES, type Resource } from "../core/types.js";
-import { ANOMALY_TYPES, type AnomalyType } from "./detector.js";
+import { ANOMALY_TYPES, gpuCapacity, type AnomalyType } from "./detector.js";
 import type { Label } from "./offline.js";
 
 export interface InjectOptions {
@@ -69,7 +69,7 @@ function history(series: WorkloadSeries, end: number, earlier?: WorkloadSeries):
   }
   // GPUs: capacity is at least one, or as many as it ever used (as the detectors assume).
   const gpuMax = maxOf("gpu_util");
-  const gpuCapacity = Math.max(1, Math.ceil(gpuMax - 1e-9));
+  const gpuLimit = gpuCapacity(gpuMax);
   let gpuIdle = 0;
   let gpuMeasured = 0;
   for (const [values, upTo] of [[column("gpu_util"), end], [earlier?.values.gpu_util, earlier?.ts.length ?? 0]] as const) {
@@ -77,7 +77,7 @@ function history(series: WorkloadSeries, end: number, earlier?: WorkloadSeries):
     for (let i = 0; i < upTo; i++) {
       if (Number.isNaN(values[i]!)) continue;
       gpuMeasured++;
-      if (values[i]! <= 0.1 * gpuCapacity) gpuIdle++;
+      if (values[i]! <= 0.1 * gpuLimit) gpuIdle++;
     }
   }
   const quiet = (["gpu_util", "net_tx", "disk_write"] as Resource[]).find((resource) => maxOf(resource) <= (resource === "gpu_util" ? 0.01 : 1024)) ?? null;
@@ -90,9 +90,9 @@ function history(series: WorkloadSeries, end: number, earlier?: WorkloadSeries):
 }
 
 const cpuMinerEligible = (h: History) => h.capacity !== null && h.idleShare >= 0.95 && h.cpuMax <= 0.5 * h.capacity;
-const gpuMinerEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare >= 0.95 && h.gpuMax <= 0.5 * Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+const gpuMinerEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare >= 0.95 && h.gpuMax <= 0.5 * gpuCapacity(h.gpuMax);
 const cpuRunawayEligible = (h: History) => h.capacity !== null && h.idleShare < 0.85 && h.cpuMax > 0 && h.cpuMax <= 0.45 * h.capacity;
-const gpuRunawayEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare < 0.85 && h.gpuMax <= 0.45 * Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+const gpuRunawayEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare < 0.85 && h.gpuMax <= 0.45 * gpuCapacity(h.gpuMax);
 
 function eligible(h: History): AnomalyType[] {
   const out: AnomalyType[] = [];
@@ -143,7 +143,7 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
       case "miner": {
         const onCpu = cpuMinerEligible(h);
         const values = column(series, onCpu ? "cpu" : "gpu_util");
-        const capacity = onCpu ? h.capacity! : Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+        const capacity = onCpu ? h.capacity! : gpuCapacity(h.gpuMax);
         const tx = series.values.net_tx;
         for (let i = start; i <= end; i++) {
           values[i] = capacity * between(0.9, 1);
@@ -155,7 +155,7 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
         // The type keeps its schema name; on a GPU-only trace the runaway is the GPU's.
         const onCpu = cpuRunawayEligible(h);
         const values = column(series, onCpu ? "cpu" : "gpu_util");
-        const capacity = onCpu ? h.capacity! : Math.max(1, Math.ceil(h.gpuMax - 1e-9));
+        const capacity = onCpu ? h.capacity! : gpuCapacity(h.gpuMax);
         for (let i = start; i <= end; i++) values[i] = capacity * between(0.85, 1);
         break;
       }

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { Resource } from "../core/types.js";
-import type { AnomalyType, Baseline, Detector, DetectorView, Severity } from "./detector.js";
+import { gpuCapacity, type AnomalyType, type Baseline, type Detector, type DetectorView, type Severity } from "./detector.js";
 import { createDetectors } from "./registry.js";
 
 export const detectConfig = z
@@ -93,7 +93,7 @@ export class WorkloadMonitor {
       baseline.steps++;
       if (value > baseline.max) baseline.max = value;
       if (resource === "cpu" && this.cpuCapacity !== null && value <= this.cpuCapacity * 0.1) baseline.idleSteps++;
-      if (resource === "gpu_util" && value <= 0.1 * Math.max(1, Math.ceil(baseline.max - 1e-9))) baseline.idleSteps++;
+      if (resource === "gpu_util" && value <= 0.1 * gpuCapacity(baseline.max)) baseline.idleSteps++;
     }
   }
 

@@ -2,9 +2,10 @@ import { parse as parseCsv } from "csv-parse/sync";
 import type { Trace, WorkloadSeries } from "../backtest/trace.js";
 import { ValidationError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
-import { RESOURCES, type Resource } from "../core/types.js";
+import type { Resource } from "../core/types.js";
 import { ANOMALY_TYPES, type AnomalyType } from "./detector.js";
 import { WorkloadMonitor, type AnomalyEvent, type DetectConfig } from "./monitor.js";
+import { median } from "./stats.js";
 
 /**
  * Runs the detectors over every workload of a trace in event time; the
@@ -140,10 +141,7 @@ export interface DetectionScore {
 }
 
 function medianOf(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return values.length === 0 ? null : median(values);
 }
 
 /** The typical step of a workload (median spacing), for delays in steps. */
@@ -204,4 +202,3 @@ export function scoreDetections(trace: Trace, events: AnomalyEvent[], labels: La
   };
 }
 
-export { RESOURCES };

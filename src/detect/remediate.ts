@@ -3,6 +3,7 @@ import type { CgroupConnector } from "../actuate/cgroup.js";
 import type { Launcher } from "../actuate/launcher.js";
 import type { ProcessConnector } from "../actuate/process.js";
 import type { TcConnector } from "../actuate/tc.js";
+import { regexSchema } from "../config/load.js";
 import { ActuationError, errorMessage } from "../core/errors.js";
 import type { ActuationResult } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
@@ -13,14 +14,7 @@ export const ACTIONS = ["alert", "throttle", "freeze", "kill", "isolate-network"
 export type RemediationAction = (typeof ACTIONS)[number];
 const SEVERITIES = ["info", "warning", "critical"] as const;
 
-const regex = z.string().transform((source, ctx) => {
-  try {
-    return new RegExp(source);
-  } catch (error) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `invalid regular expression: ${(error as Error).message}` });
-    return z.NEVER;
-  }
-});
+const regex = regexSchema;
 const matchList = z.object({ images: z.array(regex).default([]), users: z.array(regex).default([]) }).strict().default({});
 
 export const remediationConfig = z

@@ -1,5 +1,5 @@
 import type { Resource } from "../core/types.js";
-import { capacityOf, COMPUTE, expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
+import { capacityOf, expectedMax, firstOverCompute, last, type Detector, type DetectorView, type Finding } from "./detector.js";
 import { isMostlyIdle } from "./miner.js";
 
 /**
@@ -17,11 +17,7 @@ export class RunawayDetector implements Detector {
   ) {}
 
   check(view: DetectorView): Finding | null {
-    for (const resource of COMPUTE) {
-      const found = this.checkResource(view, resource);
-      if (found) return found;
-    }
-    return null;
+    return firstOverCompute((resource) => this.checkResource(view, resource));
   }
 
   private checkResource(view: DetectorView, resource: Resource): Finding | null {

@@ -1,8 +1,9 @@
 import { z } from "zod";
 import { postJson } from "../core/http.js";
+import { pairKey } from "../core/keys.js";
 import { errorMessage } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
-import { RESOURCES, type ActuationResult, type Resource, type Sample } from "../core/types.js";
+import { RESOURCES, sampleValue, type ActuationResult, type Profile, type Resource, type Sample } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "./monitor.js";
@@ -46,6 +47,8 @@ export class DetectStage {
   private consumer: Consumer | null = null;
   private readonly monitors = new Map<string, WorkloadMonitor>();
   private readonly remediator: Remediator;
+  /** Profiles read for the batch being handled: one store read per pair per batch, not one per detector and resource. */
+  private batchProfiles = new Map<string, Profile | null>();
 
   constructor(
     private readonly transport: Transport,
@@ -62,6 +65,14 @@ export class DetectStage {
     await this.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.node, value: result, timestamp: result.ts }]);
   }
 
+  private profileOf(image: string, user: string, store: ProfileStore | null): Profile | null {
+    if (!store) return null;
+    const key = pairKey(image, user);
+    let profile = this.batchProfiles.get(key);
+    if (profile === undefined) this.batchProfiles.set(key, (profile = store.getProfile(image, user)));
+    return profile;
+  }
+
   private monitor(sample: Sample, store: ProfileStore | null): WorkloadMonitor {
     let monitor = this.monitors.get(sample.workload);
     if (monitor) {
@@ -70,7 +81,7 @@ export class DetectStage {
       this.monitors.set(sample.workload, monitor);
       return monitor;
     }
-    const profileMax = (resource: Resource) => store?.getProfile(sample.image, sample.user)?.resources[resource]?.max ?? null;
+    const profileMax = (resource: Resource) => this.profileOf(sample.image, sample.user, store)?.resources[resource]?.max ?? null;
     monitor = new WorkloadMonitor({ workload: sample.workload, image: sample.image, user: sample.user, host: sample.host }, this.config.monitor, undefined, profileMax);
     this.monitors.set(sample.workload, monitor);
     if (this.monitors.size > this.config.maxWorkloads) this.monitors.delete(this.monitors.keys().next().value!);
@@ -80,19 +91,20 @@ export class DetectStage {
   async start(store: ProfileStore | null): Promise<void> {
     this.consumer = await this.transport.consume<Sample>(TOPICS.samples, { group: "augur-detect" }, async (batch) => {
       this.metrics.recordsIn.inc({ stage: "detect" }, batch.length);
+      this.batchProfiles = new Map();
       const events: AnomalyEvent[] = [];
       for (const record of batch) {
         const sample = record.value;
         const values: Partial<Record<Resource, number>> = {};
         for (const resource of RESOURCES) {
-          const field = { cpu: sample.cpuCores, mem: sample.memoryWorkingSetBytes, net_rx: sample.netRxBytesPerSecond, net_tx: sample.netTxBytesPerSecond, disk_read: sample.diskReadBytesPerSecond, disk_write: sample.diskWriteBytesPerSecond, gpu_util: sample.gpuUtilization, gpu_mem: sample.gpuMemoryBytes }[resource];
-          if (field !== null) values[resource] = field;
+          const value = sampleValue(sample, resource);
+          if (value !== null) values[resource] = value;
         }
         events.push(...this.monitor(sample, store).observe({ ts: sample.ts, values, cpuCapacity: sample.cpuLimitCores, memoryLimit: sample.memoryLimitBytes }));
       }
       if (events.length === 0) return;
       this.metrics.recordsOut.inc({ stage: "detect" }, events.length);
-      await this.transport.topic<AnomalyEvent>(TOPICS.anomalies).publish(events.map((event) => ({ key: `${event.image}|${event.user}`, value: event, timestamp: event.detectedTs })));
+      await this.transport.topic<AnomalyEvent>(TOPICS.anomalies).publish(events.map((event) => ({ key: pairKey(event.image, event.user), value: event, timestamp: event.detectedTs })));
       for (const event of events) {
         await this.toSinks(event);
         await this.remediator.handle(event).catch((error) => console.error(`augur: remediation of ${event.workload}: ${errorMessage(error)}`));
