@@ -10,7 +10,7 @@ suite="${1:-all}"
 if [ ! -d node_modules ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-audit --no-fund
 fi
-npx tsc -p tsconfig.json
+npm run --silent build
 
 files=()
 case "$suite" in
@@ -31,4 +31,6 @@ fi
 # Integration tests run against real Kafka, Schema Registry and VictoriaMetrics
 # (started if not running, stopped after), and read topics with Debian's kcat.
 command -v kcat >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null; }; }
+# The dashboard's browser tests drive Debian's headless Chromium with playwright-core.
+command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
 exec bash scripts/with-services.sh node --test --test-reporter=spec --test-concurrency=1 "${files[@]}"

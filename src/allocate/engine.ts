@@ -64,6 +64,8 @@ const geometricMean = (values: number[]) => Math.exp(values.reduce((sum, v) => s
  */
 export class AllocationEngine {
   private extraCapacity: Inventory = { cpu: 0, memory: 0, gpus: 0 };
+  /** Where decisions go once made (the pipeline publishes them to `augur.allocations`). */
+  private listener: ((decision: AllocationDecision) => Promise<void>) | null = null;
 
   constructor(
     private readonly config: AllocationConfig,
@@ -172,7 +174,16 @@ export class AllocationEngine {
     const decision = await this.decide(request);
     this.metrics?.decisionSeconds.observe((performance.now() - started) / 1000);
     this.metrics?.allocations.inc({ reason: decision.reason, level: decision.level });
+    if (this.listener) {
+      // The decision stands (it is in the store); a lost notification only leaves a gap in the dashboard.
+      await this.listener(decision).catch((error: unknown) => console.error(`augur: publishing allocation ${decision.requestId}: ${errorMessage(error)}`));
+    }
     return decision;
+  }
+
+  /** Calls `listener` with every decision after it is made. */
+  onDecision(listener: (decision: AllocationDecision) => Promise<void>): void {
+    this.listener = listener;
   }
 
   private async decide(request: AllocationRequest): Promise<AllocationDecision> {

@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { ActuateConfig } from "../actuate/config.js";
 import type { Launcher, RunEvent, RunStatus } from "../actuate/launcher.js";
 import type { AllocationEngine } from "../allocate/engine.js";
+import { registerDashboard, type DashboardDependencies } from "../dashboard/routes.js";
 import { admissionConfig, admit, type AdmissionConfig } from "./admission.js";
 import { parseAllocationRequest } from "../allocate/engine.js";
 import { AugurError } from "../core/errors.js";
@@ -27,6 +28,8 @@ export interface ApiDependencies {
   admission?: AdmissionConfig;
   /** The launcher behind POST /v1/runs, or why there is none on this host. */
   launcher?: { launcher: Launcher | null; reason: string | null; runs: ActuateConfig["runs"] };
+  /** The web dashboard at /ui/ and its JSON under /v1/dashboard, when enabled. */
+  dashboard?: Omit<DashboardDependencies, "engine" | "store" | "node" | "now">;
 }
 
 const runBody = z
@@ -89,6 +92,8 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
     return problem(reply, status, reason, status === 500 ? "internal error" : error.message);
   });
   app.setNotFoundHandler((request, reply) => problem(reply, 404, "not-found", `no route ${request.method} ${request.url.split("?")[0]}`));
+
+  if (deps.dashboard) registerDashboard(app, { ...deps.dashboard, engine: deps.engine, store: deps.store, node: deps.node, now });
 
   app.get("/healthz", async () => ({ status: "ok", node: deps.node, ...(deps.health?.() ?? {}) }));
 

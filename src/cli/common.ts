@@ -14,8 +14,8 @@ export interface PipelineFlags {
   dataDir?: string;
 }
 
-export function loadFromFlags(flags: PipelineFlags & { listen?: string }): LoadedPipeline {
-  return loadPipeline(flags.config, { dataDir: flags.dataDir, listen: flags.listen });
+export function loadFromFlags(flags: PipelineFlags & { listen?: string; reports?: string }): LoadedPipeline {
+  return loadPipeline(flags.config, { dataDir: flags.dataDir, listen: flags.listen, reports: flags.reports });
 }
 
 /** Prints an error the way every command does and picks the exit code. */

@@ -5,6 +5,7 @@ import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/c
 import { allocationConfig } from "../allocate/config.js";
 import { detectStageConfig } from "../detect/stage.js";
 import { admissionConfig } from "../api/admission.js";
+import { dashboardConfig } from "../dashboard/feed.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
@@ -153,6 +154,8 @@ export const pipelineConfig = z
     detect: detectStageConfig.default({}),
     /** Connectors that apply allocations and remediation, the guard rails, and the launcher. */
     actuate: actuateConfig.default({}),
+    /** The web dashboard served with the HTTP API. */
+    dashboard: dashboardConfig.default({}),
     api: z
       .object({
         listen: listen.default("127.0.0.1:7070"),
@@ -194,7 +197,7 @@ function relativeTo(base: string, path: string): string {
 }
 
 /** Reads a pipeline file and the connector files it names; every error is a ConfigError. */
-export function loadPipeline(path: string, overrides: { dataDir?: string; listen?: string } = {}): LoadedPipeline {
+export function loadPipeline(path: string, overrides: { dataDir?: string; listen?: string; reports?: string } = {}): LoadedPipeline {
   const raw = parseYaml(readConfigFile(path), path);
   if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) throw new ConfigError(`${path}: expected a mapping at the top level`);
   const merged = { ...((raw as Record<string, unknown>) ?? {}) };
@@ -208,6 +211,8 @@ export function loadPipeline(path: string, overrides: { dataDir?: string; listen
   } catch (error) {
     throw new ConfigError(`${path}: node: ${(error as Error).message}`);
   }
+  if (overrides.reports) config.dashboard.reports = resolve(overrides.reports);
+  else if (config.dashboard.reports) config.dashboard.reports = relativeTo(path, config.dashboard.reports);
   const collectors = config.collect.connectors.map((file) => loadYamlConfig(hostCollectorConfig, relativeTo(path, file)));
   const actuators = config.actuate.connectors.map((file) => loadYamlConfig(actuatorConfig, relativeTo(path, file)));
   const kinds = actuators.map((actuator) => actuator.kind);

@@ -15,6 +15,9 @@ export class Metrics {
   readonly watermarkLagSeconds: Gauge<"stage">;
   readonly actuations: Counter<"connector" | "action" | "ok">;
   readonly runs: Gauge;
+  readonly forecastEvaluations: Counter<"resource" | "outcome">;
+  readonly forecastSlackRatio: Histogram<"resource">;
+  readonly forecastModelSeconds: Histogram;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -61,5 +64,24 @@ export class Metrics {
       registers,
     });
     this.runs = new Gauge({ name: "augur_runs", help: "Runs the launcher is running now", registers });
+    this.forecastEvaluations = new Counter({
+      name: "augur_forecast_evaluations_total",
+      help: "Windows of exact pairs scored against the limit predicted before them, by resource and outcome (within or overrun)",
+      labelNames: ["resource", "outcome"],
+      registers,
+    });
+    this.forecastSlackRatio = new Histogram({
+      name: "augur_forecast_slack_ratio",
+      help: "Unused share of the predicted limit at a window's mean usage (the model's waste)",
+      labelNames: ["resource"],
+      buckets: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
+      registers,
+    });
+    this.forecastModelSeconds = new Histogram({
+      name: "augur_forecast_model_seconds",
+      help: "Time the forecast models took per batch of windows (the models' compute cost)",
+      buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
   }
 }

@@ -1,7 +1,7 @@
 import { ANY, pairKey, profileLevels } from "../core/keys.js";
 import { ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
-import type { Profile, WindowAggregate } from "../core/types.js";
+import { PEAK_LIKE, type Profile, type Resource, type ResourcePrediction, type ResourceWindowStats, type WindowAggregate } from "../core/types.js";
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
@@ -16,6 +16,8 @@ interface KeyState {
   version: number;
   windows: number;
   oomKills: number;
+  /** Limits of the last prediction (exact pairs, in memory only): what the next window is scored against. */
+  lastLimits?: Partial<Record<Resource, number>>;
 }
 
 interface PersistedKeyState {
@@ -130,6 +132,7 @@ export class ForecastStage {
    * however many processes share the work.
    */
   async handle(batch: Array<TopicRecord<WindowAggregate>>): Promise<Profile[]> {
+    const started = performance.now();
     const pass = new Pass();
     const forward: Array<OutgoingRecord<WindowAggregate>> = [];
     for (const record of batch) {
@@ -143,6 +146,7 @@ export class ForecastStage {
         for (const level of levels.slice(1)) forward.push({ key: pairKey(level.image, level.user), value: window, timestamp: window.windowEnd });
       }
     }
+    this.metrics.forecastModelSeconds.observe((performance.now() - started) / 1000);
     return this.finish(pass, forward);
   }
 
@@ -185,6 +189,7 @@ export class ForecastStage {
       if (!pass.updates.has(key)) pass.republish.set(key, level);
       return;
     }
+    if (level.level === "exact" && state.lastLimits) this.score(state.lastLimits, window);
     state.model.observe(window);
     state.appliedUntil[source] = window.windowEnd;
     state.version = Math.max(state.version, window.windowEnd);
@@ -200,9 +205,29 @@ export class ForecastStage {
       resources: state.model.predict(),
       oomKills: state.oomKills,
     };
+    if (level.level === "exact") {
+      state.lastLimits = {};
+      for (const [resource, prediction] of Object.entries(profile.resources) as Array<[Resource, ResourcePrediction]>) state.lastLimits[resource] = prediction.limit;
+    }
     pass.republish.delete(key);
     const factory = this.factoryFor(level.image, level.user);
     pass.updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
+  }
+
+  /**
+   * The model's cost as users feel it, live: each window of an exact pair
+   * against the limit predicted before it. An overrun is a window whose peak
+   * (memory-like) or 95th percentile (rates) passed the limit; slack is the
+   * unused share of the limit at the window's mean.
+   */
+  private score(limits: Partial<Record<Resource, number>>, window: WindowAggregate): void {
+    for (const [resource, stats] of Object.entries(window.resources) as Array<[Resource, ResourceWindowStats]>) {
+      const limit = limits[resource];
+      if (limit === undefined || !(limit > 0)) continue;
+      const overrun = (PEAK_LIKE.has(resource) ? stats.max : stats.p95) > limit;
+      this.metrics.forecastEvaluations.inc({ resource, outcome: overrun ? "overrun" : "within" });
+      this.metrics.forecastSlackRatio.observe({ resource }, Math.max(0, limit - stats.mean) / limit);
+    }
   }
 
   /** Store first (one transaction), then the topics: a crash in between re-delivers, never loses. */

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from "fastify";
 import type { Launcher } from "../actuate/launcher.js";
 import { createActuators, createLauncher } from "../actuate/registry.js";
+import { DashboardFeed } from "../dashboard/feed.js";
+import { ReportDirectory } from "../dashboard/reports.js";
 import { DetectStage } from "../detect/stage.js";
 import { AggregateStage } from "../aggregate/stage.js";
 import { AllocationEngine } from "../allocate/engine.js";
@@ -12,7 +14,7 @@ import { HostCollector } from "../collect/host-collector.js";
 import type { LoadedPipeline } from "../config/pipeline.js";
 import { ConfigError } from "../core/errors.js";
 import { Metrics } from "../core/metrics.js";
-import type { Profile } from "../core/types.js";
+import type { AllocationDecision, Profile } from "../core/types.js";
 import { createModelFactory } from "../forecast/registry.js";
 import { ForecastStage } from "../forecast/stage.js";
 import { HistorySink } from "../history/sink.js";
@@ -22,7 +24,7 @@ import { EmbeddedTransport } from "../transport/embedded/embedded-transport.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 
 /** Stages that `augur stage NAME` runs as their own process. */
-export const STAGE_NAMES = ["collect", "aggregate", "forecast", "detect", "history", "allocate", "actuate"] as const;
+export const STAGE_NAMES = ["collect", "aggregate", "forecast", "detect", "history", "allocate", "actuate", "api"] as const;
 export type StageName = (typeof STAGE_NAMES)[number];
 
 export interface RunningPipeline {
@@ -94,6 +96,27 @@ function historySink(pipeline: LoadedPipeline, transport: Transport, metrics: Me
   return new HistorySink(transport, pipeline.config.history, metrics);
 }
 
+/** Every decision of the engine goes to `augur.allocations`, keyed by node (the dashboard and any other reader). */
+function publishDecisions(engine: AllocationEngine, transport: Transport, node: string): void {
+  engine.onDecision(async (decision) => {
+    await transport.topic<AllocationDecision>(TOPICS.allocations).publish([{ key: node, value: decision, timestamp: decision.ts }]);
+  });
+}
+
+/**
+ * The dashboard's feed, reading the pipeline's topics. On Kafka its group is
+ * new at every start, so it rebuilds the recent past from what the topics
+ * retain rather than starting empty after a restart.
+ */
+async function startDashboard(pipeline: LoadedPipeline, transport: Transport): Promise<{ feed: DashboardFeed; reports: ReportDirectory | null }> {
+  const { dashboard } = pipeline.config;
+  const reports = dashboard.reports ? new ReportDirectory(dashboard.reports) : null;
+  const feed = new DashboardFeed(dashboard);
+  const group = transport.kind === "embedded" ? "augur-dashboard" : `augur-dashboard-${pipeline.node}-${Date.now().toString(36)}`;
+  await feed.start(transport, group);
+  return { feed, reports };
+}
+
 function parseListen(listen: string): { host: string; port: number } {
   const at = listen.lastIndexOf(":");
   return { host: listen.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(listen.slice(at + 1)) };
@@ -103,8 +126,8 @@ function parseListen(listen: string): { host: string; port: number } {
  * The allocate stage on its own: a local copy of `augur.profiles` (newest
  * version per key wins) feeding the engine and the HTTP API.
  */
-async function materialiseProfiles(transport: Transport, store: ProfileStore, node: string): Promise<Consumer> {
-  return transport.consume<Profile>(TOPICS.profiles, { group: `augur-allocate-${node}`, from: "earliest" }, async (batch) => {
+async function materialiseProfiles(transport: Transport, store: ProfileStore, group: string): Promise<Consumer> {
+  return transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest" }, async (batch) => {
     store.writeProfiles(batch.map((record) => ({ profile: record.value, modelState: { model: "remote", stateVersion: 0, state: null } })));
   });
 }
@@ -140,7 +163,11 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     const { token, source: tokenSource } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
     const launching = createLauncher(pipeline, { engine, store, transport, metrics });
     if (launching.reason && config.actuate.connectors.length > 0) console.error(`augur: the launcher is off on this host: ${launching.reason}`);
+    publishDecisions(engine, transport, pipeline.node);
+    const dashboard = config.dashboard.enabled ? await startDashboard(pipeline, transport) : null;
+    if (dashboard) stops.push(() => dashboard.feed.stop());
     const api = buildApi({
+      dashboard: dashboard ?? undefined,
       launcher: { launcher: launching.launcher, reason: launching.reason, runs: config.actuate.runs },
       admission: config.api.admission,
       store,
@@ -266,12 +293,18 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
         break;
       }
       case "allocate":
-      case "actuate": {
+      case "actuate":
+      case "api": {
         // actuate: the allocate stage of this node plus its launcher (POST /v1/runs, resizing, feedback).
+        // api: the allocate stage's HTTP API plus the dashboard, fed from the topics.
         const { store, engine } = openEngine(pipeline, metrics);
         stops.push(async () => store.close());
-        const consumer = await materialiseProfiles(transport, store, pipeline.node);
+        // Each process needs every profile: the api stage's copy is a group of its own.
+        const consumer = await materialiseProfiles(transport, store, `augur-${name === "api" ? "api" : "allocate"}-${pipeline.node}`);
         stops.push(() => consumer.stop());
+        publishDecisions(engine, transport, pipeline.node);
+        const dashboard = name === "api" && config.dashboard.enabled ? await startDashboard(pipeline, transport) : null;
+        if (dashboard) stops.push(() => dashboard.feed.stop());
         const { token } = resolveApiToken({ tokenEnv: config.api.tokenEnv, tokenFile: config.api.tokenFile, dataDir: pipeline.dataDir });
         let launcher: { launcher: Launcher | null; reason: string | null; runs: typeof config.actuate.runs } | undefined;
         if (name === "actuate") {
@@ -280,14 +313,14 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
           stops.push(() => launching.launcher!.stopAll());
           launcher = { launcher: launching.launcher, reason: null, runs: config.actuate.runs };
         }
-        const api = buildApi({ store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, admission: config.api.admission, health: () => ({ transport: transport.kind, stage: name }) });
+        const api = buildApi({ dashboard: dashboard ?? undefined, store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, admission: config.api.admission, health: () => ({ transport: transport.kind, stage: name }) });
         const { host, port } = parseListen(config.api.listen);
         address = await api.listen({ host, port });
         stops.push(() => api.close());
         break;
       }
     }
-    if (name !== "allocate" && name !== "actuate" && options.metricsListen) {
+    if (name !== "allocate" && name !== "actuate" && name !== "api" && options.metricsListen) {
       const { startMetricsServer } = await import("../api/metrics-server.js");
       const server = await startMetricsServer(metrics, options.metricsListen, () => ({ transport: transport.kind, stage: name }));
       address = server.address;

@@ -73,6 +73,17 @@ async function publishSamples(transport: Transport, samples: Iterable<Sample>, t
 }
 
 /**
+ * Publishes a trace's samples into a running pipeline's `augur.samples`, in
+ * event time (`augur run --replay`): the stages, the detector and the
+ * dashboard see them as they would a collector's.
+ */
+export async function publishTrace(transport: Transport, options: Pick<ReplayOptions, "trace" | "format" | "speedup" | "batch" | "onProgress">): Promise<{ samples: number; rejectedRows: number }> {
+  const trace = loadTrace(options.trace, options.format);
+  const samples = await publishSamples(transport, traceSamples(trace), trace.rows, { ...options, bus: "embedded" });
+  return { samples, rejectedRows: trace.rejected.length };
+}
+
+/**
  * Replays a trace in event time. On Kafka it publishes into `augur.samples`
  * (keyed image|user, record timestamp = event time) for the stages that run
  * as their own processes; embedded, it runs the aggregate and forecast

@@ -175,19 +175,27 @@ export class ProfileStore {
   allocateAtomically<T>(node: string, nowMs: number, decide: (active: ActiveAllocation[]) => { result: T; record: ActiveAllocation & { decision: AllocationDecision } | null }): T {
     const run = this.db.transaction(() => {
       this.statements.expireAllocations.run(nowMs);
-      const active = (this.statements.activeAllocations.all(node) as Array<Record<string, number | string>>).map((row) => ({
-        requestId: String(row.request_id),
-        node: String(row.node),
-        cpuCores: Number(row.cpu_cores),
-        memoryBytes: Number(row.memory_bytes),
-        gpus: Number(row.gpus),
-        expiresAt: Number(row.expires_at),
-      }));
-      const { result, record } = decide(active);
+      const { result, record } = decide(this.activeRows(node));
       if (record) this.statements.insertAllocation.run({ ...record, decision: JSON.stringify(record.decision) });
       return result;
     });
     return run.immediate();
+  }
+
+  private activeRows(node: string): ActiveAllocation[] {
+    return (this.statements.activeAllocations.all(node) as Array<Record<string, number | string>>).map((row) => ({
+      requestId: String(row.request_id),
+      node: String(row.node),
+      cpuCores: Number(row.cpu_cores),
+      memoryBytes: Number(row.memory_bytes),
+      gpus: Number(row.gpus),
+      expiresAt: Number(row.expires_at),
+    }));
+  }
+
+  /** The node's allocations not yet expired at `nowMs` (read only). */
+  liveAllocations(node: string, nowMs: number): ActiveAllocation[] {
+    return this.activeRows(node).filter((row) => row.expiresAt > nowMs);
   }
 
   getAllocation(requestId: string): AllocationDecision | null {
