@@ -117,6 +117,29 @@ describe("forecast stage", () => {
     }
   });
 
+  it("scores each window of an exact pair against the limit predicted before it (the model's cost, live)", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const store = new ProfileStore(dir);
+      const metrics = new Metrics();
+      const stage = new ForecastStage(new EmbeddedTransport(), store, createModelFactory("decaying-percentile", {}), metrics);
+      const steady = windowsFor("app", "carol", 0.5, 100e6, 6);
+      await stage.handle(asRecords(steady.slice(0, 5)));
+      const limit = store.getProfile("app", "carol")!.resources.cpu!.limit;
+      const burst = windowsFor("app", "carol", limit * 3, 100e6, 1, steady[5]!.windowStart)[0]!;
+      await stage.handle(asRecords([burst]));
+      const counts = Object.fromEntries((await metrics.forecastEvaluations.get()).values.map((v) => [`${v.labels.resource}/${v.labels.outcome}`, v.value]));
+      // The first window had no prediction before it; four were within, the burst overran on CPU but not on memory.
+      assert.deepEqual(counts, { "cpu/within": 4, "cpu/overrun": 1, "mem/within": 5 });
+      const slack = (await metrics.forecastSlackRatio.get()).values.find((v) => v.metricName === "augur_forecast_slack_ratio_count" && v.labels.resource === "cpu");
+      assert.equal(slack?.value, 5);
+      assert.equal((await metrics.forecastModelSeconds.get()).values.find((v) => v.metricName === "augur_forecast_model_seconds_count")?.value, 2);
+      store.close();
+    } finally {
+      cleanup();
+    }
+  });
+
   it("sends malformed windows to the dead letter with the reason and keeps going", async () => {
     const { dir, cleanup } = tempDir();
     try {
