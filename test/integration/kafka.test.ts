@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
@@ -58,9 +59,18 @@ ${extra}`,
 
 const children = new Set<ChildProcess>();
 
-function stage(name: string, config: string, dataDir?: string): ChildProcess {
-  const args = [CLI, "stage", name, "--config", config, ...(dataDir ? ["--data-dir", dataDir] : [])];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+/** A TCP port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function stage(name: string, config: string, dataDir?: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const args = [CLI, "stage", name, "--config", config, ...(dataDir ? ["--data-dir", dataDir] : []), ...extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"], env });
   let log = "";
   child.stderr!.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000)));
   const artifact = `${REPO}test-artifacts/stage-${name}-${child.pid}.log`;
@@ -167,10 +177,32 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       const forecast = stage("forecast", s.config);
       const aggregate = stage("aggregate", s.config);
       const history = stage("history", s.config);
+      const port = await freePort();
+      const token = "kafka-api-token-0123456789";
+      const api = stage("api", s.config, `${s.dir}/api`, ["--listen", `127.0.0.1:${port}`], { ...process.env, AUGUR_TOKEN: token });
       const replay = JSON.parse(run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config]));
       assert.equal(replay.samples, 4608);
       const got = await converged(`${s.dir}/forecast`, reference);
       assertSameProfiles(got, reference);
+
+      // The api stage's dashboard, fed from the topics: every pair with its windows and forecasts,
+      // and an allocation decision that went out on augur.allocations (Avro) and came back.
+      const base = `http://127.0.0.1:${port}`;
+      const listed = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/dashboard/pairs?limit=100`)).json()) as { total: number; pairs: Array<{ image: string; user: string }> };
+        return body.total === 7 ? body : undefined;
+      }, 60_000, "the api stage's dashboard to list the 7 pairs");
+      const { image, user } = listed.pairs[0]!;
+      const exact = reference.get(`${image}|${user}`)!;
+      const allocated = await fetch(`${base}/v1/allocations`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ image, user, requestId: "dash-1" }) });
+      assert.equal(allocated.status, 201, await allocated.text());
+      const detail = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/dashboard/pairs/${encodeURIComponent(image)}/${encodeURIComponent(user)}`)).json()) as { usage: unknown[]; forecast: Array<{ t: number }>; allocations: Array<{ requestId: string }>; nextLevel: string };
+        return body.usage.length === Math.min(exact.windows, 360) && body.allocations.length === 1 && body.forecast.at(-1)?.t === exact.version ? body : undefined;
+      }, 60_000, "the pair's windows, forecasts and allocation on the dashboard");
+      assert.equal(detail.allocations[0]!.requestId, "dash-1");
+      assert.equal(detail.nextLevel, "exact");
+      await stopChild(api);
 
       // A reader that is not augur: kcat, then the registry for each schema id, then plain Avro.
       const topic = `${s.namespace}augur.profiles`;
