@@ -15,6 +15,7 @@ export class Metrics {
   readonly watermarkLagSeconds: Gauge<"stage">;
   readonly actuations: Counter<"connector" | "action" | "ok">;
   readonly runs: Gauge;
+  readonly consumerLag: Gauge<"topic" | "group" | "partition">;
   readonly forecastEvaluations: Counter<"resource" | "outcome">;
   readonly forecastSlackRatio: Histogram<"resource">;
   readonly forecastModelSeconds: Histogram;
@@ -64,6 +65,12 @@ export class Metrics {
       registers,
     });
     this.runs = new Gauge({ name: "augur_runs", help: "Runs the launcher is running now", registers });
+    this.consumerLag = new Gauge({
+      name: "augur_consumer_lag_records",
+      help: "Records a consumer group has yet to handle, per topic and partition",
+      labelNames: ["topic", "group", "partition"],
+      registers,
+    });
     this.forecastEvaluations = new Counter({
       name: "augur_forecast_evaluations_total",
       help: "Windows of exact pairs scored against the limit predicted before them, by resource and outcome (within or overrun)",

@@ -161,10 +161,10 @@ export class DashboardFeed extends EventEmitter {
     this.actuations = new Ring(config.maxEvents);
   }
 
+  /** Reads the topics with one consumer group per topic, named `<group>.<topic>` (a Kafka group shares one subscription). */
   async start(transport: Transport, group: string): Promise<void> {
-    const options = { group, from: "earliest" as const, maxBatch: 1_000 };
     const each = <T>(topic: string, apply: (value: T) => void) =>
-      transport.consume<T>(topic, options, async (batch) => {
+      transport.consume<T>(topic, { group: `${group}.${topic}`, from: "earliest", maxBatch: 1_000 }, async (batch) => {
         for (const record of batch) {
           try {
             apply(record.value);

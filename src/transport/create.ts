@@ -10,7 +10,7 @@ import type { Transport } from "./topic.js";
 /** The transport a pipeline file names. Stages only ever see the Transport interface. */
 export async function createTransport(config: PipelineConfig, metrics?: Metrics): Promise<Transport> {
   const transport = config.transport;
-  if (transport.kind === "embedded") return new EmbeddedTransport({ partitions: transport.partitions, bufferRecords: transport.bufferRecords });
+  if (transport.kind === "embedded") return new EmbeddedTransport({ partitions: transport.partitions, bufferRecords: transport.bufferRecords, metrics });
   if (transport.client === "node-rdkafka") {
     throw new ConfigError("transport.client: node-rdkafka is not supported by this build; use kafkajs");
   }

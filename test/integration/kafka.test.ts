@@ -177,32 +177,11 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       const forecast = stage("forecast", s.config);
       const aggregate = stage("aggregate", s.config);
       const history = stage("history", s.config);
-      const port = await freePort();
-      const token = "kafka-api-token-0123456789";
-      const api = stage("api", s.config, `${s.dir}/api`, ["--listen", `127.0.0.1:${port}`], { ...process.env, AUGUR_TOKEN: token });
       const replay = JSON.parse(run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config]));
       assert.equal(replay.samples, 4608);
       const got = await converged(`${s.dir}/forecast`, reference);
       assertSameProfiles(got, reference);
 
-      // The api stage's dashboard, fed from the topics: every pair with its windows and forecasts,
-      // and an allocation decision that went out on augur.allocations (Avro) and came back.
-      const base = `http://127.0.0.1:${port}`;
-      const listed = await eventually(async () => {
-        const body = (await (await fetch(`${base}/v1/dashboard/pairs?limit=100`)).json()) as { total: number; pairs: Array<{ image: string; user: string }> };
-        return body.total === 7 ? body : undefined;
-      }, 60_000, "the api stage's dashboard to list the 7 pairs");
-      const { image, user } = listed.pairs[0]!;
-      const exact = reference.get(`${image}|${user}`)!;
-      const allocated = await fetch(`${base}/v1/allocations`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ image, user, requestId: "dash-1" }) });
-      assert.equal(allocated.status, 201, await allocated.text());
-      const detail = await eventually(async () => {
-        const body = (await (await fetch(`${base}/v1/dashboard/pairs/${encodeURIComponent(image)}/${encodeURIComponent(user)}`)).json()) as { usage: unknown[]; forecast: Array<{ t: number }>; allocations: Array<{ requestId: string }>; nextLevel: string };
-        return body.usage.length === Math.min(exact.windows, 360) && body.allocations.length === 1 && body.forecast.at(-1)?.t === exact.version ? body : undefined;
-      }, 60_000, "the pair's windows, forecasts and allocation on the dashboard");
-      assert.equal(detail.allocations[0]!.requestId, "dash-1");
-      assert.equal(detail.nextLevel, "exact");
-      await stopChild(api);
 
       // A reader that is not augur: kcat, then the registry for each schema id, then plain Avro.
       const topic = `${s.namespace}augur.profiles`;
@@ -250,6 +229,28 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       assert.equal(windows.length, exactWindows);
       assert.ok(windows.every((w) => w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined), JSON.stringify(windows.find((w) => !(w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined))));
       await Promise.all([forecast, aggregate, history].map((child) => stopChild(child)));
+      const port = await freePort();
+      const token = "kafka-api-token-0123456789";
+      const api = stage("api", s.config, `${s.dir}/api`, ["--listen", `127.0.0.1:${port}`], { ...process.env, AUGUR_TOKEN: token });
+      // The api stage, started after the replay, rebuilds its dashboard from what the topics retain:
+      // every pair with its windows and forecasts, and an allocation decision that went out on
+      // augur.allocations (Avro) and came back.
+      const base = `http://127.0.0.1:${port}`;
+      const listed = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/dashboard/pairs?limit=100`)).json()) as { total: number; pairs: Array<{ image: string; user: string }> };
+        return body.total === 7 ? body : undefined;
+      }, 60_000, "the api stage's dashboard to list the 7 pairs");
+      const { image, user } = listed.pairs[0]!;
+      const exact = reference.get(`${image}|${user}`)!;
+      const allocated = await fetch(`${base}/v1/allocations`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ image, user, requestId: "dash-1" }) });
+      assert.equal(allocated.status, 201, await allocated.text());
+      const detail = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/dashboard/pairs/${encodeURIComponent(image)}/${encodeURIComponent(user)}`)).json()) as { usage: unknown[]; forecast: Array<{ t: number }>; allocations: Array<{ requestId: string }>; nextLevel: string };
+        return body.usage.length === Math.min(exact.windows, 360) && body.allocations.length === 1 && body.forecast.at(-1)?.t === exact.version ? body : undefined;
+      }, 60_000, "the pair's windows, forecasts and allocation on the dashboard");
+      assert.equal(detail.allocations[0]!.requestId, "dash-1");
+      assert.equal(detail.nextLevel, "exact");
+      await stopChild(api);
     } finally {
       s.cleanup();
     }

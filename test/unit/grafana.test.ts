@@ -36,6 +36,7 @@ async function scrape(): Promise<ReturnType<typeof parsePrometheusTextFormat>> {
   metrics.watermarkLagSeconds.set({ stage: "aggregate" }, 1.5);
   metrics.actuations.inc({ connector: "cgroup", action: "limits", ok: "true" });
   metrics.forecastEvaluations.inc({ resource: "cpu", outcome: "within" });
+  metrics.consumerLag.set({ topic: "augur.samples", group: "augur-aggregate", partition: "0" }, 3);
   metrics.forecastSlackRatio.observe({ resource: "cpu" }, 0.3);
   const app = buildApi({ store, engine, metrics, node: "n", token: "t".repeat(20), bodyLimitBytes: 4096 });
   try {
@@ -56,7 +57,7 @@ describe("Prometheus metrics and the Grafana dashboard", () => {
   it("/metrics scrapes cleanly: every family typed, documented, with parseable samples", async () => {
     const families = await scrape();
     const names = new Set(families.map((f) => f.name));
-    for (const name of ["augur_stage_records_in_total", "augur_stage_records_out_total", "augur_dead_letters_total", "augur_stage_errors_total", "augur_stage_watermark_lag_seconds", "augur_allocation_decision_seconds", "augur_actuations_total", "augur_runs", "augur_forecast_evaluations_total", "augur_forecast_slack_ratio", "augur_forecast_model_seconds"]) {
+    for (const name of ["augur_stage_records_in_total", "augur_stage_records_out_total", "augur_dead_letters_total", "augur_stage_errors_total", "augur_stage_watermark_lag_seconds", "augur_allocation_decision_seconds", "augur_actuations_total", "augur_runs", "augur_forecast_evaluations_total", "augur_forecast_slack_ratio", "augur_forecast_model_seconds", "augur_consumer_lag_records"]) {
       assert.ok(names.has(name), name);
     }
     for (const family of families) {

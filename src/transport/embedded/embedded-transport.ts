@@ -1,3 +1,4 @@
+import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
 import type { BatchHandler, ConsumeOptions, Consumer, OutgoingRecord, Topic, TopicRecord, Transport } from "../topic.js";
 
@@ -6,6 +7,8 @@ export interface EmbeddedTransportOptions {
   partitions: number;
   /** Records a partition holds unconsumed before publishers wait. */
   bufferRecords: number;
+  /** Where consumer lag is reported (augur_consumer_lag_records). */
+  metrics?: Metrics;
 }
 
 /** FNV-1a: a stable key → partition mapping within this process. */
@@ -125,7 +128,7 @@ export class EmbeddedTransport implements Transport {
   async consume<T>(topicName: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer> {
     if (this.closed) throw new Error("transport closed");
     const topic = this.topicImpl<T>(topicName);
-    const consumer = new EmbeddedConsumer(topic.partitions as Array<Partition<unknown>>, options, handler as BatchHandler<unknown>);
+    const consumer = new EmbeddedConsumer(topic.partitions as Array<Partition<unknown>>, options, handler as BatchHandler<unknown>, this.options.metrics);
     this.consumers.add(consumer);
     consumer.start();
     return {
@@ -169,6 +172,7 @@ class EmbeddedConsumer {
     private readonly partitions: Array<Partition<unknown>>,
     private readonly options: ConsumeOptions,
     private readonly handler: BatchHandler<unknown>,
+    private readonly metrics?: Metrics,
   ) {
     for (const partition of partitions) {
       if (partition.positions.has(options.group)) throw new Error(`group ${options.group} already consumes ${partition.topic}`);
@@ -206,6 +210,7 @@ class EmbeddedConsumer {
         return; // stopping: the batch stays unconsumed
       }
       partition.positions.set(group, position + batch.length);
+      this.metrics?.consumerLag.set({ topic: partition.topic, group, partition: String(partition.index) }, partition.end - (position + batch.length));
       partition.trim(Number.MAX_SAFE_INTEGER);
       partition.consumed.fire();
     }

@@ -331,6 +331,8 @@ class KafkaTransportConsumer {
       const commitAt = held ?? last + 1;
       resolveOffset(String(last));
       await this.consumer!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(commitAt) }]);
+      // Records behind the partition's end as of this fetch (as kafka-consumer-groups reports lag).
+      this.metrics?.consumerLag.set({ topic: this.topic, group: this.options.group, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - (last + 1)));
       await heartbeat();
     };
     for (const message of batch.messages) {
