@@ -58,7 +58,8 @@ interface Episode {
  * One workload's detector state: its recent steps, a baseline per resource
  * learned from its own non-anomalous history (delayed by `recentSteps`, so
  * the first steps of an excursion are never learned before they are judged),
- * and its open anomaly episodes (one event each). Pure: the caller feeds
+ * and its open anomaly episodes (one event each; a finding of a type whose
+ * episode closed less than `recentSteps` ago reopens it without an event). Pure: the caller feeds
  * steps in event time.
  */
 export class WorkloadMonitor {
@@ -67,6 +68,8 @@ export class WorkloadMonitor {
   private readonly anomalous = new Map<Resource, boolean[]>();
   private readonly baselines = new Map<Resource, Baseline>();
   private readonly episodes = new Map<AnomalyType, Episode>();
+  /** Step at which the last episode of each type closed. */
+  private readonly closed = new Map<AnomalyType, { at: number; peak: number }>();
   private steps = 0;
   private cpuCapacity: number | null = null;
   private memoryLimit: number | null = null;
@@ -143,6 +146,12 @@ export class WorkloadMonitor {
         open.lastHit = this.steps;
         continue;
       }
+      // An episode that closed less than a look-back ago is still in view: its return continues it, unreported.
+      const recent = this.closed.get(detector.type);
+      if (recent && this.steps - recent.at < this.config.recentSteps) {
+        this.episodes.set(detector.type, { startedAt: this.steps, lastHit: this.steps, resource: finding.resource, peak: Math.max(recent.peak, finding.observed) });
+        continue;
+      }
       this.episodes.set(detector.type, { startedAt: this.steps, lastHit: this.steps, resource: finding.resource, peak: finding.observed });
       events.push({
         ...this.identity,
@@ -166,6 +175,7 @@ export class WorkloadMonitor {
         const baseline = this.baselines.get(episode.resource)!;
         if (episode.peak > baseline.max) baseline.max = episode.peak;
         this.episodes.delete(type);
+        this.closed.set(type, { at: this.steps, peak: episode.peak });
       } else if (!long) this.anomalous.get(episode.resource)![now] = true; // an open episode's steps are not learned…
       // …unless it has lasted long enough to be the new normal.
     }

@@ -112,6 +112,16 @@ describe("detectors on a workload's steps", () => {
     assert.equal(events, 1);
   });
 
+  it("takes a return within the look-back window for the same episode, a later one for a new one", () => {
+    // A burst, a pause of five steps (the episode closes after three), the burst again: one event.
+    const bursty = (gap: number) => (i: number) => ({ ...busy(i), net_tx: (i >= 700 && i < 703) || (i >= 703 + gap && i < 706 + gap) ? 30e6 : busy(i).net_tx });
+    const events = (gap: number) => run(bursty(gap), null, { total: 900 }).filter((event) => event.type === "network_burst");
+    assert.equal(events(5).length, 1);
+    // Fifty steps later it is a new episode, and 300 MB/s is far above the 30 MB/s learned from the first.
+    const later = (i: number) => ({ ...busy(i), net_tx: i >= 700 && i < 703 ? 30e6 : i >= 753 && i < 756 ? 300e6 : busy(i).net_tx });
+    assert.equal(run(later, null, { total: 900 }).filter((event) => event.type === "network_burst").length, 2);
+  });
+
   it("leaves what a whole fleet does at once to the image", () => {
     const event = (workload: string, minute: number): AnomalyEvent => ({
       workload, image: "serving", user: workload, host: "h", type: "memory_leak", severity: "warning", score: 2, resource: "mem", observed: 2, expected: 1, startTs: minute * 60_000, detectedTs: minute * 60_000, message: "",
