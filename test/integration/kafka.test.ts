@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { createServer, type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import avro from "avsc";
@@ -18,6 +19,15 @@ const BROKERS = process.env.AUGUR_KAFKA_BROKERS ?? "127.0.0.1:9092";
 const REGISTRY = process.env.AUGUR_REGISTRY_URL ?? "http://127.0.0.1:8081/apis/ccompat/v7";
 const TSDB = process.env.AUGUR_TSDB_URL ?? "http://127.0.0.1:8428";
 const TRACE = `${REPO}test/fixtures/kafka-replay.csv.gz`;
+/** The Kafka clients to test: kafkajs always, node-rdkafka where the optional package is installed. */
+const CLIENTS = ["kafkajs", ...(() => {
+  try {
+    createRequire(import.meta.url).resolve("node-rdkafka");
+    return ["node-rdkafka"];
+  } catch {
+    return [];
+  }
+})()];
 const kafka = new Kafka({ clientId: "augur-test", brokers: [BROKERS], logLevel: logLevel.NOTHING });
 
 interface Setup {
@@ -256,6 +266,22 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
+  it("node-rdkafka: stages and replay on librdkafka give the embedded run's profiles", { skip: !CLIENTS.includes("node-rdkafka") && "node-rdkafka is not installed (optional dependency)" }, async () => {
+    const s = setup("rd", "", "  client: node-rdkafka");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const reference = embeddedProfiles(s);
+      const forecast = stage("forecast", s.config);
+      const aggregate = stage("aggregate", s.config);
+      const replay = JSON.parse(run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config]));
+      assert.equal(replay.samples, 4608);
+      assertSameProfiles(await converged(`${s.dir}/forecast`, reference), reference);
+      await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
   it("SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice", async () => {
     const s = setup("kill");
     try {
@@ -362,8 +388,8 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  it("poison records go to the dead letter with the reason, and the stage keeps going", async () => {
-    const s = setup("poison");
+  for (const client of CLIENTS) it(`poison records go to the dead letter with the reason, and the stage keeps going (${client})`, async () => {
+    const s = setup(client === "kafkajs" ? "poison" : "poisonrd", "", `  client: ${client}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const aggregate = stage("aggregate", s.config);

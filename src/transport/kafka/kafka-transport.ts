@@ -2,9 +2,9 @@ import { Kafka, Partitioners, logLevel, type Admin, type Consumer as KafkaConsum
 import { AugurError, DecodeError, TransientError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
-import { sendToDeadLetter } from "../dead-letter.js";
 import { TOPICS, type BatchHandler, type ConsumeOptions, type Consumer, type DeadLetter, type OutgoingRecord, type Topic, type TopicRecord, type Transport } from "../topic.js";
 import { encodeDeadLetter, type AvroSerde } from "./avro-serde.js";
+import { EventTimeAligner, handlePartitionBatch, type RawMessage } from "./partition-batch.js";
 
 export interface KafkaTransportOptions {
   brokers: string[];
@@ -23,6 +23,20 @@ export interface KafkaTransportOptions {
   alignMs?: number;
   /** kafkajs's own log level (errors only by default: augur logs what it retries). */
   logLevel?: "nothing" | "error" | "warn" | "info" | "debug";
+}
+
+/** A record ready for the wire: value encoded, timestamp in epoch ms. */
+export interface EncodedMessage {
+  key: string;
+  value: Buffer;
+  timestamp: number;
+  headers?: Record<string, string>;
+}
+
+/** One topic's consumer of a client. */
+export interface TransportConsumer {
+  start(): Promise<void>;
+  stop(): Promise<void>;
 }
 
 /** How long reading a changelog partition may take before the batch is retried. */
@@ -53,13 +67,13 @@ export class KafkaTransport implements Transport {
   private readonly kafka: Kafka;
   private producer: Producer | null = null;
   private connecting: Promise<Producer> | null = null;
-  private readonly consumers = new Set<KafkaTransportConsumer>();
-  private closed = false;
+  private readonly consumers = new Set<TransportConsumer>();
+  protected closed = false;
 
   constructor(
-    private readonly options: KafkaTransportOptions,
+    protected readonly options: KafkaTransportOptions,
     readonly serde: AvroSerde,
-    private readonly metrics?: Metrics,
+    protected readonly metrics?: Metrics,
   ) {
     this.kafka = new Kafka({
       clientId: options.clientId,
@@ -204,9 +218,9 @@ export class KafkaTransport implements Transport {
     // answer is waited for; a value that does not fit its schema is thrown at once.
     const messages = await withRetry(
       async () => {
-        const encoded: Message[] = [];
+        const encoded: EncodedMessage[] = [];
         for (const record of records) {
-          encoded.push({ key: record.key, value: await this.encode(topic, record.value), timestamp: String(Math.trunc(record.timestamp)), headers: record.headers });
+          encoded.push({ key: record.key, value: await this.encode(topic, record.value), timestamp: Math.trunc(record.timestamp), headers: record.headers });
         }
         return encoded;
       },
@@ -214,24 +228,38 @@ export class KafkaTransport implements Transport {
     );
     // A broker that is away (restart, leader election) makes publishers wait, not fail:
     // the idempotent producer keeps retried batches free of duplicates.
-    await withRetry(
-      async () => {
-        const producer = await this.connectedProducer();
-        await producer.send({ topic: this.physical(topic), acks: -1, messages });
-      },
-      {
-        initialDelayMs: 250,
-        maxDelayMs: 5_000,
-        attempts: Infinity,
-        respectRetriable: false,
-        shouldStop: () => this.closed,
-        onError: logRetry(`publish to ${topic}`),
-      },
-    );
+    await withRetry(() => this.send(this.physical(topic), messages), {
+      initialDelayMs: 250,
+      maxDelayMs: 5_000,
+      attempts: Infinity,
+      respectRetriable: false,
+      shouldStop: () => this.closed,
+      onError: logRetry(`publish to ${topic}`),
+    });
+  }
+
+  /** Sends encoded records to a Kafka topic with acks from all in-sync replicas; resolves once all are acknowledged. */
+  protected async send(physicalTopic: string, messages: EncodedMessage[]): Promise<void> {
+    const producer = await this.connectedProducer();
+    await producer.send({
+      topic: physicalTopic,
+      acks: -1,
+      messages: messages.map((m): Message => ({ key: m.key, value: m.value, timestamp: String(m.timestamp), headers: m.headers })),
+    });
+  }
+
+  /** The client's consumer for one topic and group. */
+  protected newConsumer(topic: string, options: ConsumeOptions, handler: BatchHandler<unknown>): TransportConsumer {
+    return new KafkaTransportConsumer(this, this.kafka, topic, options, handler, this.options, this.metrics);
+  }
+
+  protected async disconnectProducer(): Promise<void> {
+    await this.producer?.disconnect();
+    this.producer = null;
   }
 
   async consume<T>(topic: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer> {
-    const consumer = new KafkaTransportConsumer(this, this.kafka, topic, options, handler as BatchHandler<unknown>, this.options, this.metrics);
+    const consumer = this.newConsumer(topic, options, handler as BatchHandler<unknown>);
     this.consumers.add(consumer);
     await consumer.start();
     return {
@@ -246,19 +274,16 @@ export class KafkaTransport implements Transport {
     await Promise.all([...this.consumers].map((consumer) => consumer.stop()));
     this.consumers.clear();
     this.closed = true;
-    await this.producer?.disconnect();
-    this.producer = null;
+    await this.disconnectProducer();
   }
 }
 
-class KafkaTransportConsumer {
+class KafkaTransportConsumer implements TransportConsumer {
   private consumer: KafkaConsumer | null = null;
   private stopping = false;
   /** Per partition: the handler's last `resumeFrom`, which commits must not pass. */
   private readonly hold = new Map<number, number>();
-  /** Per partition: event time of the newest record handled, and whether it has caught up with the log end. */
-  private readonly progress = new Map<number, { ts: number; atEnd: boolean }>();
-  private readonly paused = new Set<number>();
+  private readonly aligner: EventTimeAligner;
   /** Partitions whose state `onAssign` restored since the last (re)join. */
   private readonly assigned = new Set<number>();
 
@@ -270,7 +295,14 @@ class KafkaTransportConsumer {
     private readonly handler: BatchHandler<unknown>,
     private readonly transportOptions: KafkaTransportOptions,
     private readonly metrics?: Metrics,
-  ) {}
+  ) {
+    const partitions = (p: number) => [{ topic: this.transport.physical(this.topic), partitions: [p] }];
+    this.aligner = new EventTimeAligner(
+      transportOptions.alignMs ?? 0,
+      (p) => this.consumer!.pause(partitions(p)),
+      (p) => this.consumer!.resume(partitions(p)),
+    );
+  }
 
   async start(): Promise<void> {
     const consumer = this.kafka.consumer({
@@ -282,11 +314,8 @@ class KafkaTransportConsumer {
     });
     this.consumer = consumer;
     consumer.on(consumer.events.GROUP_JOIN, () => {
-      // New assignment: forget what the old one knew. kafkajs keeps partitions
-      // paused across a rebalance, so what alignment paused is resumed first.
-      if (this.paused.size > 0) consumer.resume([{ topic: this.transport.physical(this.topic), partitions: [...this.paused] }]);
-      this.progress.clear();
-      this.paused.clear();
+      // New assignment: forget what the old one knew (kafkajs keeps partitions paused across a rebalance).
+      this.aligner.reset();
       this.assigned.clear();
     });
     await withRetry(
@@ -305,7 +334,6 @@ class KafkaTransportConsumer {
   }
 
   private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
-    const maxBatch = this.options.maxBatch ?? this.transportOptions.maxBatch;
     if (this.options.onAssign && !this.assigned.has(batch.partition)) {
       // Restoring may take longer than the session: keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), Math.max(500, Math.floor(this.transportOptions.sessionTimeoutMs / 5)));
@@ -316,74 +344,36 @@ class KafkaTransportConsumer {
       }
       this.assigned.add(batch.partition);
     }
-    let chunk: Array<TopicRecord<unknown>> = [];
-    const flush = async () => {
-      if (chunk.length === 0) return;
-      const records = chunk;
-      chunk = [];
-      const result = await this.handler(records);
-      const last = records[records.length - 1]!.offset;
-      // The handler may keep records whose effects are not yet durable (open windows):
-      // then only the offsets before them count as consumed.
-      const held = result && typeof result.resumeFrom === "number" ? Math.min(result.resumeFrom, last + 1) : undefined;
-      if (held === undefined || held > last) this.hold.delete(batch.partition);
-      else this.hold.set(batch.partition, held);
-      const commitAt = held ?? last + 1;
-      resolveOffset(String(last));
-      await this.consumer!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(commitAt) }]);
-      // Records behind the partition's end as of this fetch (as kafka-consumer-groups reports lag).
-      this.metrics?.consumerLag.set({ topic: this.topic, group: this.options.group, partition: String(batch.partition) }, Math.max(0, Number(batch.highWatermark) - (last + 1)));
-      await heartbeat();
-    };
-    for (const message of batch.messages) {
-      if (!isRunning() || isStale()) break;
-      const offset = Number(message.offset);
-      const key = message.key ? message.key.toString("utf8") : "";
-      const headers = headerText(message.headers);
-      const timestamp = Number(message.timestamp);
-      let value: unknown;
-      try {
-        value = await this.transport.decode(this.topic, message.value);
-      } catch (error) {
-        if (!(error instanceof AugurError) || error.retriable) throw error; // registry away: retry the batch
-        await flush();
-        await sendToDeadLetter(
-          this.transport,
-          this.options.group,
-          { topic: this.topic, key, value: message.value ?? Buffer.alloc(0), timestamp, raw: message.value ?? Buffer.alloc(0) },
-          error,
-          this.metrics,
-        );
-        resolveOffset(message.offset);
-        const commitAt = Math.min(this.hold.get(batch.partition) ?? Infinity, offset + 1);
-        await this.consumer!.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(commitAt) }]);
-        continue;
-      }
-      chunk.push({ topic: this.topic, partition: batch.partition, offset, key, value, timestamp, headers, raw: message.value ?? undefined });
-      if (chunk.length >= maxBatch) await flush();
-    }
-    if (isRunning() && !isStale()) await flush();
+    const messages: RawMessage[] = batch.messages.map((message) => ({
+      offset: Number(message.offset),
+      key: message.key ? message.key.toString("utf8") : "",
+      value: message.value,
+      timestamp: Number(message.timestamp),
+      headers: headerText(message.headers),
+    }));
+    await handlePartitionBatch(
+      {
+        transport: this.transport,
+        topic: this.topic,
+        group: this.options.group,
+        handler: this.handler,
+        maxBatch: this.options.maxBatch ?? this.transportOptions.maxBatch,
+        hold: this.hold,
+        metrics: this.metrics,
+        highWatermark: Number(batch.highWatermark),
+        commit: (partition, offset) => this.consumer!.commitOffsets([{ topic: batch.topic, partition, offset: String(offset) }]),
+        afterChunk: async (_partition, last) => {
+          resolveOffset(String(last));
+          await heartbeat();
+        },
+        active: () => isRunning() && !isStale(),
+      },
+      batch.partition,
+      messages,
+    );
     await commitOffsetsIfNecessary();
     const last = batch.messages.at(-1);
-    if (last) this.align(batch.topic, batch.partition, Number(last.timestamp), Number(batch.highWatermark) - 1 <= Number(last.offset));
-  }
-
-  private align(topic: string, partition: number, ts: number, atEnd: boolean): void {
-    const alignMs = this.transportOptions.alignMs ?? 0;
-    if (!(alignMs > 0) || !Number.isFinite(ts)) return;
-    this.progress.set(partition, { ts, atEnd });
-    let slowest = Infinity;
-    for (const state of this.progress.values()) if (!state.atEnd && state.ts < slowest) slowest = state.ts;
-    for (const [p, state] of this.progress) {
-      const ahead = !state.atEnd && state.ts > slowest + alignMs;
-      if (ahead && !this.paused.has(p)) {
-        this.paused.add(p);
-        this.consumer!.pause([{ topic, partitions: [p] }]);
-      } else if (!ahead && this.paused.has(p)) {
-        this.paused.delete(p);
-        this.consumer!.resume([{ topic, partitions: [p] }]);
-      }
-    }
+    if (last) this.aligner.observe(batch.partition, Number(last.timestamp), Number(batch.highWatermark) - 1 <= Number(last.offset));
   }
 
   async stop(): Promise<void> {
