@@ -13,6 +13,7 @@ import { emptySample } from "../src/core/sample.js";
 import type { Sample } from "../src/core/types.js";
 import { AvroSerde } from "../src/transport/kafka/avro-serde.js";
 import { KafkaTransport } from "../src/transport/kafka/kafka-transport.js";
+import { loadRdkafka, RdkafkaTransport } from "../src/transport/kafka/rdkafka-transport.js";
 import { ConfluentSchemaRegistry } from "../src/transport/kafka/registry.js";
 import { createTopics, topicSpecs } from "../src/transport/kafka/topics.js";
 import { TOPICS } from "../src/transport/topic.js";
@@ -36,12 +37,13 @@ function samples(): Sample[] {
   return out;
 }
 
-async function endToEnd(client: "kafkajs"): Promise<{ samples_per_s: number; publish_samples_per_s: number; encoded_bytes_per_sample: number }> {
+async function endToEnd(client: "kafkajs" | "node-rdkafka"): Promise<{ samples_per_s: number; publish_samples_per_s: number; encoded_bytes_per_sample: number }> {
   const namespace = `bench${Date.now().toString(36)}.`;
   const config = kafkaTransportConfig.parse({ kind: "kafka", client, brokers: [BROKERS], namespace, schemaRegistry: REGISTRY, maxBatch: 2000 });
   const metrics = new Metrics();
   const serde = new AvroSerde(new ConfluentSchemaRegistry(REGISTRY), namespace);
-  const transport = new KafkaTransport({ brokers: config.brokers, clientId: "augur-bench", namespace, maxBatch: config.maxBatch, sessionTimeoutMs: 10_000, alignMs: 0 }, serde, metrics);
+  const options = { brokers: config.brokers, clientId: "augur-bench", namespace, maxBatch: config.maxBatch, sessionTimeoutMs: 10_000, alignMs: 0 };
+  const transport = client === "kafkajs" ? new KafkaTransport(options, serde, metrics) : new RdkafkaTransport(options, serde, metrics);
   const admin = transport.admin();
   await admin.connect();
   await createTopics(admin, topicSpecs(config));
@@ -87,12 +89,12 @@ function producerPerformance(recordSize: number): { records_per_s: number; raw: 
 }
 
 const kafkajs = await endToEnd("kafkajs");
-let rdkafka: string;
+let rdkafka: Awaited<ReturnType<typeof endToEnd>> & { librdkafka: string } | { error: string };
 try {
-  await import("node-rdkafka" as string);
-  rdkafka = "installed, but this build has no node-rdkafka transport";
-} catch {
-  rdkafka = "not installed (optional dependency)";
+  const version = loadRdkafka().librdkafkaVersion;
+  rdkafka = { ...(await endToEnd("node-rdkafka")), librdkafka: version };
+} catch (error) {
+  rdkafka = { error: (error as Error).message };
 }
 const reference = producerPerformance(kafkajs.encoded_bytes_per_sample);
 console.log(
@@ -103,5 +105,6 @@ console.log(
     "node-rdkafka": rdkafka,
     reference: { tool: "org.apache.kafka.tools.ProducerPerformance (acks=all, idempotent, same record size)", ...reference },
     ratio: "records_per_s" in reference ? +(kafkajs.samples_per_s / reference.records_per_s).toFixed(4) : null,
+    ratio_rdkafka: "records_per_s" in reference && "samples_per_s" in rdkafka ? +(rdkafka.samples_per_s / reference.records_per_s).toFixed(4) : null,
   }),
 );

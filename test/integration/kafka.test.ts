@@ -282,8 +282,8 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  it("SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice", async () => {
-    const s = setup("kill");
+  for (const client of CLIENTS) it(`SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice (${client})`, async () => {
+    const s = setup(client === "kafkajs" ? "kill" : "killrd", "", `  client: ${client}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);
@@ -334,8 +334,8 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  it("a broker restart in the middle of a replay: stages reconnect and finish, nothing lost", async () => {
-    const s = setup("broker");
+  for (const client of CLIENTS) it(`a broker restart in the middle of a replay: stages reconnect and finish, nothing lost (${client})`, async () => {
+    const s = setup(client === "kafkajs" ? "broker" : "brokerrd", "", `  client: ${client}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);

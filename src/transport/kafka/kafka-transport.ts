@@ -354,6 +354,7 @@ class KafkaTransportConsumer implements TransportConsumer {
     await handlePartitionBatch(
       {
         transport: this.transport,
+        decode: (topic, bytes) => this.transport.decode(topic, bytes),
         topic: this.topic,
         group: this.options.group,
         handler: this.handler,

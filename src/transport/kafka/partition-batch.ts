@@ -16,7 +16,9 @@ export interface RawMessage {
 }
 
 export interface PartitionBatchContext {
-  transport: Transport & { decode(topic: string, bytes: Buffer | null): Promise<unknown> };
+  transport: Transport;
+  /** Decodes a value of `topic`; a DecodeError sends the record to the dead letter, other errors fail the batch. */
+  decode(topic: string, bytes: Buffer | null): Promise<unknown>;
   /** The logical topic (without namespace) and the consumer group (the stage name for dead letters). */
   topic: string;
   group: string;
@@ -57,7 +59,7 @@ export async function handlePartitionBatch(ctx: PartitionBatchContext, partition
     if (!ctx.active()) break;
     let value: unknown;
     try {
-      value = await ctx.transport.decode(ctx.topic, message.value);
+      value = await ctx.decode(ctx.topic, message.value);
     } catch (error) {
       if (!(error instanceof AugurError) || error.retriable) throw error; // registry away: retry the batch
       await flush();

@@ -34,6 +34,7 @@ interface RdClient {
 }
 interface RdProducer extends RdClient {
   setPollInterval(ms: number): void;
+  poll(): void;
   produce(topic: string, partition: number | null, value: Buffer, key: string, timestamp: number, headers: Array<Record<string, string>>, cb: (err: RdError | null) => void): void;
   flush(timeout: number, cb: (err: RdError | null) => void): void;
 }
@@ -43,7 +44,7 @@ interface RdConsumer extends RdClient {
   unassign(): void;
   consume(count: number, cb: (err: RdError | null, messages: RdMessage[]) => void): void;
   commitSync(offset: RdTopicPartition & { offset: number }): void;
-  seek(position: RdTopicPartition & { offset: number }, timeout: number, cb: (err: RdError | null) => void): void;
+  commit(offset: RdTopicPartition & { offset: number }): void;
   pause(partitions: RdTopicPartition[]): void;
   resume(partitions: RdTopicPartition[]): void;
   setDefaultConsumeTimeout(ms: number): void;
@@ -80,6 +81,9 @@ export class RdkafkaTransport extends KafkaTransport {
   private readonly rd: RdModule;
   private rdProducer: RdProducer | null = null;
   private rdConnecting: Promise<RdProducer> | null = null;
+  /** Deliveries awaited, and the timer that polls for their reports while there are any. */
+  private pending = 0;
+  private poller: NodeJS.Timeout | null = null;
 
   constructor(options: KafkaTransportOptions, serde: AvroSerde, metrics?: Metrics) {
     super(options, serde, metrics);
@@ -101,14 +105,13 @@ export class RdkafkaTransport extends KafkaTransport {
       const producer = new this.rd.HighLevelProducer({
         ...this.common(),
         "enable.idempotence": true, // acks=all, ordered retries without duplicates
-        "linger.ms": 5,
+        "linger.ms": 1, // stages await each publish: batching comes from the records queued at once
         "message.timeout.ms": 300_000, // librdkafka retries a message this long (a broker restart) before failing it
         // Java's and kafkajs's partitioner: the same key lands on the same partition whoever produced it.
         partitioner: "murmur2_random",
       });
       producer.on("event.error", (error: RdError) => console.error(`augur: node-rdkafka producer: ${error.message}`));
       await call((cb) => producer.connect({ timeout: 10_000 }, cb));
-      producer.setPollInterval(20);
       this.rdProducer = producer;
       return producer;
     })();
@@ -135,7 +138,19 @@ export class RdkafkaTransport extends KafkaTransport {
         }
       }
     }
-    await Promise.all(delivered);
+    // Delivery reports come from polling: every 2 ms while any is awaited (a stage waits for
+    // them before it commits), not at all when the producer is idle.
+    this.pending += delivered.length;
+    this.poller ??= setInterval(() => producer.poll(), 2);
+    try {
+      await Promise.all(delivered);
+    } finally {
+      this.pending -= delivered.length;
+      if (this.pending === 0 && this.poller) {
+        clearInterval(this.poller);
+        this.poller = null;
+      }
+    }
   }
 
   protected override newConsumer(topic: string, options: ConsumeOptions, handler: BatchHandler<unknown>): TransportConsumer {
@@ -159,8 +174,6 @@ class RdkafkaTransportConsumer implements TransportConsumer {
   /** Partitions this member owns now, and those whose state `onAssign` restored since it got them. */
   private owned = new Set<number>();
   private readonly assigned = new Set<number>();
-  /** Per partition: the offset after the last record handled (where to go back to when a handler fails). */
-  private readonly handledTo = new Map<number, number>();
   private readonly aligner: EventTimeAligner;
   private readonly physicalTopic: string;
 
@@ -197,7 +210,6 @@ class RdkafkaTransportConsumer implements TransportConsumer {
           this.aligner.reset();
           this.assigned.clear();
           this.hold.clear();
-          this.handledTo.clear();
           if (error.code === ERR__ASSIGN_PARTITIONS) {
             this.owned = new Set(assignment.map((tp) => tp.partition));
             consumer.assign(assignment);
@@ -234,6 +246,9 @@ class RdkafkaTransportConsumer implements TransportConsumer {
       let messages: RdMessage[];
       try {
         messages = await this.fetch(maxBatch);
+        // librdkafka waits up to the timeout for each next message: short while records flow,
+        // so a batch returns once the local queue is drained; longer when idle, so it does not spin.
+        this.consumer!.setDefaultConsumeTimeout(messages.length > 0 ? 5 : 200);
       } catch (error) {
         console.error(`augur: node-rdkafka fetch for ${this.options.group}: ${errorMessage(error)}`);
         await sleep(500);
@@ -250,11 +265,9 @@ class RdkafkaTransportConsumer implements TransportConsumer {
         try {
           await this.handle(partition, batch);
         } catch (error) {
-          // Not taken: read the partition again from the first record not handled (at least once, in order).
-          console.error(`augur: handler of group ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; retrying`);
-          const offset = this.handledTo.get(partition) ?? batch[0]!.offset;
-          await call((cb) => this.consumer!.seek({ topic: this.physicalTopic, partition, offset }, 5_000, cb)).catch(() => undefined);
-          await sleep(500);
+          // Only when the partition went to another member (or the consumer stops) mid-batch:
+          // the new owner reads from the last commit.
+          if (!this.stopping) console.error(`augur: ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; left to the partition's next owner`);
         }
       }
     }
@@ -272,6 +285,7 @@ class RdkafkaTransportConsumer implements TransportConsumer {
       highWatermark = undefined; // not known yet
     }
     const owned = this.owned;
+    const active = () => !this.stopping && this.owned === owned && owned.has(partition);
     const messages: RawMessage[] = batch.map((message) => ({
       offset: message.offset,
       key: message.key === null || message.key === undefined ? "" : Buffer.isBuffer(message.key) ? message.key.toString("utf8") : String(message.key),
@@ -282,31 +296,44 @@ class RdkafkaTransportConsumer implements TransportConsumer {
     await handlePartitionBatch(
       {
         transport: this.transport,
+        // A registry that is away, or a handler that fails (a store that cannot write, a broker
+        // that is away), is retried here, on the same records: a seek back could let records
+        // already fetched behind them through first, out of order.
+        decode: (topic, bytes) => this.retried(`decoding for ${this.options.group}`, active, () => this.transport.decode(topic, bytes), true),
         topic: this.topic,
         group: this.options.group,
-        handler: this.handler,
+        handler: (records) => this.retried(`handler of group ${this.options.group} on ${this.topic}[${partition}]`, active, () => this.handler(records), false),
         maxBatch: this.options.maxBatch ?? this.transportOptions.maxBatch,
         hold: this.hold,
         metrics: this.metrics,
         highWatermark,
         commit: async (p, offset) => {
           try {
-            this.consumer!.commitSync({ topic: this.physicalTopic, partition: p, offset });
+            this.consumer!.commit({ topic: this.physicalTopic, partition: p, offset });
           } catch (error) {
             // Lost in a rebalance: the next owner reads from the last commit (records are idempotent downstream).
             if (this.owned === owned && this.owned.has(p)) throw error;
           }
         },
-        afterChunk: async (p, last) => {
-          this.handledTo.set(p, last + 1);
-        },
-        active: () => !this.stopping && this.owned === owned && owned.has(partition),
+        active,
       },
       partition,
       messages,
     );
     const last = batch.at(-1)!;
     if (highWatermark !== undefined) this.aligner.observe(partition, last.timestamp ?? Number.NaN, highWatermark - 1 <= last.offset);
+  }
+
+  /** Runs `attempt` until it succeeds or the partition is no longer this member's; `onlyRetriable`: other errors are thrown at once. */
+  private retried<T>(what: string, active: () => boolean, attempt: () => Promise<T>, onlyRetriable: boolean): Promise<T> {
+    return withRetry(attempt, {
+      initialDelayMs: 250,
+      maxDelayMs: 5_000,
+      attempts: Infinity,
+      shouldStop: () => !active(),
+      respectRetriable: onlyRetriable,
+      onError: logRetry(what),
+    });
   }
 
   async stop(): Promise<void> {
