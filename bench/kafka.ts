@@ -23,7 +23,8 @@ const REGISTRY = process.env.AUGUR_REGISTRY_URL ?? "http://127.0.0.1:8081/apis/c
 const LIBS = process.env.AUGUR_KAFKA_LIBS;
 const COUNT = Number(process.env.AUGUR_BENCH_KAFKA_SAMPLES ?? 100_000);
 const PAIRS = 200;
-const T0 = Date.UTC(2026, 0, 1);
+// Recent event time: Kafka deletes records older than the topics' retention (by record time).
+const T0 = Math.floor(Date.now() / 3_600_000) * 3_600_000 - 86_400_000;
 
 function samples(): Sample[] {
   const out: Sample[] = [];

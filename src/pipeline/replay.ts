@@ -1,4 +1,5 @@
 import { loadTrace, type TraceFormat } from "../backtest/adapters/index.js";
+import type { Trace } from "../backtest/trace.js";
 import type { LoadedPipeline } from "../config/pipeline.js";
 import { ConfigError } from "../core/errors.js";
 import { pairKey } from "../core/keys.js";
@@ -73,6 +74,29 @@ async function publishSamples(transport: Transport, samples: Iterable<Sample>, t
 }
 
 /**
+ * Kafka deletes records by their timestamps, which augur sets to event time:
+ * a trace older than the samples topic's retention would be deleted at the
+ * broker's next retention check, before the stages read it. Refused, with
+ * what to change.
+ */
+export function checkRetention(topics: { retentionHours: number; overrides: Record<string, { retentionHours?: number }> }, trace: Trace, nowMs: number): void {
+  let oldest = Infinity;
+  for (const workload of trace.workloads) for (const ts of workload.ts) if (ts < oldest) oldest = ts;
+  if (!Number.isFinite(oldest)) return;
+  const ageHours = (nowMs - oldest) / 3_600_000;
+  // Topics whose records carry the trace's event time and are deleted by age.
+  for (const topic of [TOPICS.samples, TOPICS.windows, TOPICS.forecastLevels, TOPICS.anomalies]) {
+    const hours = topics.overrides[topic]?.retentionHours ?? topics.retentionHours;
+    if (ageHours > hours) {
+      throw new ConfigError(
+        `the trace starts ${Math.ceil(ageHours)} hours ago, beyond the ${hours} hours that ${topic} keeps records (Kafka deletes by record time, here event time): ` +
+          `set transport.topics.retentionHours (or overrides.${topic}.retentionHours) above ${Math.ceil(ageHours)} before augur topics create`,
+      );
+    }
+  }
+}
+
+/**
  * Publishes a trace's samples into a running pipeline's `augur.samples`, in
  * event time (`augur run --replay`): the stages, the detector and the
  * dashboard see them as they would a collector's.
@@ -100,6 +124,7 @@ export async function replayTrace(pipeline: LoadedPipeline, options: ReplayOptio
 
   if (options.bus === "kafka") {
     if (pipeline.config.transport.kind !== "kafka") throw new ConfigError(`${pipeline.path}: --bus kafka needs transport.kind: kafka`);
+    checkRetention(pipeline.config.transport.topics, trace, Date.now());
     const transport = await createTransport(pipeline.config);
     try {
       const samples = await publishSamples(transport, traceSamples(trace), total, options);

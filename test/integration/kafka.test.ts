@@ -38,7 +38,10 @@ interface Setup {
 }
 
 function setup(name: string, extra = "", transportExtra = ""): Setup {
-  const { dir, cleanup } = tempDir(`augur-kafka-${name}-`);
+  const temp = tempDir(`augur-kafka-${name}-`);
+  const dir = temp.dir;
+  // AUGUR_TEST_KEEP=1 keeps the directory (and says where) to look into a failure.
+  const cleanup = process.env.AUGUR_TEST_KEEP ? () => console.error(`kept ${dir} (namespace of ${name})`) : temp.cleanup;
   const namespace = `t${Date.now().toString(36)}${name}.`;
   const config = `${dir}/pipeline.yaml`;
   writeFileSync(
@@ -53,7 +56,7 @@ transport:
   schemaRegistry: ${REGISTRY}
   maxBatch: 200
   sessionTimeoutMs: 6000
-  topics: { partitions: 4, replicationFactor: 1 }
+  topics: { partitions: 4, replicationFactor: 1, retentionHours: 876000 }   # the trace is from 2013: Kafka deletes by record (event) time
 ${transportExtra}
 history: { kind: influxdb, url: ${TSDB}, measurement: ${namespace.replace(/[^A-Za-z0-9]/g, "_")}window }
 aggregate:

@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { EmbeddedTransport, partitionFor } from "../../src/transport/embedded/embedded-transport.js";
 import type { TopicRecord } from "../../src/transport/topic.js";
+import type { Trace } from "../../src/backtest/trace.js";
+import { checkRetention } from "../../src/pipeline/replay.js";
 import { sleep } from "../helpers.js";
 
 describe("embedded transport", () => {
@@ -80,5 +82,19 @@ describe("embedded transport", () => {
   it("refuses nonsense sizes", () => {
     assert.throws(() => new EmbeddedTransport({ partitions: 0, bufferRecords: 1 }), RangeError);
     assert.throws(() => new EmbeddedTransport({ partitions: 1, bufferRecords: 0.5 }), RangeError);
+  });
+});
+
+describe("replay into Kafka", () => {
+  const trace = (firstTs: number): Trace => ({ name: "t", rows: 2, rejected: [], workloads: [{ workload: "w", image: "i", user: "u", ts: Float64Array.from([firstTs + 300_000, firstTs]), values: {}, limits: {} }] });
+  const topics = { retentionHours: 168, overrides: {} };
+  const now = Date.UTC(2026, 10, 29);
+
+  it("refuses a trace older than the topics keep records, and says what to set", () => {
+    assert.throws(() => checkRetention(topics, trace(Date.UTC(2013, 6, 1)), now), /beyond the 168 hours that augur\.samples keeps records.*retentionHours.*above \d+/);
+    assert.doesNotThrow(() => checkRetention(topics, trace(now - 24 * 3_600_000), now));
+    // Windows carry the same event time: a long-kept samples topic alone is not enough.
+    assert.throws(() => checkRetention({ retentionHours: 168, overrides: { "augur.samples": { retentionHours: 24 * 365 * 20 } } }, trace(Date.UTC(2013, 6, 1)), now), /augur\.windows keeps/);
+    assert.doesNotThrow(() => checkRetention({ retentionHours: 24 * 365 * 20, overrides: {} }, trace(Date.UTC(2013, 6, 1)), now));
   });
 });
