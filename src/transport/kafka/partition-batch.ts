@@ -89,6 +89,8 @@ export class EventTimeAligner {
     private readonly alignMs: number,
     private readonly pause: (partition: number) => void,
     private readonly resume: (partition: number) => void,
+    /** A paused partition resumes once its lead is within this share of alignMs (1: as soon as it is not ahead). */
+    private readonly resumeWithin = 1,
   ) {}
 
   observe(partition: number, ts: number, atEnd: boolean): void {
@@ -96,14 +98,12 @@ export class EventTimeAligner {
     this.progress.set(partition, { ts, atEnd });
     let slowest = Infinity;
     for (const state of this.progress.values()) if (!state.atEnd && state.ts < slowest) slowest = state.ts;
-    // Hysteresis: paused beyond alignMs ahead, resumed once within half of it, so a
-    // partition does not flap (with librdkafka each pause drops what was prefetched).
     for (const [p, state] of this.progress) {
       const lead = state.atEnd ? 0 : state.ts - slowest;
       if (lead > this.alignMs && !this.paused.has(p)) {
         this.paused.add(p);
         this.pause(p);
-      } else if (lead <= this.alignMs / 2 && this.paused.has(p)) {
+      } else if (lead <= this.alignMs * this.resumeWithin && this.paused.has(p)) {
         this.paused.delete(p);
         this.resume(p);
       }

@@ -192,6 +192,9 @@ class RdkafkaTransportConsumer implements TransportConsumer {
       transportOptions.alignMs ?? 0,
       (p) => this.consumer!.pause(at(p)),
       (p) => this.consumer!.resume(at(p)),
+      // Hysteresis: librdkafka drops what it prefetched for a paused partition, so flapping
+      // between pause and resume made a replay crawl; resume only within half the lead.
+      0.5,
     );
   }
 
