@@ -213,6 +213,9 @@ class EmbeddedConsumer {
       this.metrics?.consumerLag.set({ topic: partition.topic, group, partition: String(partition.index) }, partition.end - (position + batch.length));
       partition.trim(Number.MAX_SAFE_INTEGER);
       partition.consumed.fire();
+      // Let I/O in between batches: a saturated pipeline (a full-speed replay) must not
+      // starve the HTTP API, timers or signal handlers, which only run between macrotasks.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
