@@ -4,6 +4,7 @@ import { ANY, pairKey } from "../core/keys.js";
 import { errorMessage } from "../core/errors.js";
 import type { ActuationResult, AllocationDecision, AllocationLevel, Profile, ProfileLevel, Resource, WindowAggregate } from "../core/types.js";
 import type { AnomalyEvent } from "../detect/monitor.js";
+import type { AllocationPoint, AnomalyEntry, ForecastBand, ForecastPoint, PairSummary, UsagePoint, UsageStats } from "./types.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 
 export const dashboardConfig = z
@@ -21,44 +22,6 @@ export const dashboardConfig = z
   })
   .strict();
 export type DashboardConfig = z.infer<typeof dashboardConfig>;
-
-/** Usage of one resource in one window: median, 95th percentile and peak. */
-export type UsageStats = [p50: number, p95: number, max: number];
-
-export interface UsagePoint {
-  t: number;
-  workloads: number;
-  usage: Partial<Record<Resource, UsageStats>>;
-  oomKills: number;
-}
-
-export interface ForecastBand {
-  p50: number;
-  p90: number;
-  p99: number;
-  request: number;
-  limit: number;
-  model: string;
-}
-
-export interface ForecastPoint {
-  t: number;
-  level: ProfileLevel;
-  windows: number;
-  resources: Partial<Record<Resource, ForecastBand>>;
-}
-
-export interface AllocationPoint {
-  t: number;
-  requestId: string;
-  node: string;
-  ok: boolean;
-  reason: string;
-  level: AllocationLevel;
-  cpu: { request: number; limit: number } | null;
-  memory: { request: number; limit: number } | null;
-  gpus: number;
-}
 
 /** A fixed-size ring: the newest `capacity` items, oldest first on read. */
 class Ring<T> {
@@ -97,23 +60,6 @@ interface PairSeries {
   anomalies: number;
   /** Event time of the newest record of any kind. */
   updated: number;
-}
-
-export interface PairSummary {
-  image: string;
-  user: string;
-  windows: number;
-  lastWindow: number | null;
-  forecastLevel: ProfileLevel | null;
-  lastAllocation: { level: AllocationLevel; ok: boolean; t: number } | null;
-  anomalies: number;
-  resources: Resource[];
-  updated: number;
-}
-
-export interface AnomalyEntry extends AnomalyEvent {
-  /** What remediation did (or would have done, in a dry run) about it. */
-  actions: Array<Pick<ActuationResult, "action" | "connector" | "ok" | "dryRun" | "reason" | "ts">>;
 }
 
 export type FeedChange = { kind: "window" | "profile" | "allocation" | "anomaly"; image: string; user: string } | { kind: "actuation"; workload: string };

@@ -2,6 +2,7 @@ import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync, read
 import { join, sep } from "node:path";
 import { z } from "zod";
 import { ValidationError } from "../core/errors.js";
+import type { BacktestResultView, ReportEntry } from "./types.js";
 
 /** Report names: one plain file name, no path, no leading dot. */
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
@@ -30,17 +31,9 @@ export const backtestResult = z
   })
   .passthrough();
 export type BacktestResult = z.infer<typeof backtestResult>;
-
-export interface ReportEntry {
-  name: string;
-  trace: string;
-  samples: number;
-  workloads: number;
-  policies: string[];
-  resources: string[];
-  html: boolean;
-  modified: number;
-}
+// What the schema accepts is what the page is typed to read.
+const _readsAsView: (result: BacktestResult) => BacktestResultView = (result) => result;
+void _readsAsView;
 
 /**
  * Backtest results in one directory, read on request. Only regular files

@@ -8,6 +8,7 @@ import { validateId } from "../core/keys.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import type { DashboardFeed, FeedChange } from "./feed.js";
 import { ReportDirectory } from "./reports.js";
+import type { NodeView, PairDetail } from "./types.js";
 
 export interface DashboardDependencies {
   feed: DashboardFeed;
@@ -21,17 +22,6 @@ export interface DashboardDependencies {
   assetsDir?: string;
   /** Milliseconds between live-update messages (changes in between are merged). */
   pushEveryMs?: number;
-}
-
-interface NodeView {
-  node: string;
-  local: boolean;
-  capacity: { cpu: number; memory: number; gpus: number } | null;
-  allocated: { cpu: number; memory: number; gpus: number } | null;
-  live: number | null;
-  decisions: number;
-  refused: number;
-  last: number;
 }
 
 const TYPES: Record<string, string> = {
@@ -123,7 +113,7 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDependenc
     const resolved = deps.engine.resolve(image, user);
     const fallback = resolved.profile && resolved.level !== "exact" ? { image: resolved.profile.image, user: resolved.profile.user, forecast: deps.feed.pair(resolved.profile.image, resolved.profile.user)?.forecast ?? [] } : null;
     if (!series && !resolved.profile) return problem(reply, 404, "not-found", `nothing known about (${image}, ${user}) yet`);
-    return {
+    const detail: PairDetail = {
       image,
       user,
       nextLevel: resolved.level,
@@ -134,6 +124,7 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDependenc
       allocations: series?.allocations ?? [],
       fallback,
     };
+    return detail;
   });
 
   app.get("/v1/dashboard/anomalies", async (request, reply) => {
