@@ -125,7 +125,7 @@ const RECENT_TIMESTAMPS = 64;
 export class WindowAggregator {
   private readonly open = new Map<string, Map<number, WindowAccumulator>>(); // key → windowEnd → window
   private readonly pairWatermarks = new Map<string, number>();
-  private readonly recent = new Map<string, { ts: number[]; newest: number }>();
+  private readonly recent = new Map<string, { ts: number[]; newest: number; pair: string }>();
   private maxEventTs = -Infinity;
   private watermarkMs = -Infinity;
   private forgottenUpTo = -Infinity;
@@ -161,7 +161,7 @@ export class WindowAggregator {
     const watermark = this.pairWatermark(key);
     const starts = this.windowStarts(sample.ts).filter((start) => start + sizeMs > watermark);
     if (starts.length === 0) return { closed: [], rejected: "late" };
-    if (this.isDuplicate(sample)) return { closed: [], rejected: "duplicate" };
+    if (this.isDuplicate(sample, key)) return { closed: [], rejected: "duplicate" };
     let byEnd = this.open.get(key);
     if (!byEnd) this.open.set(key, (byEnd = new Map()));
     for (const start of starts) {
@@ -193,9 +193,10 @@ export class WindowAggregator {
     return closed;
   }
 
-  private isDuplicate(sample: Sample): boolean {
+  private isDuplicate(sample: Sample, pair: string): boolean {
     let seen = this.recent.get(sample.workload);
-    if (!seen) this.recent.set(sample.workload, (seen = { ts: [], newest: sample.ts }));
+    if (!seen) this.recent.set(sample.workload, (seen = { ts: [], newest: sample.ts, pair }));
+    seen.pair = pair;
     if (seen.ts.includes(sample.ts)) return true;
     seen.ts.push(sample.ts);
     if (seen.ts.length > RECENT_TIMESTAMPS) seen.ts.shift();
@@ -215,11 +216,18 @@ export class WindowAggregator {
     return closed.sort((a, b) => a.windowEnd - b.windowEnd || a.windowStart - b.windowStart);
   }
 
+  /**
+   * Forgets the timestamps of workloads whose every remembered sample would
+   * now be refused as late anyway: newest ≤ their pair's watermark − window
+   * size. Per pair, like the watermarks: a workload on a partition that lags
+   * the others keeps its memory while its pair's windows are open, so a
+   * redelivered sample (a retried batch) is still seen as a duplicate.
+   */
   private forgetIdleWorkloads(): void {
-    const horizon = Math.max(this.watermarkMs, this.maxEventTs - this.options.allowedLatenessMs) - this.options.sizeMs - this.options.allowedLatenessMs;
-    if (horizon < this.forgottenUpTo + this.options.sizeMs) return; // at most once per window length
-    this.forgottenUpTo = horizon;
-    for (const [workload, seen] of this.recent) if (seen.newest < horizon) this.recent.delete(workload);
+    const clock = Math.max(this.watermarkMs, this.maxEventTs);
+    if (clock < this.forgottenUpTo + this.options.sizeMs) return; // at most once per window length of progress
+    this.forgottenUpTo = clock;
+    for (const [workload, seen] of this.recent) if (seen.newest <= this.pairWatermark(seen.pair) - this.options.sizeMs) this.recent.delete(workload);
   }
 
   /** Closes every open window (end of a finite stream). */

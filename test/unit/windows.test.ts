@@ -53,6 +53,27 @@ describe("event-time windows", () => {
     assert.equal(aggregator.flush()[0]!.resources.cpu!.max, 1);
   });
 
+  it("still refuses a redelivered sample of a pair that lags another pair by many windows (a partition behind the others)", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    const slow = { workload: "slow-vm", image: "slow" };
+    assert.equal(aggregator.add(sample({ ts: T0 + 1_000, ...slow, cpuCores: 1 })).rejected, undefined);
+    // Another pair's partition runs an hour ahead: the stage's newest event time moves on, this pair's windows stay open.
+    for (let i = 1; i <= 360; i++) aggregator.add(sample({ ts: T0 + i * 10_000, workload: "fast-vm", image: "fast", cpuCores: 1 }));
+    // The slow pair's batch is retried after a failed publish: its sample comes again.
+    assert.equal(aggregator.add(sample({ ts: T0 + 1_000, ...slow, cpuCores: 1 })).rejected, "duplicate");
+    const window = aggregator.flush().find((w) => w.image === "slow")!;
+    assert.equal(window.sampleCount, 1, "the sample is counted once");
+  });
+
+  it("forgets a quiet workload's timestamps only once its pair's windows have closed", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    aggregator.add(sample({ ts: T0 + 1_000, workload: "quiet", cpuCores: 1 }));
+    // Its own pair moves on (another workload of the same pair), far past the quiet workload's window.
+    for (let i = 1; i <= 100; i++) aggregator.add(sample({ ts: T0 + i * 10_000, workload: "busy", cpuCores: 1 }));
+    // Forgotten or not, the old sample is late now: refused either way, never counted.
+    assert.equal(aggregator.add(sample({ ts: T0 + 1_000, workload: "quiet", cpuCores: 1 })).rejected, "late");
+  });
+
   it("puts a sample in every sliding window that covers it", () => {
     const aggregator = new WindowAggregator({ ...tumbling, kind: "sliding", sizeMs: 10_000, slideMs: 5_000 });
     aggregator.add(sample({ ts: T0 + 7_000, cpuCores: 1 }));
