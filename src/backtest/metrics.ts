@@ -36,8 +36,11 @@ export class ScoreAccumulator {
   private readonly all = new Sums();
   private readonly cold = new Sums();
   private changes = 0;
-  private readonly lastLimit = new Map<number, number>();
-  private readonly spanByWorkload = new Map<number, { first: number; last: number; steps: number }>();
+  /** Per workload id (dense, from 0): its last limit, first and last scored step, steps. */
+  private readonly lastLimit: number[] = [];
+  private readonly first: number[] = [];
+  private readonly last: number[] = [];
+  private readonly stepsOf: number[] = [];
 
   constructor(readonly isMemory: boolean) {}
 
@@ -48,23 +51,26 @@ export class ScoreAccumulator {
   add(workload: number, ts: number, usage: number, limit: number, coldStart: boolean): void {
     this.all.add(usage, limit);
     if (coldStart) this.cold.add(usage, limit);
-    const previous = this.lastLimit.get(workload);
-    if (previous !== undefined && Math.abs(previous - limit) > 1e-9 * Math.max(1, Math.abs(previous))) this.changes++;
-    this.lastLimit.set(workload, limit);
-    const span = this.spanByWorkload.get(workload);
-    if (!span) this.spanByWorkload.set(workload, { first: ts, last: ts, steps: 1 });
-    else {
-      span.last = ts;
-      span.steps++;
-    }
+    const previous = this.lastLimit[workload];
+    if (previous === undefined) {
+      // A workload's first scored step: fill any ids skipped so the arrays stay dense.
+      for (let w = this.stepsOf.length; w < workload; w++) this.stepsOf[w] = 0;
+      this.first[workload] = ts;
+      this.stepsOf[workload] = 0;
+    } else if (Math.abs(previous - limit) > 1e-9 * Math.max(1, Math.abs(previous))) this.changes++;
+    this.lastLimit[workload] = limit;
+    this.last[workload] = ts;
+    this.stepsOf[workload]!++;
   }
 
   /** Workload-days scored: each workload's span plus one median step. */
   private workloadDays(): number {
     let ms = 0;
-    for (const span of this.spanByWorkload.values()) {
-      const step = span.steps > 1 ? (span.last - span.first) / (span.steps - 1) : 0;
-      ms += span.last - span.first + step;
+    for (let w = 0; w < this.stepsOf.length; w++) {
+      const steps = this.stepsOf[w]!;
+      if (steps === 0) continue;
+      const span = this.last[w]! - this.first[w]!;
+      ms += span + (steps > 1 ? span / (steps - 1) : 0);
     }
     return ms / DAY;
   }
@@ -90,3 +96,51 @@ export class ScoreAccumulator {
 }
 
 export const COLD_START_MS = HOUR;
+
+/** Periods of the clairvoyant references, aligned to UTC multiples; `trace` is the whole trace. */
+export const CLAIRVOYANT_PERIODS: ReadonlyArray<readonly [string, number]> = [
+  ["15m", HOUR / 4],
+  ["1h", HOUR],
+  ["6h", 6 * HOUR],
+  ["24h", DAY],
+  ["trace", Number.POSITIVE_INFINITY],
+];
+
+/**
+ * The slack of clairvoyant limits: each workload's limit through each period
+ * is its peak usage in that period, known in advance, so it never overruns.
+ * Not a policy (it reads the future): a reference for how much of a trace's
+ * slack a policy holding a limit for that long could remove at all.
+ */
+export function clairvoyantSlack(workloads: ReadonlyArray<{ ts: Float64Array; values: Partial<Record<string, Float64Array>> }>, resource: string): Record<string, number | null> {
+  const out: Record<string, number | null> = {};
+  for (const [name, period] of CLAIRVOYANT_PERIODS) {
+    let limitSum = 0;
+    let usageSum = 0;
+    for (const workload of workloads) {
+      const values = workload.values[resource];
+      if (!values) continue;
+      const { ts } = workload;
+      let start = 0;
+      while (start < values.length) {
+        const bucket = Number.isFinite(period) ? Math.floor(ts[start]! / period) : 0;
+        let end = start;
+        let peak = 0;
+        let usage = 0;
+        let steps = 0;
+        for (; end < values.length && (!Number.isFinite(period) || Math.floor(ts[end]! / period) === bucket); end++) {
+          const value = values[end]!;
+          if (Number.isNaN(value)) continue;
+          if (value > peak) peak = value;
+          usage += value;
+          steps++;
+        }
+        limitSum += peak * steps;
+        usageSum += usage;
+        start = end;
+      }
+    }
+    out[name] = limitSum > 0 ? (limitSum - usageSum) / limitSum : null;
+  }
+  return out;
+}

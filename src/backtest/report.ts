@@ -12,6 +12,8 @@ export interface BacktestResult {
   elapsed_ms: number;
   rejected: number;
   policies: Record<string, Partial<Record<Resource, ResourceScore>>>;
+  /** Slack of clairvoyant per-period peak limits (no overruns), per resource and period: references, not policies. */
+  clairvoyant?: Partial<Record<Resource, Record<string, number | null>>>;
 }
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
@@ -84,7 +86,13 @@ export function renderReport(result: BacktestResult, series: ReplayResult["serie
         resource,
         policies.filter((p) => result.policies[p]![resource]).map((p) => ({ name: p, slack: result.policies[p]![resource]!.slack, violation: result.policies[p]![resource]!.violation_rate })),
       );
-      return `<section><h2>${escape(resource)}</h2><div class="row"><table><thead><tr><th>policy</th><th>slack</th><th>violation rate</th><th>unmet</th><th>changes/day</th><th>cold slack</th><th>cold violations</th><th>OOM events</th></tr></thead><tbody>${rows}</tbody></table>${plot}</div></section>`;
+      const clairvoyant = result.clairvoyant?.[resource];
+      const references = clairvoyant
+        ? `<p>Clairvoyant references (each workload's peak of the period as its limit, known in advance, never overrun): ${Object.entries(clairvoyant)
+            .map(([period, slack]) => `${escape(period)} ${fmt(slack)}`)
+            .join(" · ")}.</p>`
+        : "";
+      return `<section><h2>${escape(resource)}</h2><div class="row"><table><thead><tr><th>policy</th><th>slack</th><th>violation rate</th><th>unmet</th><th>changes/day</th><th>cold slack</th><th>cold violations</th><th>OOM events</th></tr></thead><tbody>${rows}</tbody></table>${plot}</div>${references}</section>`;
     })
     .join("");
   const timelines = series.map((s) => timeline(`${s.workload} — ${s.resource}`, s.points, policies)).join("");

@@ -5,6 +5,7 @@ import { isResource, RESOURCES, type Resource } from "../core/types.js";
 import { loadTrace, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
 import { POLICIES, POLICY_NAMES } from "./policies/index.js";
 import { replay, type ReplayResult } from "./replay.js";
+import { clairvoyantSlack } from "./metrics.js";
 import { renderReport, type BacktestResult } from "./report.js";
 import type { RejectedRow, Trace } from "./trace.js";
 
@@ -21,10 +22,12 @@ export interface BacktestOptions {
   /** Learned models: read before the replay, written after it. */
   loadModels?: string;
   saveModels?: string;
+  /** augur: event time a limit decision holds (text from the command line or a number), seconds. */
+  decisionSeconds?: string | number;
   onProgress?: (done: number, total: number) => void;
 }
 
-export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources">): void {
+export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources" | "decisionSeconds">): void {
   if (!(TRACE_FORMATS as readonly string[]).includes(options.format)) {
     throw new ValidationError(`--format must be one of ${TRACE_FORMATS.join(", ")}, got '${options.format}'`);
   }
@@ -34,6 +37,18 @@ export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "
   }
   const unknownResources = (options.resources ?? []).filter((r) => !isResource(r));
   if (unknownResources.length > 0) throw new ValidationError(`--resources takes names from ${RESOURCES.join(", ")}; unknown: ${unknownResources.join(", ")}`);
+  decisionMs(options.decisionSeconds);
+}
+
+const MAX_DECISION_SECONDS = 86_400;
+
+/** `--decision-seconds` in ms: a plain number of seconds from 0 to a day. */
+function decisionMs(value: string | number | undefined): number {
+  if (value === undefined) return 0;
+  const text = String(value).trim();
+  const seconds = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
+  if (!(seconds >= 0 && seconds <= MAX_DECISION_SECONDS)) throw new ValidationError(`--decision-seconds takes seconds from 0 to ${MAX_DECISION_SECONDS}, got '${text.slice(0, 40)}'`);
+  return seconds * 1000;
 }
 
 function resourcesIn(trace: Trace): Resource[] {
@@ -50,7 +65,7 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const train = options.train ? loadTrace(options.train, options.format) : undefined;
   if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
-  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models }));
+  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds) }));
   const replayed = replay(trace, {
     policies,
     resources,
@@ -67,6 +82,7 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     elapsed_ms: Math.round(performance.now() - started),
     rejected: rejected.length,
     policies: replayed.scores,
+    clairvoyant: Object.fromEntries(resources.map((resource) => [resource, clairvoyantSlack(trace.workloads, resource)])),
   };
   writeFileSync(options.out, JSON.stringify(result, null, 2) + "\n");
   if (options.report) writeFileSync(options.report, renderReport(result, replayed.series));

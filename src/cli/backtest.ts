@@ -23,6 +23,7 @@ export function registerBacktest(program: Command): void {
     .requiredOption("--out <file>", "RESULT.json")
     .option("--report <file>", "self-contained REPORT.html with plots")
     .option("--rejected <file>", "write rejected trace rows here, one JSON object per line with the reason")
+    .option("--decision-seconds <n>", "augur: event time a limit decision holds, in seconds (0: decide every step)", "0")
     .option("--load-models <file>", "start from models learned by an earlier run (--save-models)")
     .option("--save-models <file>", "write the models learned in this run (versioned JSON)")
     .action(async (flags) => {
@@ -40,6 +41,7 @@ export function registerBacktest(program: Command): void {
           rejectedOut: flags.rejected,
           loadModels: flags.loadModels,
           saveModels: flags.saveModels,
+          decisionSeconds: flags.decisionSeconds,
           onProgress: (done, total) => {
             if (!bar) return;
             if (!started) bar.start(total, 0);
@@ -55,6 +57,9 @@ export function registerBacktest(program: Command): void {
               `${policy.padEnd(10)} ${resource.padEnd(10)} slack ${score!.slack.toFixed(4)}  violations ${score!.violation_rate.toFixed(5)}  unmet ${score!.unmet.toFixed(5)}  changes/day ${score!.changes_per_day.toFixed(2)}`,
             );
           }
+        }
+        for (const [resource, references] of Object.entries(result.clairvoyant ?? {})) {
+          lines.push(`clairvoyant ${resource.padEnd(10)} slack ${Object.entries(references).map(([period, slack]) => `${period} ${slack === null ? "–" : slack.toFixed(4)}`).join("  ")}`);
         }
         process.stderr.write(`${result.samples} samples, ${result.workloads} workloads, ${result.rejected} rows rejected, ${result.elapsed_ms} ms\n${lines.join("\n")}\n`);
       } catch (error) {

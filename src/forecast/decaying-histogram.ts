@@ -22,6 +22,12 @@ export interface HistogramState {
   referenceMs: number;
   /** Sparse buckets: [index, weight]. */
   buckets: Array<[number, number]>;
+  /**
+   * The running total as accumulated (its rounding depends on the order of
+   * the adds, which a sum of the buckets would not reproduce): a restored
+   * histogram gives exactly the same percentiles. Older states lack it.
+   */
+  totalWeight?: number;
 }
 
 export class DecayingHistogram {
@@ -31,6 +37,10 @@ export class DecayingHistogram {
   private totalWeight = 0;
   private minBucket: number;
   private maxBucket: number;
+  private readonly logRatio: number;
+  /** The decay factor of the last add's time (many adds share a timestamp in a replay). */
+  private factorAt = Number.NaN;
+  private factor = 1;
 
   constructor(readonly options: HistogramOptions) {
     const { maxValue, firstBucketSize, ratio } = options;
@@ -40,6 +50,7 @@ export class DecayingHistogram {
     // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
     this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / Math.log(ratio)) + 1;
     this.weights = new Float64Array(this.numBuckets);
+    this.logRatio = Math.log(ratio);
     this.minBucket = this.numBuckets - 1;
     this.maxBucket = 0;
   }
@@ -53,7 +64,7 @@ export class DecayingHistogram {
   findBucket(value: number): number {
     const { firstBucketSize, ratio } = this.options;
     if (value < firstBucketSize) return 0;
-    const bucket = Math.floor(Math.log((value * (ratio - 1)) / firstBucketSize + 1) / Math.log(ratio));
+    const bucket = Math.floor(Math.log((value * (ratio - 1)) / firstBucketSize + 1) / this.logRatio);
     return Math.min(bucket, this.numBuckets - 1);
   }
 
@@ -63,9 +74,12 @@ export class DecayingHistogram {
 
   /** Adds value with weight at event time `timeMs`; newer samples weigh exponentially more. */
   add(value: number, weight: number, timeMs: number): void {
-    const exponent = (timeMs - this.referenceMs) / this.options.halfLifeMs;
-    if (exponent > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
-    const decayed = weight * Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+    if (timeMs !== this.factorAt) {
+      if ((timeMs - this.referenceMs) / this.options.halfLifeMs > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
+      this.factor = Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+      this.factorAt = timeMs;
+    }
+    const decayed = weight * this.factor;
     if (!(decayed > 0) || !Number.isFinite(decayed)) return;
     this.addToBucket(this.findBucket(value), decayed);
   }
@@ -95,6 +109,7 @@ export class DecayingHistogram {
   private shiftReference(timeMs: number): void {
     const halfLife = this.options.halfLifeMs;
     const newReference = Math.round(timeMs / halfLife) * halfLife;
+    this.factorAt = Number.NaN;
     const factor = Math.pow(2, Math.round((this.referenceMs - newReference) / halfLife));
     this.referenceMs = newReference;
     this.totalWeight = 0;
@@ -153,7 +168,7 @@ export class DecayingHistogram {
     this.weights.forEach((weight, index) => {
       if (weight >= this.options.epsilon) buckets.push([index, weight]);
     });
-    return { referenceMs: this.referenceMs, buckets };
+    return { referenceMs: this.referenceMs, buckets, totalWeight: this.totalWeight };
   }
 
   static fromState(options: HistogramOptions, state: HistogramState): DecayingHistogram {
@@ -164,6 +179,13 @@ export class DecayingHistogram {
         throw new RangeError(`histogram state has an invalid bucket [${index}, ${weight}]`);
       }
       histogram.addToBucket(index, weight);
+    }
+    if (state.totalWeight !== undefined) {
+      if (!(Number.isFinite(state.totalWeight) && state.totalWeight >= 0)) throw new RangeError(`histogram state has an invalid total weight ${state.totalWeight}`);
+      // Accumulated in another order, the two differ in the last bits (and by the buckets too light to be saved); more is a corrupt state.
+      const tolerance = 1e-9 * Math.max(1, histogram.totalWeight) + histogram.numBuckets * histogram.options.epsilon;
+      if (Math.abs(state.totalWeight - histogram.totalWeight) > tolerance) throw new RangeError("histogram state's total weight does not match its buckets");
+      histogram.totalWeight = state.totalWeight;
     }
     return histogram;
   }

@@ -21,6 +21,8 @@ export const ensembleModelConfig = z
     rateMissRate: z.number().gt(0).lt(0.5).default(0.003),
     /** The request is this percentile of the last day's samples (never above the limit). */
     requestPercentile: z.number().gt(0).lt(1).default(0.9),
+    /** Event time a decision holds (0: every window); see EnsembleOptions.decisionMs. */
+    decisionSeconds: z.number().min(0).max(86_400).default(0),
   })
   .strict();
 export type EnsembleModelConfig = z.infer<typeof ensembleModelConfig>;
@@ -55,7 +57,7 @@ class EnsembleModel implements ForecastModel {
   private entry(resource: Resource): ResourceEntry {
     let entry = this.entries.get(resource);
     if (!entry) {
-      const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate });
+      const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate, decisionMs: this.config.decisionSeconds * 1000 });
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
       const pool = new PooledMisses(options.missDecay);
       entry = {

@@ -25,7 +25,7 @@ export interface GlobalLearner {
 }
 
 /** Bumped whenever the layout of EnsembleState changes. */
-export const ENSEMBLE_STATE_VERSION = 3;
+export const ENSEMBLE_STATE_VERSION = 4;
 
 export interface EnsembleState {
   version: number;
@@ -42,6 +42,12 @@ export interface EnsembleState {
   observations: number;
   bumpFloor: number;
   bumpUntil: number | null;
+  /** Steps observed since the last decision, not yet folded in. */
+  pending: { ts: number[]; values: number[] };
+  /** The decision in force: every candidate's limit and when it was made; null before the first. */
+  decision: { limits: Array<number | null>; at: number } | null;
+  /** The decaying percentiles as last computed, and the steps since (they are refreshed every few steps). */
+  percentiles: { since: number; values: number[] };
 }
 
 export interface EnsembleOptions {
@@ -64,6 +70,13 @@ export interface EnsembleOptions {
   absoluteFloor: number;
   /** Step of the overrun-price controller (log scale, per overrun). */
   priceStep: number;
+  /**
+   * Event time a decision holds: the steps observed since the last decision
+   * are folded into the key's state as one block, every candidate is scored
+   * on them, the choice made and the limits computed, once per this period
+   * (the limit still rises at once after an overrun). 0 decides every step.
+   */
+  decisionMs: number;
 }
 
 const MINUTE = 60_000;
@@ -85,6 +98,10 @@ const GLOBAL_AT = SEASONAL_AT + SEASONAL_LAGS_HOURS.length;
 const SOURCES = GLOBAL_AT + GLOBAL_LEVELS.length;
 const CANDIDATES = SOURCES * MARGINS.length;
 const REFRESH_PERCENTILES_EVERY = 8;
+/** The decaying percentiles the global model sees: P90 and P99 of each half-life. */
+const FEATURE_PERCENTILES = [0, 3, PERCENTILES.length, PERCENTILES.length + 3];
+/** Steps a block holds at most: a key observed but never asked for a limit decides anyway. */
+const MAX_BLOCK = 4096;
 /** The longest peak window with the widest margin: where a key starts. */
 const CAUTIOUS = WINDOWS_MS.length * MARGINS.length - 1;
 
@@ -190,6 +207,15 @@ export class EnsembleForecaster {
   private bumpFloor = 0;
   private bumpUntil = -Infinity;
   private previousLimit = Number.NaN;
+  /** The steps since the last decision (event time and usage), folded in and scored at the next one. */
+  private blockTs = new Float64Array(16);
+  private block = new Float64Array(16);
+  private prefix = new Float64Array(17);
+  private blockLength = 0;
+  /** Whether `limits` hold a decision (false until the first), and when it was made. */
+  private decided = false;
+  private decidedAt = -Infinity;
+  private blocks = 0;
 
   constructor(
     readonly options: EnsembleOptions,
@@ -197,7 +223,10 @@ export class EnsembleForecaster {
     private readonly price: OverrunPrice,
     private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
     private readonly learner: GlobalLearner | null = null,
+    /** Told each block folded in: its peak, its steps, its last step's time. */
+    private readonly onBlock: ((peak: number, steps: number, ts: number) => void) | null = null,
   ) {
+    if (!(options.decisionMs >= 0 && Number.isFinite(options.decisionMs))) throw new RangeError("decisionMs must be a finite duration ≥ 0");
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
   }
 
@@ -214,7 +243,7 @@ export class EnsembleForecaster {
     const f = this.features;
     for (let w = 0; w < WINDOWS_MS.length; w++) f[w] = Math.min(this.sources[w]! / scale, 50);
     const at = WINDOWS_MS.length;
-    [0, 3, PERCENTILES.length, PERCENTILES.length + 3].forEach((p, i) => (f[at + i] = Math.min(this.sources[at + p]! / scale, 50)));
+    for (let i = 0; i < FEATURE_PERCENTILES.length; i++) f[at + i] = Math.min(this.sources[at + FEATURE_PERCENTILES[i]!]! / scale, 50);
     const hour = ((ts / HOUR) % 24) / 24;
     const week = ((ts / (24 * HOUR) + 4) % 7) / 7; // 1970-01-01 was a Thursday
     f[at + 4] = Math.sin(2 * Math.PI * hour);
@@ -229,7 +258,9 @@ export class EnsembleForecaster {
 
   /** The peak of the last week. */
   weekPeak(ts: number): number {
-    return this.windows[this.windows.length - 1]!.max(ts);
+    let peak = this.windows[this.windows.length - 1]!.max(ts);
+    for (let i = 0; i < this.blockLength; i++) if (this.block[i]! > peak) peak = this.block[i]!;
+    return peak;
   }
 
   /** Everything this key has learned (not the shared pool and price), as JSON-safe data. */
@@ -249,6 +280,9 @@ export class EnsembleForecaster {
       observations: this.observations,
       bumpFloor: this.bumpFloor,
       bumpUntil: Number.isFinite(this.bumpUntil) ? this.bumpUntil : null,
+      pending: { ts: [...this.blockTs.subarray(0, this.blockLength)], values: [...this.block.subarray(0, this.blockLength)] },
+      decision: this.decided ? { limits: toJsonNumbers(this.limits), at: this.decidedAt } : null,
+      percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)] },
     };
   }
 
@@ -260,6 +294,23 @@ export class EnsembleForecaster {
       if (array.length !== CANDIDATES) throw new RangeError("ensemble state has the wrong shape");
     }
     if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
+    const pending = state.pending;
+    if (!pending || !Array.isArray(pending.ts) || !Array.isArray(pending.values) || pending.ts.length !== pending.values.length) throw new RangeError("ensemble state has no valid pending block");
+    if (![...pending.ts, ...pending.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("ensemble state's pending block holds non-numbers");
+    const decision = state.decision;
+    if (decision !== null && (typeof decision !== "object" || !Array.isArray(decision.limits) || decision.limits.length !== CANDIDATES || !decision.limits.every((v) => v === null || (typeof v === "number" && Number.isFinite(v) && v >= 0)) || !Number.isFinite(decision.at))) {
+      throw new RangeError("ensemble state has a malformed decision");
+    }
+    const percentiles = state.percentiles;
+    if (
+      !percentiles ||
+      !(Number.isInteger(percentiles.since) && percentiles.since >= 0) ||
+      !Array.isArray(percentiles.values) ||
+      percentiles.values.length !== PERCENTILE_SOURCES ||
+      !percentiles.values.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0)
+    ) {
+      throw new RangeError("ensemble state has malformed percentiles");
+    }
     this.windows = state.windows.map((w, i) => WindowMax.fromState(WINDOWS_MS[i]!, w));
     this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
     this.seasonal = SeasonalProfile.fromState(state.seasonal);
@@ -272,7 +323,13 @@ export class EnsembleForecaster {
     this.observations = state.observations;
     this.bumpFloor = state.bumpFloor;
     this.bumpUntil = state.bumpUntil ?? -Infinity;
-    this.sincePercentiles = REFRESH_PERCENTILES_EVERY;
+    this.sincePercentiles = percentiles.since;
+    this.sources.set(percentiles.values, WINDOWS_MS.length);
+    this.decided = decision !== null;
+    this.decidedAt = decision?.at ?? -Infinity;
+    if (decision) this.limits.set(fromJsonNumbers(decision.limits));
+    this.blockLength = 0;
+    for (let i = 0; i < pending.ts.length; i++) this.append(pending.ts[i]!, pending.values[i]!);
   }
 
   get observed(): number {
@@ -286,56 +343,159 @@ export class EnsembleForecaster {
   /** The limit for the step at `ts`, or null while nothing is known (cold start). */
   limit(ts: number): number | null {
     if (this.observations === 0) return null;
-    for (let w = 0; w < WINDOWS_MS.length; w++) this.sources[w] = this.windows[w]!.max(ts);
-    if (this.sincePercentiles >= REFRESH_PERCENTILES_EVERY) {
-      this.histograms.forEach((histogram, h) => histogram.percentiles(PERCENTILES, this.sources, WINDOWS_MS.length + h * PERCENTILES.length));
-      this.sincePercentiles = 0;
-    }
-    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) this.sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
-    const floor = this.options.absoluteFloor;
-    this.globalSources(ts, floor);
-    for (let c = 0; c < CANDIDATES; c++) {
-      const source = this.sources[Math.floor(c / MARGINS.length)]!;
-      this.limits[c] = Number.isNaN(source) ? Number.NaN : Math.max(floor, source * MARGINS[c % MARGINS.length]!);
-    }
-    if (Number.isNaN(this.limits[this.chosen]!)) this.chosen = CAUTIOUS; // its seasonal period faded
+    if (!this.decided || ts - this.decidedAt >= this.options.decisionMs || this.blockLength >= MAX_BLOCK) this.decide(ts);
     let limit = this.limits[this.chosen]!;
     if (ts < this.bumpUntil) limit = Math.max(limit, this.bumpFloor);
     this.previousLimit = limit;
     return limit;
   }
 
-  /** Folds in the usage of the step whose limit was asked last. */
+  /**
+   * Folds the steps since the last decision into the key's state, scores
+   * every candidate on them, chooses, and computes every candidate's limit
+   * for the steps from `ts`.
+   */
+  private decide(ts: number): void {
+    const n = this.blockLength;
+    if (n > 0) {
+      this.fold(n);
+      if (this.decided) this.score(n);
+    }
+    this.blockLength = 0;
+    for (let w = 0; w < WINDOWS_MS.length; w++) this.sources[w] = this.windows[w]!.max(ts);
+    if (this.sincePercentiles >= REFRESH_PERCENTILES_EVERY) {
+      for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.percentiles(PERCENTILES, this.sources, WINDOWS_MS.length + h * PERCENTILES.length);
+      this.sincePercentiles = 0;
+    }
+    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) this.sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
+    const floor = this.options.absoluteFloor;
+    this.globalSources(ts, floor);
+    for (let s = 0, c = 0; s < SOURCES; s++) {
+      const source = this.sources[s]!;
+      for (let m = 0; m < MARGINS.length; m++, c++) this.limits[c] = Number.isNaN(source) ? Number.NaN : Math.max(floor, source * MARGINS[m]!);
+    }
+    if (Number.isNaN(this.limits[this.chosen]!)) this.chosen = CAUTIOUS; // its seasonal period faded
+    this.decided = true;
+    this.decidedAt = ts;
+  }
+
+  /**
+   * The block's peak enters the peak windows and the decaying histograms
+   * (weighted by its steps: the limit held through the block had to cover
+   * it), every step enters the seasonal profile, and one example in
+   * `sampleEvery` blocks goes to the global model: the features at the last
+   * decision and the block's peak in units of the key's scale.
+   */
+  private fold(n: number): void {
+    let peak = this.block[0]!;
+    for (let i = 0; i < n; i++) {
+      const value = this.block[i]!;
+      if (value > peak) peak = value;
+      this.seasonal.push(this.blockTs[i]!, value);
+    }
+    const last = this.blockTs[n - 1]!;
+    for (const window of this.windows) window.push(last, peak);
+    for (const histogram of this.histograms) histogram.add(peak, n, last);
+    this.onBlock?.(peak, n, last);
+    this.sincePercentiles += n;
+    const learner = this.learner;
+    if (learner && this.featuresReady && this.decided && this.blocks++ % learner.sampleEvery === 0) {
+      learner.reservoir.add(this.features, Math.min(peak / this.scale, 100));
+    }
+  }
+
+  /**
+   * Full feedback over the block of steps just ended: each candidate held its
+   * limit L through the block, so with the block's usage sorted its overruns
+   * are the usages above L and its slack L·j − (sum of the j usages ≤ L).
+   * Averages decay per step, so a block of n steps weighs as n steps.
+   */
+  private score(n: number): void {
+    const block = this.block;
+    for (let i = 1; i < n; i++) {
+      const value = block[i]!;
+      let j = i - 1;
+      while (j >= 0 && block[j]! > value) {
+        block[j + 1] = block[j]!;
+        j--;
+      }
+      block[j + 1] = value;
+    }
+    const prefix = this.prefix;
+    for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i]! + block[i]!;
+    const { slackDecay, missDecay, priorSteps, targetMissRate, changeWeight } = this.options;
+    const pool = this.pool;
+    const slackKeep = slackDecay ** n;
+    const missKeep = missDecay ** n;
+    const poolKeep = pool.decay ** n;
+    // Σ decay^i for i < n: the weight n fresh steps add to a decayed count.
+    const missSteps = missDecay === 1 ? n : (1 - missKeep) / (1 - missDecay);
+    const poolSteps = pool.decay === 1 ? n : (1 - poolKeep) / (1 - pool.decay);
+    const price = this.price.value;
+    const inverseN = 1 / n;
+    const { limits, slack, misses, steps, movement, candidateLimits } = this;
+    const poolMisses = pool.misses;
+    const poolStepCounts = pool.steps;
+    const chosen = this.chosen;
+    let best = chosen;
+    let bestCost = Infinity;
+    let chosenCost = Infinity;
+    for (let c = 0; c < CANDIDATES; c++) {
+      const limit = limits[c]!;
+      if (limit !== limit) continue; // NaN: a seasonal source without a detected period
+      let low = 0;
+      let high = n;
+      while (low < high) {
+        const mid = (low + high) >> 1;
+        if (block[mid]! <= limit) low = mid + 1;
+        else high = mid;
+      }
+      const missed = n - low;
+      const slackNow = slackKeep * slack[c]! + (1 - slackKeep) * (limit * low - prefix[low]!) * inverseN;
+      slack[c] = slackNow;
+      const missesNow = missKeep * misses[c]! + missed;
+      misses[c] = missesNow;
+      const stepsNow = missKeep * steps[c]! + missSteps;
+      steps[c] = stepsNow;
+      const pooledMisses = poolKeep * poolMisses[c]! + missed;
+      const pooledSteps = poolKeep * poolStepCounts[c]! + poolSteps;
+      poolMisses[c] = pooledMisses;
+      poolStepCounts[c] = pooledSteps;
+      const prior = pooledSteps > 0 ? pooledMisses / pooledSteps : targetMissRate;
+      const missRate = (missesNow + priorSteps * prior) / (stepsNow + priorSteps);
+      const previous = candidateLimits[c]!;
+      let moved = movement[c]!;
+      if (previous === previous) movement[c] = moved = slackKeep * moved + (1 - slackDecay) * Math.abs(limit - previous);
+      candidateLimits[c] = limit;
+      const cost = slackNow + price * missRate + changeWeight * moved;
+      if (cost < bestCost) {
+        bestCost = cost;
+        best = c;
+      }
+      if (c === chosen) chosenCost = cost;
+    }
+    if (bestCost < chosenCost * (1 - this.options.switchMargin)) this.chosen = best;
+  }
+
+  private append(ts: number, usage: number): void {
+    if (this.blockLength === this.block.length) {
+      const grow = (array: Float64Array, size: number) => {
+        const bigger = new Float64Array(size);
+        bigger.set(array);
+        return bigger;
+      };
+      this.block = grow(this.block, this.block.length * 2);
+      this.blockTs = grow(this.blockTs, this.block.length);
+      this.prefix = new Float64Array(this.block.length + 1);
+    }
+    this.blockTs[this.blockLength] = ts;
+    this.block[this.blockLength++] = usage;
+  }
+
+  /** Takes the usage of a step (scored at the next decision against the limits asked for it). */
   observe(ts: number, usage: number): void {
     this.price.seed(usage);
     if (!Number.isNaN(this.previousLimit)) {
-      const { slackDecay, missDecay, priorSteps, targetMissRate } = this.options;
-      const price = this.price.value;
-      let best = this.chosen;
-      let bestCost = Infinity;
-      let chosenCost = Infinity;
-      for (let c = 0; c < CANDIDATES; c++) {
-        const limit = this.limits[c]!;
-        if (Number.isNaN(limit)) continue; // a seasonal source without a detected period
-        const missed = usage > limit ? 1 : 0;
-        this.slack[c] = slackDecay * this.slack[c]! + (1 - slackDecay) * (limit - usage > 0 ? limit - usage : 0);
-        this.misses[c] = missDecay * this.misses[c]! + missed;
-        this.steps[c] = missDecay * this.steps[c]! + 1;
-        this.pool.misses[c] = this.pool.decay * this.pool.misses[c]! + missed;
-        this.pool.steps[c] = this.pool.decay * this.pool.steps[c]! + 1;
-        const prior = this.pool.rate(c, targetMissRate);
-        const missRate = (this.misses[c]! + priorSteps * prior) / (this.steps[c]! + priorSteps);
-        const previous = this.candidateLimits[c]!;
-        if (!Number.isNaN(previous)) this.movement[c] = slackDecay * this.movement[c]! + (1 - slackDecay) * Math.abs(limit - previous);
-        this.candidateLimits[c] = limit;
-        const cost = this.slack[c]! + price * missRate + this.options.changeWeight * this.movement[c]!;
-        if (cost < bestCost) {
-          bestCost = cost;
-          best = c;
-        }
-        if (c === this.chosen) chosenCost = cost;
-      }
-      if (bestCost < chosenCost * (1 - this.options.switchMargin)) this.chosen = best;
       const missed = usage > this.previousLimit;
       this.price.update(missed);
       if (missed) {
@@ -343,16 +503,14 @@ export class EnsembleForecaster {
         this.bumpUntil = ts + this.options.missBumpMs;
       }
     }
-    if (this.learner && this.featuresReady && this.observations % this.learner.sampleEvery === 0) {
-      this.learner.reservoir.add(this.features, Math.min(usage / this.scale, 100));
-    }
-    this.featuresReady = false;
     this.previousLimit = Number.NaN;
-    for (const window of this.windows) window.push(ts, usage);
-    for (const histogram of this.histograms) histogram.add(usage, 1, ts);
-    this.seasonal.push(ts, usage);
-    this.sincePercentiles++;
+    this.append(ts, usage);
     this.observations++;
+    if (!this.decided) {
+      // Nothing to score before the first decision: fold the step in at once.
+      this.fold(this.blockLength);
+      this.blockLength = 0;
+    } else if (this.blockLength >= MAX_BLOCK) this.decide(ts);
   }
 }
 
@@ -364,10 +522,10 @@ const HOUR_MS = 3_600_000;
  * throttling) one in 300. They are the knobs a user turns; the rest are
  * structural (how fast to forget, how much evidence is enough).
  */
-export function defaultEnsembleOptions(resource: Resource, missRates: { memory?: number; rate?: number } = {}): EnsembleOptions {
+export function defaultEnsembleOptions(resource: Resource, settings: { memory?: number; rate?: number; decisionMs?: number } = {}): EnsembleOptions {
   const peak = PEAK_LIKE.has(resource);
   return {
-    targetMissRate: peak ? (missRates.memory ?? 0.0005) : (missRates.rate ?? 0.003),
+    targetMissRate: peak ? (settings.memory ?? 0.0005) : (settings.rate ?? 0.003),
     slackDecay: 0.95, // slack is measured every step: a short memory follows phases
     missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
     priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
@@ -377,6 +535,10 @@ export function defaultEnsembleOptions(resource: Resource, missRates: { memory?:
     missBumpMs: HOUR_MS,
     absoluteFloor: BUCKETS[resource].firstBucketSize / 10,
     priceStep: 0.05,
+    // Every step by default: on the traces here holding limits for even a few
+    // steps costs slack (GPU memory on the Alibaba trace: 0.41 → 0.45 at 2
+    // minutes); longer periods change limits less often and replay faster.
+    decisionMs: settings.decisionMs ?? 0,
   };
 }
 

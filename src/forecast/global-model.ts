@@ -79,14 +79,18 @@ export class ExampleReservoir {
 
 /** The trained network: a forward pass over plain arrays. */
 export class GlobalQuantileModel {
-  private constructor(private readonly layers: GlobalModelState["layers"]) {}
+  /** One output buffer per layer, reused by every prediction. */
+  private readonly outputs: Float64Array[];
+  private constructor(private readonly layers: GlobalModelState["layers"]) {
+    this.outputs = layers.map((layer) => new Float64Array(layer.cols));
+  }
 
   /** Predicted quantiles (GLOBAL_LEVELS order, non-decreasing, ≥ 0) into `out`. */
   predict(features: Float32Array, out: Float64Array): void {
     let input: ArrayLike<number> = features;
     for (let l = 0; l < this.layers.length; l++) {
       const { rows, cols, weights, bias } = this.layers[l]!;
-      const output = new Float64Array(cols);
+      const output = this.outputs[l]!;
       for (let c = 0; c < cols; c++) {
         let sum = bias[c]!;
         for (let r = 0; r < rows; r++) sum += input[r]! * weights[r * cols + c]!;

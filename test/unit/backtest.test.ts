@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { loadAlibabaGenai, loadBitbrains, loadCanonical } from "../../src/backtest/adapters/index.js";
-import { ScoreAccumulator } from "../../src/backtest/metrics.js";
+import { clairvoyantSlack, ScoreAccumulator } from "../../src/backtest/metrics.js";
 import { augurPolicy } from "../../src/backtest/policies/augur.js";
 import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
@@ -99,6 +99,21 @@ describe("metrics", () => {
     assert.equal(s.oom_events, 1);
     assert.ok(Math.abs(s.changes_per_day - 1 / (3 / 24)) < 1e-9);
     assert.deepEqual(s.cold_start, { slack: 0.5, violation_rate: 0, steps: 1 });
+  });
+
+  it("computes the clairvoyant references by hand: each period's peak as the limit", () => {
+    const HOUR = 3_600_000;
+    const base = Math.floor(T0 / (24 * HOUR)) * 24 * HOUR; // a UTC midnight: periods align
+    // usage 1, 3 in the first hour, 2, NaN (not measured), 2 in the second
+    const workload = { ts: Float64Array.from([0, 30, 60, 80, 100].map((m) => base + m * MIN)), values: { mem: Float64Array.from([1, 3, 2, Number.NaN, 2]) } };
+    const slack = clairvoyantSlack([workload], "mem");
+    // 1 h: limits 3,3 | 2,2 → (2 + 0 + 0 + 0) / 10; 6 h, 24 h and the whole trace: 3 × 4 steps → (12 − 8) / 12
+    assert.equal(slack["1h"], 2 / 10);
+    assert.equal(slack["6h"], 4 / 12);
+    assert.equal(slack["trace"], 4 / 12);
+    // 15 min: every measured step its own period except none share one → no slack
+    assert.equal(slack["15m"], 0);
+    assert.equal(clairvoyantSlack([workload], "cpu")["1h"], null, "a resource the trace lacks has no reference");
   });
 });
 
@@ -210,6 +225,26 @@ describe("augur policy", () => {
     assert.ok(after >= 3e9 * 1.2, `after a 3 GB overrun → ${after}`);
   });
 
+  it("with a decision period, holds the limit between decisions except to rise after an overrun", () => {
+    const policy = augurPolicy({ decisionMs: 60 * MIN });
+    const limits: number[] = [];
+    for (let i = 0; i < 600; i++) {
+      const ts = T0 + i * 5 * MIN;
+      const usage = 1e9 + (i % 7) * 5e7; // wobbles, never jumps
+      const limit = policy.limit(pair, "mem", ts, 8e9);
+      limits.push(limit);
+      policy.observe(pair, "mem", ts, usage, 0, limit);
+    }
+    // decisions at the first step and then every 12 steps (an hour of 5-minute steps): nothing changes in between
+    for (let i = 2; i < limits.length; i++) {
+      if ((i - 1) % 12 !== 0) assert.equal(limits[i], limits[i - 1], `step ${i} changed the limit between decisions`);
+    }
+    const ts = T0 + 600 * 5 * MIN;
+    const before = policy.limit(pair, "mem", ts, 8e9);
+    policy.observe(pair, "mem", ts, 4e9, 0, before);
+    assert.ok(policy.limit(pair, "mem", ts + 5 * MIN, 8e9) >= 4e9 * 1.2, "an overrun raises the limit before the next decision");
+  });
+
   it("starts a never-seen pair from its image's history", () => {
     const policy = augurPolicy();
     const other: PairRef = { ...pair, id: 1, user: "v", userId: 1 };
@@ -228,7 +263,9 @@ describe("augur backtest CLI", () => {
       const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--format", "bitbrains", "--out", out, "--report", report]);
       assert.equal(result.status, 0, result.stderr);
       const json = JSON.parse(readFileSync(out, "utf8"));
-      for (const key of ["trace", "samples", "workloads", "elapsed_ms", "policies"]) assert.ok(key in json, key);
+      for (const key of ["trace", "samples", "workloads", "elapsed_ms", "policies", "clairvoyant"]) assert.ok(key in json, key);
+      for (const slack of Object.values(json.clairvoyant.mem as Record<string, number>)) assert.ok(slack >= 0 && slack <= 1);
+      assert.ok(json.clairvoyant.mem["1h"] <= json.clairvoyant.mem["24h"], "a shorter clairvoyant period never leaves more slack");
       assert.deepEqual(Object.keys(json.policies).sort(), ["augur", "autopilot", "static", "vpa"]);
       const memory = json.policies.vpa.mem;
       for (const key of ["slack", "violation_rate", "unmet", "changes_per_day", "cold_start", "oom_events"]) assert.ok(key in memory, key);
@@ -268,6 +305,10 @@ describe("augur backtest CLI", () => {
       ["--format", "parquet"],
       ["--policies", "vpa,oracle"],
       ["--resources", "cpu,quantum"],
+      ["--decision-seconds", "-5"],
+      ["--decision-seconds", "1e9"],
+      ["--decision-seconds", "15m; rm -rf /"],
+      ["--decision-seconds", "NaN"],
     ]) {
       const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--out", "/dev/null", ...args]);
       assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);

@@ -4,6 +4,7 @@ import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses } from "../../src/forecast/ensemble.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
@@ -15,6 +16,25 @@ const DAY = 86_400_000;
 const vpaCpu = { firstBucketSize: 0.01, maxValue: 1000, ratio: 1.05, epsilon: 1e-4, halfLifeMs: DAY };
 
 describe("decaying histogram (VPA)", () => {
+  it("round-trips its state exactly: a restored histogram goes on with the same percentiles; a corrupt total is refused", () => {
+    const original = new DecayingHistogram(vpaCpu);
+    let seed = 3;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const value = (i: number) => 0.05 + random() * (i % 50 === 0 ? 8 : 1.5);
+    for (let i = 0; i < 3000; i++) original.add(value(i), 0.1 + random(), T0 + i * 60_000);
+    const restored = DecayingHistogram.fromState(vpaCpu, JSON.parse(JSON.stringify(original.toState())));
+    for (let i = 3000; i < 4000; i++) {
+      const v = value(i);
+      const w = 0.1 + random();
+      original.add(v, w, T0 + i * 60_000);
+      restored.add(v, w, T0 + i * 60_000);
+      for (const p of [0.5, 0.9, 0.95, 0.99]) assert.equal(restored.percentile(p), original.percentile(p), `p${p} after step ${i}`);
+    }
+    for (const totalWeight of [-1, Number.NaN, 1e30]) {
+      assert.throws(() => DecayingHistogram.fromState(vpaCpu, { ...original.toState(), totalWeight }), /total weight/);
+    }
+  });
+
   it("has VPA's 176 buckets for CPU and memory", () => {
     assert.equal(new DecayingHistogram(vpaCpu).numBuckets, 176);
     assert.equal(new DecayingHistogram({ ...vpaCpu, firstBucketSize: 1e7, maxValue: 1e12 }).numBuckets, 176);
@@ -186,6 +206,41 @@ describe("multi-percentile walk", () => {
   });
 });
 
+describe("ensemble forecaster state", () => {
+  // A restarted stage restores each key from its saved state and must go on
+  // exactly as if it had never stopped, whatever step it stopped at.
+  for (const decisionMs of [0, 15 * 60_000]) {
+    it(`restored at any step, gives the same limits as without a restart (decisions every ${decisionMs / 60_000} min)`, () => {
+      const options = defaultEnsembleOptions("mem", { decisionMs });
+      const usage = (i: number) => 1e9 * (1 + 0.3 * Math.sin(i / 9)) + (i % 17 === 0 ? 6e8 : 0) + (i > 150 ? 1.5e9 : 0);
+      const run = (restartAt: number | null): number[] => {
+        const fresh = () => ({ pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) });
+        let shared = fresh();
+        let forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
+        const limits: number[] = [];
+        for (let i = 0; i < 240; i++) {
+          const ts = T0 + i * 5 * 60_000;
+          if (i === restartAt) {
+            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, misses: [...shared.pool.misses], steps: [...shared.pool.steps] }));
+            shared = fresh();
+            shared.price.value = saved.price;
+            shared.pool.misses.set(saved.misses);
+            shared.pool.steps.set(saved.steps);
+            forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
+            forecaster.restore(saved.state);
+          }
+          const limit = forecaster.limit(ts);
+          if (limit !== null) limits.push(limit);
+          forecaster.observe(ts, usage(i));
+        }
+        return limits;
+      };
+      const uninterrupted = run(null);
+      for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
+    });
+  }
+});
+
 describe("augur-ensemble model", () => {
   it("restores from its saved state and then predicts exactly as the original", () => {
     const factory = createModelFactory("augur-ensemble", {});
@@ -209,6 +264,18 @@ describe("augur-ensemble model", () => {
     const model = factory.create();
     windowsFor("app", "amy", 0.5, 200e6, 3).forEach((w) => model.observe(w));
     const state = JSON.parse(JSON.stringify(model.toState()));
+    for (const [field, value, reason] of [
+      ["pending", { ts: [T0], values: ["1e9"] }, /pending/],
+      ["pending", { ts: [T0, T0], values: [1] }, /pending/],
+      ["pending", null, /pending/],
+      ["decision", { limits: [1, 2], at: T0 }, /decision/],
+      ["decision", { limits: new Array(100).fill(-1), at: T0 }, /decision/],
+      ["decision", "yes", /decision/],
+    ] as const) {
+      const hostile = JSON.parse(JSON.stringify(state));
+      hostile.resources.cpu.forecaster[field] = value;
+      assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
+    }
     state.resources.cpu.forecaster.version = 99;
     assert.throws(() => factory.restore(state), /version/);
     assert.throws(() => factory.restore({ resources: { bogus: {} } }), /unknown resource/);

@@ -13,6 +13,8 @@ export interface AugurPolicyOptions {
   learn?: boolean;
   /** Global models saved by an earlier run (`exportModels`), per resource. */
   models?: Partial<Record<Resource, GlobalModelState>>;
+  /** Event time a limit decision holds (with the default options); default every step. */
+  decisionMs?: number;
 }
 
 /** Examples needed before the first training, and new examples between retrainings. */
@@ -28,7 +30,7 @@ const TRAINING = { steps: 400, batch: 512, learningRate: 0.01, seed: 7 };
  * young pair borrows evidence from its peers.
  */
 export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
-  const optionsFor = options.optionsFor ?? defaultEnsembleOptions;
+  const optionsFor = options.optionsFor ?? ((resource: Resource) => defaultEnsembleOptions(resource, { decisionMs: options.decisionMs }));
   const learn = options.learn ?? true;
   const learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
   const learner = (resource: Resource) => {
@@ -48,7 +50,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
   const pools = new Map<Resource, PooledMisses>();
   const prices = new Map<Resource, OverrunPrice>();
-  /** Usage under each fallback level: cold-start limits for pairs with no history of their own. */
+  /** Usage (block peaks) under each fallback level: cold-start limits for pairs with no history of their own. */
   const levels = new Map<string, DecayingHistogram>();
 
   /** The (image, *), (*, user) and (*, *) usage of a pair, resolved once per pair and resource. */
@@ -78,7 +80,12 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
       let price = prices.get(resource);
       if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
-      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource));
+      // The fallback levels learn each block's peak as the pair's forecaster folds it in.
+      const levels = pairLevels(pair, resource);
+      const onBlock = (peak: number, steps: number, ts: number) => {
+        for (const level of levels) level.add(peak, steps, ts);
+      };
+      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource), onBlock);
     }
     return f;
   };
@@ -108,7 +115,6 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
         const due = l.model === null ? l.reservoir.size >= FIRST_TRAINING_EXAMPLES : l.reservoir.seen - l.trainedAt >= RETRAIN_EVERY_EXAMPLES;
         if (due) train(resource);
       }
-      for (const level of pairLevels(pair, resource)) level.add(usage, 1, ts);
     },
   };
 }

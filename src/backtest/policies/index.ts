@@ -9,13 +9,15 @@ export interface PolicyContext {
   resources: readonly Resource[];
   /** Models saved by an earlier run (`--load-models`), keyed by policy name. */
   models?: Record<string, unknown>;
+  /** augur: event time a limit decision holds (`--decision-seconds`), default every step. */
+  decisionMs?: number;
 }
 
 export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy> = {
   static: () => staticPolicy(),
   vpa: () => vpaPolicy(),
   autopilot: () => autopilotPolicy(),
-  augur: (context) => augurPolicy({ models: augurModels(context.models?.augur) }),
+  augur: (context) => augurPolicy({ models: augurModels(context.models?.augur), decisionMs: context.decisionMs }),
 };
 
 export const POLICY_NAMES = Object.keys(POLICIES);
