@@ -5,6 +5,7 @@ import { loadPipeline, type LoadedPipeline } from "../config/pipeline.js";
 /** The package root, so the default config is found wherever augur is started from. */
 export const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 export const DEFAULT_CONFIG = `${PACKAGE_ROOT}pipelines/local.yaml`;
+export const DEFAULT_KAFKA_CONFIG = `${PACKAGE_ROOT}pipelines/kafka.yaml`;
 
 /** Exit codes: 0 success, 1 the operation failed, 2 bad flags or config. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;

@@ -6,9 +6,9 @@ import { replayTrace } from "../pipeline/replay.js";
 import { createTransport } from "../transport/create.js";
 import { KafkaTransport } from "../transport/kafka/kafka-transport.js";
 import { createTopics, topicSpecs } from "../transport/kafka/topics.js";
-import { DEFAULT_CONFIG, fail, loadFromFlags } from "./common.js";
+import { DEFAULT_CONFIG, DEFAULT_KAFKA_CONFIG, fail, loadFromFlags } from "./common.js";
 
-const DEFAULT_KAFKA_CONFIG = DEFAULT_CONFIG.replace(/local\.yaml$/, "kafka.yaml");
+
 
 function onSignals(stop: () => Promise<void>): void {
   const shutdown = (signal: string) => {

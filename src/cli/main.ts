@@ -5,6 +5,7 @@ import { registerBacktest } from "./backtest.js";
 import { EXIT, fail } from "./common.js";
 import { registerDetect } from "./detect.js";
 import { registerExec } from "./exec.js";
+import { registerHistory } from "./history.js";
 import { registerReplay, registerStage, registerTopics } from "./distributed.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
@@ -25,6 +26,7 @@ registerDetect(program);
 registerStage(program);
 registerTopics(program);
 registerReplay(program);
+registerHistory(program);
 for (const command of program.commands) command.exitOverride();
 
 try {

@@ -1,5 +1,5 @@
 import { InfluxDB, Point, type WriteApi } from "@influxdata/influxdb-client";
-import { errorMessage, TransientError } from "../core/errors.js";
+import { errorMessage, TransientError, ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
 import { RESOURCES, type Resource, type WindowAggregate } from "../core/types.js";
 import type { HistoryConfig } from "../config/pipeline.js";
@@ -94,6 +94,8 @@ export interface HistoryWindow {
   windowMs: number;
   samples: number;
   stats: Partial<Record<Resource, Partial<Record<(typeof HISTORY_STATS)[number], number>>>>;
+  /** The limits the window's workloads ran under, where the collector knew them. */
+  limits: { cpu?: number; mem?: number };
 }
 
 const FIELD = new RegExp(`^(${RESOURCES.join("|")})_(${HISTORY_STATS.join("|")})$`);
@@ -116,7 +118,23 @@ export async function readHistory(options: { url: string; measurement: string; f
   const prefix = `${options.measurement}_`;
   for (const line of (await response.text()).split("\n")) {
     if (!line.trim()) continue;
-    const series = JSON.parse(line) as { metric: Record<string, string>; values: number[]; timestamps: number[] };
+    let series: { metric: Record<string, string>; values: number[]; timestamps: number[] };
+    try {
+      series = JSON.parse(line);
+    } catch {
+      throw new ValidationError(`history export from ${options.url} returned a line that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+    }
+    if (
+      typeof series?.metric !== "object" ||
+      series.metric === null ||
+      !Array.isArray(series.values) ||
+      !Array.isArray(series.timestamps) ||
+      series.values.length !== series.timestamps.length ||
+      !series.timestamps.every((ts) => Number.isFinite(ts)) ||
+      !series.values.every((value) => typeof value === "number")
+    ) {
+      throw new ValidationError(`history export from ${options.url} returned a series that is not {metric, values[], timestamps[]} of equal length`);
+    }
     const name = series.metric.__name__ ?? "";
     const image = series.metric.image;
     const user = series.metric.user;
@@ -126,12 +144,14 @@ export async function readHistory(options: { url: string; measurement: string; f
       const key = `${image}|${user}|${ts}`;
       let window = windows.get(key);
       if (!window) {
-        window = { image, user, ts, windowMs: 0, samples: 0, stats: {} };
+        window = { image, user, ts, windowMs: 0, samples: 0, stats: {}, limits: {} };
         windows.set(key, window);
       }
       const value = series.values[i]!;
       if (field === "samples") window.samples = value;
       else if (field === "window_ms") window.windowMs = value;
+      else if (field === "cpu_limit") window.limits.cpu = value;
+      else if (field === "mem_limit") window.limits.mem = value;
       else {
         const match = FIELD.exec(field);
         if (match) ((window.stats[match[1] as Resource] ??= {})[match[2] as (typeof HISTORY_STATS)[number]] = value);

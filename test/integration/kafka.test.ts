@@ -244,6 +244,16 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       );
       assert.equal(windows.length, exactWindows);
       assert.ok(windows.every((w) => w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined), JSON.stringify(windows.find((w) => !(w.samples >= 1 && w.samples <= 2 && w.windowMs === 300_000 && w.stats.cpu?.max !== undefined))));
+      // …and as a trace for backtests and training: one row per window, each pair's peaks.
+      const exported = `${s.dir}/history.csv.gz`;
+      const summary = JSON.parse(run(["history", "export", "--config", s.config, "--from", "2013-01-01", "--to", String(Date.now()), "--out", exported]));
+      assert.deepEqual({ rows: summary.rows, refused: summary.refused }, { rows: exactWindows, refused: 0 });
+      run(["backtest", "--trace", exported, "--policies", "vpa,augur", "--out", `${s.dir}/history-backtest.json`]);
+      const scored = JSON.parse(readFileSync(`${s.dir}/history-backtest.json`, "utf8"));
+      assert.equal(scored.rejected, 0);
+      assert.equal(scored.workloads, [...reference.values()].filter((p) => p.level === "exact").length, "one workload per pair");
+      for (const policy of ["vpa", "augur"]) assert.equal(scored.policies[policy].cpu.steps, exactWindows, `${policy}: every window scored`);
+      assert.ok(scored.policies.augur.mem.slack > 0 && scored.policies.augur.mem.slack < 1);
       await Promise.all([forecast, aggregate, history].map((child) => stopChild(child)));
       const port = await freePort();
       const token = "kafka-api-token-0123456789";
@@ -338,8 +348,10 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  for (const client of CLIENTS) it(`a broker restart in the middle of a replay: stages reconnect and finish, nothing lost (${client})`, async () => {
-    const s = setup(client === "kafkajs" ? "broker" : "brokerrd", "", `  client: ${client}`);
+  // Each client, and kafkajs with the forecast-state changelog on (its restore runs when the group rebalances after the restart).
+  const restartVariants = [...CLIENTS.map((client) => ({ client, changelog: false })), { client: "kafkajs", changelog: true }];
+  for (const { client, changelog } of restartVariants) it(`a broker restart in the middle of a replay: stages reconnect and finish, nothing lost (${client}${changelog ? ", changelog on" : ""})`, async () => {
+    const s = setup(`broker${client === "kafkajs" ? "" : "rd"}${changelog ? "cl" : ""}`, "", `  client: ${client}${changelog ? "\n  changelog: true" : ""}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { writeFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { loadCanonical } from "../../src/backtest/adapters/index.js";
+import { historyToCanonical, pairWorkload } from "../../src/history/export.js";
+import { readHistory, type HistoryWindow } from "../../src/history/sink.js";
+import { augur, REPO } from "../cli.js";
+import { T0, tempDir } from "../helpers.js";
+
+const window = (overrides: Partial<HistoryWindow>): HistoryWindow => ({
+  image: "app",
+  user: "amy",
+  ts: T0,
+  windowMs: 60_000,
+  samples: 1,
+  stats: { cpu: { max: 0.5, p95: 0.4, mean: 0.3 }, mem: { max: 2e9, p95: 1.9e9, mean: 1.5e9 } },
+  limits: {},
+  ...overrides,
+});
+
+describe("history as a trace", () => {
+  it("writes one canonical row per window that the backtest reads back, names with commas and quotes included", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const windows = [
+        window({}),
+        window({ ts: T0 + 60_000, stats: { cpu: { max: 0.7 }, mem: { max: 2.5e9 } }, limits: { mem: 4e9 } }),
+        window({ image: 'registry:5000/team/app,"v2"', user: " bob", stats: { cpu: { max: 1.5 } } }),
+      ];
+      const trace = historyToCanonical(windows);
+      assert.deepEqual({ rows: trace.rows, pairs: trace.pairs, refused: trace.refused }, { rows: 3, pairs: 2, refused: [] });
+      const file = join(dir, "history.csv");
+      writeFileSync(file, trace.csv);
+      const loaded = loadCanonical(file);
+      assert.deepEqual(loaded.rejected, []);
+      const amy = loaded.workloads.find((w) => w.user === "amy")!;
+      assert.equal(amy.workload, pairWorkload("app", "amy"));
+      assert.deepEqual([...amy.ts], [T0, T0 + 60_000]);
+      assert.deepEqual([...amy.values.cpu!], [0.5, 0.7]);
+      assert.deepEqual([...amy.values.mem!], [2e9, 2.5e9]);
+      assert.ok(Number.isNaN(amy.limits.mem![0]!) && amy.limits.mem![1] === 4e9, "a limit where the window knew it, none elsewhere");
+      const odd = loaded.workloads.find((w) => w.user === " bob")!;
+      assert.equal(odd.image, 'registry:5000/team/app,"v2"');
+      const oddMem = odd.values.mem;
+      assert.ok(oddMem === undefined || Number.isNaN(oddMem[0]!), "a resource the window lacks is not measured, not zero");
+      // Another statistic on request.
+      assert.match(historyToCanonical([window({})], "p95").csv, /,0\.4,1900000000\n$/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("refuses hostile windows with a reason each and keeps the rest", () => {
+    const trace = historyToCanonical([
+      window({ image: "a|b" }),
+      window({ user: "new\nline" }),
+      window({ image: "" }),
+      window({ ts: Number.NaN }),
+      window({ stats: {} }),
+      window({ image: "x".repeat(600) }),
+      window({}),
+    ]);
+    assert.equal(trace.rows, 1);
+    assert.equal(trace.refused.length, 6);
+    for (const refused of trace.refused) assert.ok(refused.reason.length > 0 && refused.image.length <= 80);
+    assert.throws(() => historyToCanonical([window({})], "median" as never), /stat must be one of/);
+    assert.match(pairWorkload("i".repeat(400), "u".repeat(400)), /^pair-[0-9a-f]{16}$/, "a long pair gets a digest, still a valid id");
+  });
+
+  it("reads the export API and refuses what is not one (not JSON, ragged series)", async () => {
+    const bodies = [
+      `{"metric":{"__name__":"m_cpu_max","image":"app","user":"amy"},"values":[0.5],"timestamps":[${T0}]}\n{"metric":{"__name__":"m_samples","image":"app","user":"amy"},"values":[3],"timestamps":[${T0}]}\n`,
+      "<html>oops</html>\n",
+      `{"metric":{"__name__":"m_cpu_max","image":"app","user":"amy"},"values":[0.5,1],"timestamps":[${T0}]}\n`,
+      `{"metric":{"__name__":"m_cpu_max","image":"app","user":"amy"},"values":["0.5"],"timestamps":[${T0}]}\n`,
+    ];
+    let next = 0;
+    const server = createServer((_request, response) => response.end(bodies[next++]));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      const windows = await readHistory({ url, measurement: "m", fromMs: 0, toMs: T0 + 1 });
+      assert.deepEqual(windows.map((w) => ({ ts: w.ts, samples: w.samples, cpu: w.stats.cpu?.max })), [{ ts: T0, samples: 3, cpu: 0.5 }]);
+      await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /not JSON/);
+      await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /equal length/);
+      await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /equal length/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("augur history export exits 2 on bad times, stats, ids and a config without history", () => {
+    const kafka = join(REPO, "pipelines/kafka.yaml");
+    for (const args of [
+      ["--from", "yesterday", "--to", "2013-08-02"],
+      ["--from", "2013-08-02", "--to", "2013-08-01"],
+      ["--from", "2013-08-01", "--to", "2013-08-02", "--stat", "median"],
+      ["--from", "2013-08-01", "--to", "2013-08-02", "--image", "a|b"],
+      ["--from", "2013-08-01; rm -rf /", "--to", "2013-08-02"],
+      ["--from", "2013-08-01", "--to", "2013-08-02", "--config", join(REPO, "pipelines/local.yaml")],
+    ]) {
+      const result = augur(["history", "export", "--config", kafka, "--out", "/dev/null", ...args]);
+      assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /^augur: /);
+    }
+  });
+});
