@@ -1,5 +1,6 @@
 import type { Admin } from "kafkajs";
 import type { KafkaTransportConfig } from "../../config/pipeline.js";
+import { logRetry, withRetry } from "../../core/retry.js";
 import { TOPICS } from "../topic.js";
 
 export interface TopicSpec {
@@ -39,7 +40,16 @@ export interface TopicOutcome {
 }
 
 /** Creates missing topics; leaves existing ones alone and says where they differ from the spec. */
+/**
+ * Creates what is missing and reports what exists. Idempotent, so a broker
+ * that is still loading its partitions (a retriable error such as "does not
+ * host this topic-partition" right after a start) is simply asked again.
+ */
 export async function createTopics(admin: Admin, specs: TopicSpec[]): Promise<TopicOutcome[]> {
+  return withRetry(() => createTopicsOnce(admin, specs), { initialDelayMs: 500, maxDelayMs: 8_000, attempts: 7, respectRetriable: true, onError: logRetry("creating the topics") });
+}
+
+async function createTopicsOnce(admin: Admin, specs: TopicSpec[]): Promise<TopicOutcome[]> {
   const existing = new Set(await admin.listTopics());
   const missing = specs.filter((spec) => !existing.has(spec.name));
   if (missing.length > 0) {
