@@ -48,12 +48,12 @@ export const kafkaTransportConfig = z
     /** Event-time alignment across partitions (ms): a partition this far ahead of the slowest waits. 0: off. */
     alignSeconds: z.number().min(0).max(86_400 * 7).default(300),
     /**
-     * Experimental: the forecast stage keeps a changelog of its model state
+     * The forecast stage keeps a changelog of its model state
      * (augur.forecast-state) and restores a partition's keys when it is
-     * assigned, so forecast processes can hand partitions over. Off: run one
-     * forecast process per pipeline.
+     * assigned, so forecast processes hand partitions over on a rebalance.
+     * Off: run one forecast process per pipeline.
      */
-    changelog: z.boolean().default(false),
+    changelog: z.boolean().default(true),
     topics: z
       .object({
         partitions: z.number().int().min(1).max(10_000).default(4),
