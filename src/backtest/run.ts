@@ -81,6 +81,7 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     workloads: replayed.workloads,
     elapsed_ms: Math.round(performance.now() - started),
     rejected: rejected.length,
+    decision_seconds: decisionMs(options.decisionSeconds) / 1000,
     policies: replayed.scores,
     clairvoyant: Object.fromEntries(resources.map((resource) => [resource, clairvoyantSlack(trace.workloads, resource)])),
   };

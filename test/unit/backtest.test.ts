@@ -264,6 +264,7 @@ describe("augur backtest CLI", () => {
       assert.equal(result.status, 0, result.stderr);
       const json = JSON.parse(readFileSync(out, "utf8"));
       for (const key of ["trace", "samples", "workloads", "elapsed_ms", "policies", "clairvoyant"]) assert.ok(key in json, key);
+      assert.equal(json.decision_seconds, 0, "decided every step unless asked otherwise");
       for (const slack of Object.values(json.clairvoyant.mem as Record<string, number>)) assert.ok(slack >= 0 && slack <= 1);
       assert.ok(json.clairvoyant.mem["1h"] <= json.clairvoyant.mem["24h"], "a shorter clairvoyant period never leaves more slack");
       assert.deepEqual(Object.keys(json.policies).sort(), ["augur", "autopilot", "static", "vpa"]);
