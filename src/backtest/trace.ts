@@ -2,7 +2,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { ValidationError } from "../core/errors.js";
-import type { Resource } from "../core/types.js";
+import { RESOURCES, type Resource } from "../core/types.js";
 
 /** One workload's rows, columnar and sorted by time. NaN means "not measured". */
 export interface WorkloadSeries {
@@ -133,4 +133,28 @@ export function cellNumber(cell: string | undefined, column: string): number {
   if (!Number.isFinite(value)) throw new ValidationError(`${column} is not a finite number: ${JSON.stringify(text.slice(0, 40))}`);
   if (value < 0) throw new ValidationError(`${column} is negative: ${value}`);
   return value;
+}
+
+const CANONICAL_COLUMNS = ["ts", "workload", "image", "user", ...RESOURCES, "cpu_limit", "mem_limit"] as const;
+
+/** A CSV cell: quoted when it holds a comma, a quote or a line break. */
+export function csvCell(value: string): string {
+  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+/** Writes a trace in the canonical format (DESIGN.md), rows in time order per workload. */
+export function* canonicalLines(trace: Trace): Generator<string> {
+  yield CANONICAL_COLUMNS.join(",");
+  for (const series of trace.workloads) {
+    const ids = [csvCell(series.workload), csvCell(series.image), csvCell(series.user)];
+    for (let i = 0; i < series.ts.length; i++) {
+      const cells = [String(series.ts[i]), ...ids];
+      for (const resource of RESOURCES) {
+        const value = series.values[resource]?.[i];
+        cells.push(value === undefined || Number.isNaN(value) ? "" : String(value));
+      }
+      for (const limit of [series.limits.cpu?.[i], series.limits.mem?.[i]]) cells.push(limit === undefined || Number.isNaN(limit) ? "" : String(limit));
+      yield cells.join(",");
+    }
+  }
 }

@@ -1,4 +1,4 @@
-import type { Trace, WorkloadSeries } from "../backtest/trace.js";
+import { csvCell, type Trace, type WorkloadSeries } from "../backtest/trace.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 import { ANOMALY_TYPES, gpuCapacity, type AnomalyType } from "./detector.js";
 import type { Label } from "./offline.js";
@@ -196,29 +196,6 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
     labels.push({ workload: series.workload, type, startTs: series.ts[start]!, endTs: series.ts[end]! });
   }
   return labels;
-}
-
-const CANONICAL_COLUMNS = ["ts", "workload", "image", "user", ...RESOURCES, "cpu_limit", "mem_limit"] as const;
-
-function csvCell(value: string): string {
-  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
-}
-
-/** Writes a trace in the canonical format (DESIGN.md), rows in time order per workload. */
-export function* canonicalLines(trace: Trace): Generator<string> {
-  yield CANONICAL_COLUMNS.join(",");
-  for (const series of trace.workloads) {
-    const ids = [csvCell(series.workload), csvCell(series.image), csvCell(series.user)];
-    for (let i = 0; i < series.ts.length; i++) {
-      const cells = [String(series.ts[i]), ...ids];
-      for (const resource of RESOURCES) {
-        const value = series.values[resource]?.[i];
-        cells.push(value === undefined || Number.isNaN(value) ? "" : String(value));
-      }
-      for (const limit of [series.limits.cpu?.[i], series.limits.mem?.[i]]) cells.push(limit === undefined || Number.isNaN(limit) ? "" : String(limit));
-      yield cells.join(",");
-    }
-  }
 }
 
 export function labelLines(labels: Label[]): string[] {

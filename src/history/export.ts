@@ -2,6 +2,7 @@
 // what the history stage kept trains and scores policies with `augur
 // backtest --trace/--train`, exactly like a trace from elsewhere.
 import { createHash } from "node:crypto";
+import { canonicalLines, SeriesBuilder, type Trace } from "../backtest/trace.js";
 import { ValidationError } from "../core/errors.js";
 import { MAX_ID_LENGTH, validateId } from "../core/keys.js";
 import { RESOURCES, type Resource } from "../core/types.js";
@@ -19,49 +20,42 @@ export function pairWorkload(image: string, user: string): string {
   return joined.length <= MAX_ID_LENGTH ? joined : `pair-${createHash("sha256").update(joined).digest("hex").slice(0, 16)}`;
 }
 
-/** A CSV cell: quoted when it holds a comma, a quote or a leading/trailing space. */
-function cell(value: string): string {
-  return /[",]|^\s|\s$/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
-}
-
 /**
  * One row per window: ts = window start, each resource's `stat` over the
  * window (its peak by default: a limit has to cover the window's peak), the
- * limits when known. Windows are validated as they are read; a window with
- * a bad id or no statistic at all is refused with the reason.
+ * limits when known; written by the canonical writer every trace tool uses.
+ * Windows are validated as they are read; a window with a bad id or no
+ * statistic at all is refused with the reason.
  */
 export function historyToCanonical(windows: HistoryWindow[], stat: HistoryStat = "max"): { csv: string; rows: number; pairs: number; refused: Array<{ image: string; user: string; ts: number; reason: string }> } {
   if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
-  const resources = RESOURCES.filter((resource) => windows.some((w) => Number.isFinite(w.stats[resource]?.[stat])));
-  const withLimits = { cpu: windows.some((w) => w.limits.cpu !== undefined), mem: windows.some((w) => w.limits.mem !== undefined) };
-  const header = ["ts", "workload", "image", "user", ...resources, ...(withLimits.cpu ? ["cpu_limit"] : []), ...(withLimits.mem ? ["mem_limit"] : [])];
-  const lines = [header.join(",")];
   const refused: Array<{ image: string; user: string; ts: number; reason: string }> = [];
-  const pairs = new Set<string>();
-  const sorted = [...windows].sort((a, b) => a.ts - b.ts || a.image.localeCompare(b.image) || a.user.localeCompare(b.user));
-  for (const window of sorted) {
+  const refuse = (image: string, user: string, ts: number, reason: string) => refused.push({ image: String(image).slice(0, 80), user: String(user).slice(0, 80), ts, reason });
+  const builders = new Map<string, SeriesBuilder>();
+  for (const window of windows) {
     try {
-      validateId("image", window.image);
-      validateId("user", window.user);
+      const image = validateId("image", window.image);
+      const user = validateId("user", window.user);
       if (!Number.isSafeInteger(window.ts)) throw new ValidationError(`timestamp ${window.ts} is not whole milliseconds`);
-      const values = resources.map((resource: Resource) => window.stats[resource]?.[stat]);
-      if (values.every((value) => value === undefined)) throw new ValidationError(`no ${stat} of any resource`);
-      const number = (value: number | undefined) => (value === undefined || !Number.isFinite(value) ? "" : String(value));
-      lines.push(
-        [
-          String(window.ts),
-          cell(pairWorkload(window.image, window.user)),
-          cell(window.image),
-          cell(window.user),
-          ...values.map(number),
-          ...(withLimits.cpu ? [number(window.limits.cpu)] : []),
-          ...(withLimits.mem ? [number(window.limits.mem)] : []),
-        ].join(","),
-      );
-      pairs.add(`${window.image}|${window.user}`);
+      const values: Partial<Record<Resource, number>> = {};
+      for (const resource of RESOURCES) {
+        const value = window.stats[resource]?.[stat];
+        if (value !== undefined && Number.isFinite(value)) values[resource] = value;
+      }
+      if (Object.keys(values).length === 0) throw new ValidationError(`no ${stat} of any resource`);
+      const key = `${image}|${user}`;
+      let builder = builders.get(key);
+      if (!builder) builders.set(key, (builder = new SeriesBuilder(pairWorkload(image, user), image, user, RESOURCES)));
+      builder.push(window.ts, values, window.limits.cpu ?? Number.NaN, window.limits.mem ?? Number.NaN);
     } catch (error) {
-      refused.push({ image: String(window.image).slice(0, 80), user: String(window.user).slice(0, 80), ts: window.ts, reason: (error as Error).message });
+      refuse(window.image, window.user, window.ts, (error as Error).message);
     }
   }
-  return { csv: lines.join("\n") + "\n", rows: lines.length - 1, pairs: pairs.size, refused };
+  const trace: Trace = { name: "history", workloads: [], rows: 0, rejected: [] };
+  for (const builder of builders.values()) {
+    const series = builder.build((ts) => refuse(builder.image, builder.user, ts, "a second window at the same start"));
+    trace.workloads.push(series);
+    trace.rows += series.ts.length;
+  }
+  return { csv: [...canonicalLines(trace)].join("\n") + "\n", rows: trace.rows, pairs: builders.size, refused };
 }
