@@ -123,12 +123,12 @@ export function clairvoyantSlack(workloads: ReadonlyArray<{ ts: Float64Array; va
       const { ts } = workload;
       let start = 0;
       while (start < values.length) {
-        const bucket = Number.isFinite(period) ? Math.floor(ts[start]! / period) : 0;
+        const bucket = Math.floor(ts[start]! / period); // 0 for the whole trace (period ∞)
         let end = start;
         let peak = 0;
         let usage = 0;
         let steps = 0;
-        for (; end < values.length && (!Number.isFinite(period) || Math.floor(ts[end]! / period) === bucket); end++) {
+        for (; end < values.length && Math.floor(ts[end]! / period) === bucket; end++) {
           const value = values[end]!;
           if (Number.isNaN(value)) continue;
           if (value > peak) peak = value;

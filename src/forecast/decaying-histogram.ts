@@ -48,9 +48,9 @@ export class DecayingHistogram {
       throw new RangeError("histogram needs ratio > 1, firstBucketSize > 0, maxValue > firstBucketSize, halfLife > 0");
     }
     // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
-    this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / Math.log(ratio)) + 1;
-    this.weights = new Float64Array(this.numBuckets);
     this.logRatio = Math.log(ratio);
+    this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / this.logRatio) + 1;
+    this.weights = new Float64Array(this.numBuckets);
     this.minBucket = this.numBuckets - 1;
     this.maxBucket = 0;
   }
@@ -74,19 +74,15 @@ export class DecayingHistogram {
 
   /** Adds value with weight at event time `timeMs`; newer samples weigh exponentially more. */
   add(value: number, weight: number, timeMs: number): void {
-    if (timeMs !== this.factorAt) {
-      if ((timeMs - this.referenceMs) / this.options.halfLifeMs > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
-      this.factor = Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
-      this.factorAt = timeMs;
-    }
-    const decayed = weight * this.factor;
+    if (timeMs !== this.factorAt && (timeMs - this.referenceMs) / this.options.halfLifeMs > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
+    const decayed = weight * this.decayFactor(timeMs);
     if (!(decayed > 0) || !Number.isFinite(decayed)) return;
     this.addToBucket(this.findBucket(value), decayed);
   }
 
   /** Removes weight earlier added at the same (value, time): VPA's peak replacement. */
   subtract(value: number, weight: number, timeMs: number): void {
-    const decayed = weight * Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+    const decayed = weight * this.decayFactor(timeMs);
     const bucket = this.findBucket(value);
     const taken = Math.min(this.weights[bucket]!, decayed);
     this.weights[bucket] = this.weights[bucket]! - taken;
@@ -96,6 +92,15 @@ export class DecayingHistogram {
       this.weights[bucket] = 0;
     }
     this.updateMinAndMax();
+  }
+
+  /** 2^((t − reference) / half-life), kept for the last time asked. */
+  private decayFactor(timeMs: number): number {
+    if (timeMs !== this.factorAt) {
+      this.factor = Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+      this.factorAt = timeMs;
+    }
+    return this.factor;
   }
 
   private addToBucket(bucket: number, weight: number): void {

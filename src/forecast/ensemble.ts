@@ -457,11 +457,9 @@ export class EnsembleForecaster {
       misses[c] = missesNow;
       const stepsNow = missKeep * steps[c]! + missSteps;
       steps[c] = stepsNow;
-      const pooledMisses = poolKeep * poolMisses[c]! + missed;
-      const pooledSteps = poolKeep * poolStepCounts[c]! + poolSteps;
-      poolMisses[c] = pooledMisses;
-      poolStepCounts[c] = pooledSteps;
-      const prior = pooledSteps > 0 ? pooledMisses / pooledSteps : targetMissRate;
+      poolMisses[c] = poolKeep * poolMisses[c]! + missed;
+      poolStepCounts[c] = poolKeep * poolStepCounts[c]! + poolSteps;
+      const prior = pool.rate(c, targetMissRate);
       const missRate = (missesNow + priorSteps * prior) / (stepsNow + priorSteps);
       const previous = candidateLimits[c]!;
       let moved = movement[c]!;
