@@ -48,12 +48,12 @@ export const kafkaTransportConfig = z
     /** Event-time alignment across partitions (ms): a partition this far ahead of the slowest waits. 0: off. */
     alignSeconds: z.number().min(0).max(86_400 * 7).default(300),
     /**
-     * The forecast stage keeps a changelog of its model state
+     * Experimental: the forecast stage keeps a changelog of its model state
      * (augur.forecast-state) and restores a partition's keys when it is
      * assigned, so forecast processes hand partitions over on a rebalance.
      * Off: run one forecast process per pipeline.
      */
-    changelog: z.boolean().default(true),
+    changelog: z.boolean().default(false),
     topics: z
       .object({
         partitions: z.number().int().min(1).max(10_000).default(4),
