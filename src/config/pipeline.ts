@@ -54,6 +54,8 @@ export const kafkaTransportConfig = z
      * Off: run one forecast process per pipeline.
      */
     changelog: z.boolean().default(false),
+    /** kafkajs's own log (stderr); augur itself logs every retry, failed batch and consumer restart. */
+    logLevel: z.enum(["nothing", "error", "warn", "info", "debug"]).default("nothing"),
     topics: z
       .object({
         partitions: z.number().int().min(1).max(10_000).default(4),

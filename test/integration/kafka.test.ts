@@ -57,6 +57,7 @@ transport:
   maxBatch: 200
   sessionTimeoutMs: 6000
   topics: { partitions: 4, replicationFactor: 1, retentionHours: 876000 }   # the trace is from 2013: Kafka deletes by record (event) time
+  logLevel: ${process.env.AUGUR_TEST_KAFKA_LOG ?? "nothing"}   # kafkajs's log in the stage logs (test-artifacts/)
 ${transportExtra}
 history: { kind: influxdb, url: ${TSDB}, measurement: ${namespace.replace(/[^A-Za-z0-9]/g, "_")}window }
 aggregate:
@@ -401,6 +402,41 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       assert.equal(newReadsOld.tenant, "none");
     } finally {
       cleanup();
+    }
+  });
+
+  it("a kafkajs consumer its group fenced (a pause longer than the session) is replaced and consumes the rest", async () => {
+    // kafkajs stops a consumer for good on a non-retriable error such as the
+    // coordinator's "not aware of this member" after a pause (GC, a stopped VM,
+    // a broker whose coordinator was still settling); the transport starts a new one.
+    const s = setup("fenced");
+    const { loadPipeline } = await import("../../src/config/pipeline.js");
+    const { createTransport } = await import("../../src/transport/create.js");
+    const transport = await createTransport(loadPipeline(s.config).config);
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const base = { workload: "w1", image: "img", user: "alice", host: "h", source: "test", cpuCores: 0.5, memoryWorkingSetBytes: 1e8 };
+      const count = 40;
+      await transport.topic(TOPICS.samples).publish(Array.from({ length: count }, (_, i) => ({ key: "img|alice", value: { ...base, ts: 1_700_000_000_000 + i * 1_000 }, timestamp: 1_700_000_000_000 + i * 1_000 })));
+      const seen = new Set<number>();
+      let paused = false;
+      const consumer = await transport.consume<{ ts: number }>(TOPICS.samples, { group: "fenced", maxBatch: 5 }, async (batch) => {
+        if (!paused) {
+          paused = true;
+          // The event loop blocked past the 6 s session: no heartbeat, the coordinator drops the member.
+          const until = Date.now() + 10_000;
+          while (Date.now() < until);
+        }
+        for (const record of batch) seen.add(Number(record.value.ts));
+      });
+      try {
+        await eventually(() => (seen.size === count ? true : undefined), 120_000, `all ${count} records consumed`);
+      } finally {
+        await consumer.stop();
+      }
+    } finally {
+      await transport.close();
+      s.cleanup();
     }
   });
 

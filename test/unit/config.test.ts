@@ -43,6 +43,7 @@ describe("pipeline config", () => {
     expectConfigError("transport: { kind: kafka, brokers: ['127.0.0.1:9092; rm -rf /'] }", /transport\.brokers\.0/);
     expectConfigError("transport: { kind: kafka, namespace: '../../etc' }", /transport\.namespace/);
     expectConfigError("transport: { kind: kafka, schemaRegistry: 'javascript:alert(1)' }", /transport\.schemaRegistry/);
+    expectConfigError("transport: { kind: kafka, logLevel: 'verbose; id' }", /transport\.logLevel/);
     expectConfigError("transport: { kind: carrier-pigeon }", /transport/);
     expectConfigError("history: { kind: influxdb, measurement: 'a b,c=d' }", /history\.measurement/);
     expectConfigError("history: { kind: influxdb, url: 'file:///etc/passwd' }", /history\.url/);

@@ -1,4 +1,4 @@
-import { Kafka, Partitioners, logLevel, type Admin, type Consumer as KafkaConsumer, type EachBatchPayload, type IHeaders, type Message, type Producer } from "kafkajs";
+import { Kafka, Partitioners, logLevel, type Admin, type logCreator, type Consumer as KafkaConsumer, type EachBatchPayload, type IHeaders, type Message, type Producer } from "kafkajs";
 import { AugurError, DecodeError, TransientError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
@@ -44,6 +44,12 @@ const READ_PARTITION_TIMEOUT_MS = 60_000;
 
 const LOG_LEVELS = { nothing: logLevel.NOTHING, error: logLevel.ERROR, warn: logLevel.WARN, info: logLevel.INFO, debug: logLevel.DEBUG } as const;
 
+/** kafkajs's log, every level on stderr (stdout carries the commands' results), one JSON object per line. */
+const stderrLog: logCreator = () => ({ namespace, label, log }) => {
+  const { message, ...extra } = log;
+  process.stderr.write(`${JSON.stringify({ level: label, time: new Date().toISOString(), logger: `kafkajs ${namespace}`, message, ...extra })}\n`);
+};
+
 function headerText(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers ?? {})) {
@@ -79,6 +85,7 @@ export class KafkaTransport implements Transport {
       clientId: options.clientId,
       brokers: options.brokers,
       logLevel: LOG_LEVELS[options.logLevel ?? "nothing"],
+      logCreator: stderrLog,
       retry: { initialRetryTime: 200, maxRetryTime: 5_000, retries: 8 },
     });
   }
@@ -286,6 +293,8 @@ class KafkaTransportConsumer implements TransportConsumer {
   private readonly aligner: EventTimeAligner;
   /** Partitions whose state `onAssign` restored since the last (re)join. */
   private readonly assigned = new Set<number>();
+  /** Consecutive replacements of a crashed consumer (backoff); reset by a batch handled. */
+  private replacements = 0;
 
   constructor(
     private readonly transport: KafkaTransport,
@@ -313,6 +322,16 @@ class KafkaTransportConsumer implements TransportConsumer {
       retry: { initialRetryTime: 300, maxRetryTime: 5_000, retries: 10, restartOnFailure: async () => !this.stopping },
     });
     this.consumer = consumer;
+    consumer.on(consumer.events.CRASH, ({ payload }) => {
+      // kafkajs restarts a consumer after retriable errors only. Others (an
+      // UNKNOWN_MEMBER_ID answered while a fresh broker's group coordinator
+      // settles, for one) leave it stopped in a process that looks alive: start
+      // a new one, which resumes from the committed offsets.
+      const restart = payload.restart && !this.stopping;
+      console.error(`augur: consumer ${this.options.group} on ${this.topic} failed: ${errorMessage(payload.error)}; ${restart ? "kafkajs restarts it" : this.stopping ? "stopping" : "starting a new one"}`);
+      this.metrics?.stageErrors.inc({ stage: this.options.group });
+      if (!payload.restart && !this.stopping) this.replace(consumer);
+    });
     consumer.on(consumer.events.GROUP_JOIN, () => {
       // New assignment: forget what the old one knew (kafkajs keeps partitions paused across a rebalance).
       this.aligner.reset();
@@ -333,7 +352,18 @@ class KafkaTransportConsumer implements TransportConsumer {
     });
   }
 
-  private async eachBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
+  private async eachBatch(payload: EachBatchPayload): Promise<void> {
+    try {
+      await this.handleBatch(payload);
+      this.replacements = 0;
+    } catch (error) {
+      // kafkajs fetches the batch again (and, past its retries, restarts the consumer).
+      console.error(`augur: ${this.options.group}: batch of ${this.topic}[${payload.batch.partition}] failed, fetching it again: ${errorMessage(error)}`);
+      throw error;
+    }
+  }
+
+  private async handleBatch({ batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, isRunning, isStale }: EachBatchPayload): Promise<void> {
     if (this.options.onAssign && !this.assigned.has(batch.partition)) {
       // Restoring may take longer than the session: keep the membership alive meanwhile.
       const beat = setInterval(() => void heartbeat().catch(() => undefined), Math.max(500, Math.floor(this.transportOptions.sessionTimeoutMs / 5)));
@@ -375,6 +405,26 @@ class KafkaTransportConsumer implements TransportConsumer {
     await commitOffsetsIfNecessary();
     const last = batch.messages.at(-1);
     if (last) this.aligner.observe(batch.partition, Number(last.timestamp), Number(batch.highWatermark) - 1 <= Number(last.offset));
+  }
+
+  /** Replaces a consumer kafkajs gave up on with a new one, after a backoff; retried until it runs or the consumer stops. */
+  private replace(crashed: KafkaConsumer): void {
+    const delay = Math.min(30_000, 1_000 * 2 ** Math.min(this.replacements++, 5));
+    setTimeout(() => {
+      void (async () => {
+        await crashed.disconnect().catch(() => undefined);
+        if (this.stopping || this.consumer !== crashed) return;
+        this.aligner.reset();
+        this.assigned.clear();
+        this.hold.clear(); // the new consumer starts from the committed offsets
+        try {
+          await this.start();
+        } catch (error) {
+          console.error(`augur: starting a new consumer ${this.options.group} on ${this.topic} failed: ${errorMessage(error)}`);
+          if (!this.stopping && this.consumer) this.replace(this.consumer);
+        }
+      })();
+    }, delay);
   }
 
   async stop(): Promise<void> {
