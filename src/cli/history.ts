@@ -38,7 +38,7 @@ export function registerHistory(program: Command): void {
         const pipeline = loadFromFlags({ config: flags.config });
         const config = pipeline.config.history;
         if (!config) throw new ConfigError(`${pipeline.path}: no history section (kind: influxdb, url, measurement)`);
-        const windows = await readHistory({ url: config.url, measurement: config.measurement, fromMs, toMs, image, user });
+        const windows = await readHistory({ url: config.url, measurement: config.measurement, fromMs, toMs, image, user, query: config.query, org: config.org, bucket: config.bucket, token: process.env[config.tokenEnv] });
         const trace = historyToCanonical(windows, flags.stat as HistoryStat);
         writeFileSync(flags.out, flags.out.endsWith(".gz") ? gzipSync(trace.csv) : trace.csv);
         for (const refused of trace.refused.slice(0, 20)) process.stderr.write(`augur: window ${refused.image}|${refused.user} at ${refused.ts} refused: ${refused.reason}\n`);

@@ -48,12 +48,12 @@ export const kafkaTransportConfig = z
     /** Event-time alignment across partitions (ms): a partition this far ahead of the slowest waits. 0: off. */
     alignSeconds: z.number().min(0).max(86_400 * 7).default(300),
     /**
-     * Experimental: the forecast stage keeps a changelog of its model state
+     * The forecast stage keeps a changelog of its model state
      * (augur.forecast-state) and restores a partition's keys when it is
      * assigned, so forecast processes hand partitions over on a rebalance.
      * Off: run one forecast process per pipeline.
      */
-    changelog: z.boolean().default(false),
+    changelog: z.boolean().default(true),
     /** kafkajs's own log (stderr); augur itself logs every retry, failed batch and consumer restart. */
     logLevel: z.enum(["nothing", "error", "warn", "info", "debug"]).default("nothing"),
     topics: z
@@ -81,6 +81,12 @@ export const historyConfig = z
     /** Token for InfluxDB, read from this environment variable when set. */
     tokenEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default("AUGUR_INFLUX_TOKEN"),
     measurement: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default("augur_window"),
+    /**
+     * How `augur history export` reads windows back: VictoriaMetrics' export
+     * API (`victoriametrics`), or Flux over InfluxDB 2.x's `/api/v2/query`
+     * (`flux`, with `org`, `bucket` and the token). Writes are the same either way.
+     */
+    query: z.enum(["victoriametrics", "flux"]).default("victoriametrics"),
     /** Points buffered before a write; a stage flushes after each consumed batch anyway. */
     batchSize: z.number().int().min(1).max(100_000).default(5_000),
   })

@@ -37,7 +37,7 @@ export interface ForecastStageOptions {
    * repartition: fallback levels go through `augur.forecast-levels` (several processes).
    */
   levels?: "inline" | "repartition";
-  /** Keep the model-state changelog and restore from it on assignment (distributed; `transport.changelog`, experimental, off by default). */
+  /** Keep the model-state changelog and restore from it on assignment (distributed; `transport.changelog`, on by default). */
   changelog?: boolean;
   /** Model of the fallback levels ((image,*), (*,user), (*,*)); default: the same as pairs. */
   fallbackFactory?: ModelFactory;

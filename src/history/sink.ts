@@ -1,4 +1,4 @@
-import { InfluxDB, Point, type WriteApi } from "@influxdata/influxdb-client";
+import { flux, fluxDateTime, fluxExpression, HttpError, InfluxDB, Point, type WriteApi } from "@influxdata/influxdb-client";
 import { errorMessage, TransientError, ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
 import { RESOURCES, type Resource, type WindowAggregate } from "../core/types.js";
@@ -100,13 +100,62 @@ export interface HistoryWindow {
 
 const FIELD = new RegExp(`^(${RESOURCES.join("|")})_(${HISTORY_STATS.join("|")})$`);
 
+export interface HistoryQuery {
+  url: string;
+  measurement: string;
+  fromMs: number;
+  /** Inclusive: windows starting at `toMs` are read. */
+  toMs: number;
+  image?: string;
+  user?: string;
+  /** How to read: VictoriaMetrics' export API (default) or Flux (InfluxDB 2.x `/api/v2/query`). */
+  query?: "victoriametrics" | "flux";
+  /** Flux only: organisation, bucket and token, as the writes use them. */
+  org?: string;
+  bucket?: string;
+  token?: string;
+}
+
+/** Gathers one value per (pair, window start, field) into windows, whichever API they came from. */
+class WindowAssembler {
+  private readonly windows = new Map<string, HistoryWindow>();
+
+  add(image: string, user: string, ts: number, field: string, value: number): void {
+    const key = `${image}|${user}|${ts}`;
+    let window = this.windows.get(key);
+    if (!window) {
+      window = { image, user, ts, windowMs: 0, samples: 0, stats: {}, limits: {} };
+      this.windows.set(key, window);
+    }
+    if (field === "samples") window.samples = value;
+    else if (field === "window_ms") window.windowMs = value;
+    else if (field === "cpu_limit") window.limits.cpu = value;
+    else if (field === "mem_limit") window.limits.mem = value;
+    else {
+      const match = FIELD.exec(field);
+      if (match) ((window.stats[match[1] as Resource] ??= {})[match[2] as (typeof HISTORY_STATS)[number]] = value);
+    }
+  }
+
+  result(): HistoryWindow[] {
+    return [...this.windows.values()].sort((a, b) => a.ts - b.ts || a.image.localeCompare(b.image) || a.user.localeCompare(b.user));
+  }
+}
+
+/** Reads windows back from the history database, in window-start order. */
+export async function readHistory(options: HistoryQuery): Promise<HistoryWindow[]> {
+  const windows = new WindowAssembler();
+  if (options.query === "flux") await readFlux(options, windows);
+  else await readExport(options, windows);
+  return windows.result();
+}
+
 /**
- * Reads windows back through the Prometheus-style export API
- * (`/api/v1/export`, JSON lines) that VictoriaMetrics serves for data
- * written with line protocol: series `<measurement>_<field>` with the tags
- * as labels.
+ * VictoriaMetrics' Prometheus-style export API (`/api/v1/export`, JSON
+ * lines) over data written with line protocol: series
+ * `<measurement>_<field>` with the tags as labels.
  */
-export async function readHistory(options: { url: string; measurement: string; fromMs: number; toMs: number; image?: string; user?: string }): Promise<HistoryWindow[]> {
+async function readExport(options: HistoryQuery, windows: WindowAssembler): Promise<void> {
   const selectors = [`__name__=~"${options.measurement}_.*"`];
   const quote = (value: string) => JSON.stringify(value);
   if (options.image !== undefined) selectors.push(`image=${quote(options.image)}`);
@@ -114,7 +163,6 @@ export async function readHistory(options: { url: string; measurement: string; f
   const params = new URLSearchParams({ "match[]": `{${selectors.join(",")}}`, start: String(options.fromMs / 1000), end: String(options.toMs / 1000) });
   const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/export?${params}`);
   if (!response.ok) throw new TransientError(`history export from ${options.url} failed: HTTP ${response.status} ${await response.text()}`);
-  const windows = new Map<string, HistoryWindow>();
   const prefix = `${options.measurement}_`;
   for (const line of (await response.text()).split("\n")) {
     if (!line.trim()) continue;
@@ -140,23 +188,39 @@ export async function readHistory(options: { url: string; measurement: string; f
     const user = series.metric.user;
     if (!name.startsWith(prefix) || image === undefined || user === undefined) continue;
     const field = name.slice(prefix.length);
-    series.timestamps.forEach((ts, i) => {
-      const key = `${image}|${user}|${ts}`;
-      let window = windows.get(key);
-      if (!window) {
-        window = { image, user, ts, windowMs: 0, samples: 0, stats: {}, limits: {} };
-        windows.set(key, window);
-      }
-      const value = series.values[i]!;
-      if (field === "samples") window.samples = value;
-      else if (field === "window_ms") window.windowMs = value;
-      else if (field === "cpu_limit") window.limits.cpu = value;
-      else if (field === "mem_limit") window.limits.mem = value;
-      else {
-        const match = FIELD.exec(field);
-        if (match) ((window.stats[match[1] as Resource] ??= {})[match[2] as (typeof HISTORY_STATS)[number]] = value);
-      }
-    });
+    series.timestamps.forEach((ts, i) => windows.add(image, user, ts, field, series.values[i]!));
   }
-  return [...windows.values()].sort((a, b) => a.ts - b.ts || a.image.localeCompare(b.image) || a.user.localeCompare(b.user));
+}
+
+/**
+ * InfluxDB 2.x: a Flux query over `/api/v2/query` (annotated CSV, parsed by
+ * `@influxdata/influxdb-client`). Values from the command line enter the
+ * query only through the client's `flux` template, which quotes them.
+ */
+async function readFlux(options: HistoryQuery, windows: WindowAssembler): Promise<void> {
+  const filters = [flux`r._measurement == ${options.measurement}`];
+  if (options.image !== undefined) filters.push(flux`r.image == ${options.image}`);
+  if (options.user !== undefined) filters.push(flux`r.user == ${options.user}`);
+  const query = flux`from(bucket: ${options.bucket ?? "augur"})
+  |> range(start: ${fluxDateTime(new Date(options.fromMs).toISOString())}, stop: ${fluxDateTime(new Date(options.toMs + 1).toISOString())})
+  |> filter(fn: (r) => ${fluxExpression(filters.map(String).join(" and "))})
+  |> keep(columns: ["_time", "_field", "_value", "image", "user"])`;
+  const api = new InfluxDB({ url: options.url, token: options.token ?? "", timeout: 60_000 }).getQueryApi(options.org ?? "augur");
+  try {
+    for await (const { values, tableMeta } of api.iterateRows(query)) {
+      const row = tableMeta.toObject(values) as Record<string, unknown>;
+      const { _time: time, _field: field, _value: value, image, user } = row;
+      const ts = typeof time === "string" ? Date.parse(time) : Number.NaN;
+      if (typeof field !== "string" || typeof image !== "string" || typeof user !== "string" || !Number.isFinite(ts) || typeof value !== "number") {
+        throw new ValidationError(`history query at ${options.url} returned a row that is not {_time, _field, numeric _value, image, user}: ${JSON.stringify(row).slice(0, 160)}`);
+      }
+      windows.add(image, user, ts, field, value);
+    }
+  } catch (error) {
+    if (error instanceof ValidationError) throw error;
+    const status = error instanceof HttpError ? error.statusCode : 0;
+    const message = `history query at ${options.url} failed: ${errorMessage(error)}`;
+    // The database away or overloaded: worth retrying. A refused query or token is not.
+    throw status === 0 || status >= 500 || status === 429 ? new TransientError(message) : new ValidationError(message);
+  }
 }

@@ -47,6 +47,7 @@ describe("pipeline config", () => {
     expectConfigError("transport: { kind: carrier-pigeon }", /transport/);
     expectConfigError("history: { kind: influxdb, measurement: 'a b,c=d' }", /history\.measurement/);
     expectConfigError("history: { kind: influxdb, url: 'file:///etc/passwd' }", /history\.url/);
+    expectConfigError("history: { kind: influxdb, query: 'influxql; drop' }", /history\.query/);
   });
 
   it("fills defaults for an empty file", () => {

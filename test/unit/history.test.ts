@@ -94,6 +94,56 @@ describe("history as a trace", () => {
     }
   });
 
+  it("reads InfluxDB 2 with Flux: quoted filters, annotated CSV of several tables, hostile answers refused", async () => {
+    const at = new Date(T0).toISOString();
+    // Annotated CSV as /api/v2/query answers: one block per schema (double and long _value).
+    const table = (valueType: string, rows: string[]) => [
+      "#group,false,false,false,false,true,true,true",
+      `#datatype,string,long,dateTime:RFC3339,${valueType},string,string,string`,
+      "#default,_result,,,,,,",
+      ",result,table,_time,_value,_field,image,user",
+      ...rows.map((row) => `${row},"a""b\${x}",amy`),
+      "",
+    ];
+    const good = [
+      ...table("double", [`,,0,${at},0.5,cpu_max`, `,,1,${at},2000000000,mem_max`]),
+      ...table("long", [`,,2,${at},3,samples`, `,,3,${at},300000,window_ms`]),
+    ].join("\r\n");
+    const textValue = good.replace("#datatype,string,long,dateTime:RFC3339,double", "#datatype,string,long,dateTime:RFC3339,string").replace(",0.5,cpu_max", ",lots,cpu_max");
+    const answers: Array<[number, string]> = [[200, good], [200, textValue], [500, "{\"code\":\"internal error\",\"message\":\"boom\"}"], [401, "{\"code\":\"unauthorized\",\"message\":\"unauthorized access\"}"]];
+    const queries: Array<{ url: string; query: string; auth?: string }> = [];
+    let next = 0;
+    const server = createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      request.on("end", () => {
+        queries.push({ url: request.url ?? "", query: (JSON.parse(body) as { query: string }).query, auth: request.headers.authorization });
+        const [status, text] = answers[next++]!;
+        response.writeHead(status, { "content-type": status === 200 ? "text/csv; charset=utf-8" : "application/json" }).end(text);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const image = 'a"b${x}';
+    const options = { url, measurement: "augur_window", fromMs: T0, toMs: T0, image, query: "flux" as const, org: "ops", bucket: "hist", token: "secret-token" };
+    try {
+      const windows = await readHistory(options);
+      assert.deepEqual(windows, [{ image, user: "amy", ts: T0, windowMs: 300_000, samples: 3, stats: { cpu: { max: 0.5 }, mem: { max: 2e9 } }, limits: {} }]);
+      const { url: path, query, auth } = queries[0]!;
+      assert.match(path, /^\/api\/v2\/query\?org=ops/);
+      assert.equal(auth, "Token secret-token");
+      assert.ok(query.includes('from(bucket: "hist")'), query);
+      assert.ok(query.includes('r._measurement == "augur_window"'), query);
+      assert.ok(query.includes('r.image == "a\\"b\\${x}"'), `the image is one quoted Flux string: ${query}`);
+      assert.ok(query.includes(`stop: time(v: "${new Date(T0 + 1).toISOString()}")`), "the last window start is included");
+      await assert.rejects(readHistory(options), (error: Error) => error.name === "ValidationError" && /not \{_time, _field, numeric _value/.test(error.message));
+      await assert.rejects(readHistory(options), (error: Error) => error.name === "TransientError" && /boom|500/.test(error.message));
+      await assert.rejects(readHistory(options), (error: Error) => error.name === "ValidationError" && /unauthorized/.test(error.message));
+    } finally {
+      server.close();
+    }
+  });
+
   it("augur history export exits 2 on bad times, stats, ids and a config without history", () => {
     const kafka = join(REPO, "pipelines/kafka.yaml");
     for (const args of [
