@@ -299,8 +299,9 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  for (const client of CLIENTS) it(`SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice (${client})`, async () => {
-    const s = setup(client === "kafkajs" ? "kill" : "killrd", "", `  client: ${client}`);
+  // kafkajs with the forecast-state changelog off (the restarted forecast process has only its store), node-rdkafka with the defaults (store and changelog).
+  for (const client of CLIENTS) it(`SIGKILL of the aggregate and forecast stages mid-replay loses no update and applies none twice (${client}${client === "kafkajs" ? ", changelog off" : ""})`, async () => {
+    const s = setup(client === "kafkajs" ? "kill" : "killrd", "", `  client: ${client}${client === "kafkajs" ? "\n  changelog: false" : ""}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);
@@ -349,10 +350,9 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
-  // Each client with the defaults (the forecast-state changelog on: its restore runs when the group rebalances after the restart), and kafkajs without it.
-  const restartVariants = [...CLIENTS.map((client) => ({ client, changelog: true })), { client: "kafkajs", changelog: false }];
-  for (const { client, changelog } of restartVariants) it(`a broker restart in the middle of a replay: stages reconnect and finish, nothing lost (${client}${changelog ? "" : ", changelog off"})`, async () => {
-    const s = setup(`broker${client === "kafkajs" ? "" : "rd"}${changelog ? "" : "nocl"}`, "", `  client: ${client}${changelog ? "" : "\n  changelog: false"}`);
+  // Each client with the defaults: the forecast-state changelog's restore runs when the group rebalances after the restart.
+  for (const client of CLIENTS) it(`a broker restart in the middle of a replay: stages reconnect and finish, nothing lost (${client})`, async () => {
+    const s = setup(`broker${client === "kafkajs" ? "" : "rd"}`, "", `  client: ${client}`);
     try {
       run(["topics", "create", "--config", s.config]);
       const reference = embeddedProfiles(s);
