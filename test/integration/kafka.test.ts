@@ -34,6 +34,8 @@ interface Setup {
   dir: string;
   config: string;
   namespace: string;
+  /** The config beyond transport and history: what the embedded run's profiles depend on. */
+  extra: string;
   cleanup: () => void;
 }
 
@@ -68,7 +70,7 @@ forecast: { model: augur-ensemble }
 api: { listen: 127.0.0.1:0 }
 ${extra}`,
   );
-  return { dir, config, namespace, cleanup };
+  return { dir, config, namespace, extra, cleanup };
 }
 
 const children = new Set<ChildProcess>();
@@ -110,12 +112,22 @@ function run(args: string[]): string {
   return result.stdout;
 }
 
-/** The embedded run of the same trace: the reference the distributed run must match. */
+const references = new Map<string, Map<string, Profile>>();
+
+/**
+ * The embedded run of the same trace: the reference the distributed run must
+ * match. It depends on the trace and on the settings beyond transport and
+ * history, so tests that share those share one run.
+ */
 function embeddedProfiles(s: Setup): Map<string, Profile> {
+  const cached = references.get(s.extra);
+  if (cached) return cached;
   run(["replay", "--trace", TRACE, "--bus", "embedded", "--keep-open", "--config", s.config, "--data-dir", `${s.dir}/embedded`]);
   const store = new ProfileStore(`${s.dir}/embedded`);
   try {
-    return new Map(store.listProfiles({ limit: 10_000 }).map((p) => [`${p.image}|${p.user}`, p]));
+    const reference = new Map(store.listProfiles({ limit: 10_000 }).map((p): [string, Profile] => [`${p.image}|${p.user}`, p]));
+    references.set(s.extra, reference);
+    return reference;
   } finally {
     store.close();
   }
