@@ -130,5 +130,9 @@ describe("Kubernetes manifests", () => {
     const map = all.find((d) => d.kind === "ConfigMap")!;
     const parsed = pipelineConfig.safeParse(parseAllDocuments(map.data["kafka.yaml"])[0]!.toJS());
     assert.ok(parsed.success, JSON.stringify(parsed.error?.issues));
+    // Forecast processes share partitions only through the model-state changelog.
+    const forecast = all.find((d) => d.kind === "Deployment" && d.spec.template.spec.containers.some((c: any) => c.args?.[0] === "stage" && c.args[1] === "forecast"));
+    assert.ok(forecast, "a forecast Deployment");
+    if ((forecast.spec.replicas ?? 1) > 1) assert.equal(parsed.data!.transport.kind === "kafka" && parsed.data!.transport.changelog, true, "more than one forecast replica needs transport.changelog");
   });
 });
