@@ -74,10 +74,15 @@ export class DecayingHistogram {
 
   /** Adds value with weight at event time `timeMs`; newer samples weigh exponentially more. */
   add(value: number, weight: number, timeMs: number): void {
+    this.addAt(this.findBucket(value), weight, timeMs);
+  }
+
+  /** `add` of a value whose bucket is known: `findBucket` of a histogram with the same buckets (one search for several histograms). */
+  addAt(bucket: number, weight: number, timeMs: number): void {
     if (timeMs !== this.factorAt && (timeMs - this.referenceMs) / this.options.halfLifeMs > MAX_DECAY_EXPONENT) this.shiftReference(timeMs);
     const decayed = weight * this.decayFactor(timeMs);
     if (!(decayed > 0) || !Number.isFinite(decayed)) return;
-    this.addToBucket(this.findBucket(value), decayed);
+    this.addToBucket(bucket, decayed);
   }
 
   /** Removes weight earlier added at the same (value, time): VPA's peak replacement. */

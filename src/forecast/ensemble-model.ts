@@ -7,6 +7,7 @@ import {
   OverrunPrice,
   PooledMisses,
   type EnsembleState,
+  type PooledMissesState,
 } from "./ensemble.js";
 import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
@@ -39,7 +40,7 @@ interface ResourceEntry {
 
 interface EnsembleModelState {
   resources: Partial<
-    Record<Resource, { forecaster: EnsembleState; usage: HistogramState; price: number | null; poolMisses: number[]; poolSteps: number[]; samples: number; nextTs: number }>
+    Record<Resource, { forecaster: EnsembleState; usage: HistogramState; price: number | null; pool: PooledMissesState; samples: number; nextTs: number }>
   >;
 }
 
@@ -114,8 +115,7 @@ class EnsembleModel implements ForecastModel {
         forecaster: entry.forecaster.toState(),
         usage: entry.usage.toState(),
         price: Number.isNaN(entry.price.value) ? null : entry.price.value,
-        poolMisses: [...entry.pool.misses],
-        poolSteps: [...entry.pool.steps],
+        pool: entry.pool.toState(),
         samples: entry.samples,
         nextTs: entry.nextTs,
       };
@@ -131,8 +131,7 @@ class EnsembleModel implements ForecastModel {
       entry.forecaster.restore(saved.forecaster);
       entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);
       entry.price.value = saved.price ?? Number.NaN;
-      entry.pool.misses.set(saved.poolMisses);
-      entry.pool.steps.set(saved.poolSteps);
+      entry.pool.restore(saved.pool);
       entry.samples = saved.samples;
       entry.nextTs = saved.nextTs;
     }
@@ -143,7 +142,7 @@ class EnsembleModel implements ForecastModel {
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   return {
     name: "augur-ensemble",
-    stateVersion: 3,
+    stateVersion: 4,
     create: () => new EnsembleModel(config),
     restore: (state) => EnsembleModel.restore(config, state),
   };

@@ -25,27 +25,28 @@ export interface GlobalLearner {
 }
 
 /** Bumped whenever the layout of EnsembleState changes. */
-export const ENSEMBLE_STATE_VERSION = 4;
+export const ENSEMBLE_STATE_VERSION = 5;
 
 export interface EnsembleState {
   version: number;
   candidates: number;
-  windows: Array<{ ts: number[]; values: number[] }>;
+  /** The peak windows' shared deque. */
+  peaks: { ts: number[]; values: number[] };
   histograms: HistogramState[];
   seasonal: SeasonalState;
-  slack: number[];
+  /** Per source, decayed over the steps it was scored on: its level, the usage, its movement, its last value, the steps, the scales. */
+  sources: { level: number[]; usage: number[]; movement: number[]; previous: Array<number | null>; steps: number[]; missScale: number[]; excessScale: number[] };
+  /** Per candidate, divided by its source's scale: overruns, and usage above the limit. */
   misses: number[];
-  steps: number[];
-  movement: number[];
-  candidateLimits: Array<number | null>;
+  excess: number[];
   chosen: number;
   observations: number;
   bumpFloor: number;
   bumpUntil: number | null;
   /** Steps observed since the last decision, not yet folded in. */
   pending: { ts: number[]; values: number[] };
-  /** The decision in force: every candidate's limit and when it was made; null before the first. */
-  decision: { limits: Array<number | null>; at: number } | null;
+  /** The decision in force: every source as held, and when it was made; null before the first. */
+  decision: { held: Array<number | null>; at: number } | null;
   /** The decaying percentiles as last computed, and the steps since (they are refreshed every few steps). */
   percentiles: { since: number; values: number[] };
 }
@@ -105,6 +106,22 @@ const MAX_BLOCK = 4096;
 /** The longest peak window with the widest margin: where a key starts. */
 const CAUTIOUS = WINDOWS_MS.length * MARGINS.length - 1;
 
+/** Time of day and of week on the unit circle, kept for the last timestamp asked (keys share timestamps in a replay). */
+const timeOfDayAndWeek = new Float32Array(4);
+let timeFeaturesAt = Number.NaN;
+function timeFeatures(ts: number): Float32Array {
+  if (ts !== timeFeaturesAt) {
+    const hour = ((ts / HOUR) % 24) / 24;
+    const week = ((ts / (24 * HOUR) + 4) % 7) / 7; // 1970-01-01 was a Thursday
+    timeOfDayAndWeek[0] = Math.sin(2 * Math.PI * hour);
+    timeOfDayAndWeek[1] = Math.cos(2 * Math.PI * hour);
+    timeOfDayAndWeek[2] = Math.sin(2 * Math.PI * week);
+    timeOfDayAndWeek[3] = Math.cos(2 * Math.PI * week);
+    timeFeaturesAt = ts;
+  }
+  return timeOfDayAndWeek;
+}
+
 function duration(ms: number): string {
   const minutes = ms / MINUTE;
   return minutes >= 1440 ? `${minutes / 1440}d` : minutes >= 60 ? `${minutes / 60}h` : `${minutes}m`;
@@ -120,41 +137,65 @@ export function candidateName(index: number): string {
   return `p${PERCENTILES[p % PERCENTILES.length]! * 100}/${duration(HALF_LIVES_MS[Math.floor(p / PERCENTILES.length)]!)}×${margin}`;
 }
 
-/** Max over a sliding event-time window: a monotonic deque, amortised O(1). */
-export class WindowMax {
+/**
+ * The peak over several sliding event-time windows of one series: one
+ * monotonic deque (values decreasing, times increasing) shared by every
+ * window, each window with its own head. Amortised O(1) per push and per
+ * window; gives exactly what one deque per window would.
+ */
+export class PeakWindows {
   private ts: number[] = [];
   private values: number[] = [];
-  private head = 0;
-  constructor(readonly windowMs: number) {}
+  private readonly heads: number[];
+  constructor(readonly windowsMs: readonly number[]) {
+    this.heads = windowsMs.map(() => 0);
+  }
+
   push(ts: number, value: number): void {
-    while (this.values.length > this.head && this.values[this.values.length - 1]! <= value) {
-      this.values.pop();
+    const values = this.values;
+    while (values.length > 0 && values[values.length - 1]! <= value) {
+      values.pop();
       this.ts.pop();
+    }
+    const heads = this.heads;
+    let first = values.length;
+    for (let w = 0; w < heads.length; w++) {
+      if (heads[w]! > values.length) heads[w] = values.length;
+      if (heads[w]! < first) first = heads[w]!;
+    }
+    if (first > 1024 && first * 2 > values.length) {
+      // Entries behind every head are out of every window.
+      this.ts = this.ts.slice(first);
+      this.values = this.values.slice(first);
+      for (let w = 0; w < heads.length; w++) heads[w] = heads[w]! - first;
     }
     this.ts.push(ts);
     this.values.push(value);
   }
+
+  /** Max of the values with timestamps in (now − window w, now]; 0 if none. */
+  max(w: number, now: number): number {
+    const ts = this.ts;
+    const oldest = now - this.windowsMs[w]!;
+    let head = this.heads[w]!;
+    while (head < ts.length && ts[head]! <= oldest) head++;
+    this.heads[w] = head;
+    return head < ts.length ? this.values[head]! : 0;
+  }
+
+  /** The entries some window may still need. */
   toState(): { ts: number[]; values: number[] } {
-    return { ts: this.ts.slice(this.head), values: this.values.slice(this.head) };
+    const first = Math.min(...this.heads);
+    return { ts: this.ts.slice(first), values: this.values.slice(first) };
   }
 
-  static fromState(windowMs: number, state: { ts: number[]; values: number[] }): WindowMax {
-    if (state.ts.length !== state.values.length) throw new RangeError("window state has mismatched arrays");
-    const window = new WindowMax(windowMs);
-    window.ts = [...state.ts];
-    window.values = [...state.values];
-    return window;
-  }
-
-  /** Max of values with timestamps in (now − window, now]; 0 if none. */
-  max(now: number): number {
-    while (this.head < this.ts.length && this.ts[this.head]! <= now - this.windowMs) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.ts.length) {
-      this.ts = this.ts.slice(this.head);
-      this.values = this.values.slice(this.head);
-      this.head = 0;
-    }
-    return this.head < this.values.length ? this.values[this.head]! : 0;
+  static fromState(windowsMs: readonly number[], state: { ts: number[]; values: number[] }): PeakWindows {
+    if (!state || !Array.isArray(state.ts) || !Array.isArray(state.values) || state.ts.length !== state.values.length) throw new RangeError("peak window state has mismatched arrays");
+    if (![...state.ts, ...state.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("peak window state holds non-numbers");
+    const peaks = new PeakWindows(windowsMs);
+    peaks.ts = [...state.ts];
+    peaks.values = [...state.values];
+    return peaks;
   }
 }
 
@@ -175,33 +216,91 @@ export class OverrunPrice {
   }
 }
 
-/** Overrun rate of each candidate over all keys: the prior of a key's own estimate. */
+/**
+ * Decayed sums are kept divided by a per-source scale that takes the decay
+ * (so a step decays a source's candidates with one multiplication); when the
+ * scale gets this small it is folded back into them.
+ */
+const RENORMALISE_BELOW = 1e-150;
+
+export interface PooledMissesState {
+  misses: number[];
+  steps: number[];
+  scale: number[];
+}
+
+function finiteArray(values: unknown, length: number, what: string, positive = false): number[] {
+  if (!Array.isArray(values) || values.length !== length || !values.every((v) => typeof v === "number" && Number.isFinite(v) && (positive ? v > 0 : true))) {
+    throw new RangeError(`${what} must be ${length} finite${positive ? " positive" : ""} numbers`);
+  }
+  return values as number[];
+}
+
+/**
+ * Overrun rate of each candidate over all keys: the prior of a key's own
+ * estimate. Overruns are per candidate; steps (and the decay scale) per
+ * source, since every margin of a source is scored on the same steps.
+ */
 export class PooledMisses {
+  /** Per candidate, divided by its source's scale. */
   readonly misses = new Float64Array(CANDIDATES);
-  readonly steps = new Float64Array(CANDIDATES);
+  readonly steps = new Float64Array(SOURCES);
+  readonly scale = new Float64Array(SOURCES).fill(1);
   constructor(readonly decay: number) {}
+
+  /** Decays source s by `keep`, adds `fresh` steps; returns the scale overruns are divided by. */
+  advance(s: number, keep: number, fresh: number): number {
+    let scale = this.scale[s]! * keep;
+    if (scale < RENORMALISE_BELOW) {
+      for (let c = s * MARGINS.length; c < (s + 1) * MARGINS.length; c++) this.misses[c] = this.misses[c]! * scale;
+      scale = 1;
+    }
+    this.scale[s] = scale;
+    this.steps[s] = keep * this.steps[s]! + fresh;
+    return scale;
+  }
+
   rate(c: number, fallback: number): number {
-    return this.steps[c]! > 0 ? this.misses[c]! / this.steps[c]! : fallback;
+    const s = Math.floor(c / MARGINS.length);
+    return this.steps[s]! > 0 ? (this.misses[c]! * this.scale[s]!) / this.steps[s]! : fallback;
+  }
+
+  toState(): PooledMissesState {
+    return { misses: [...this.misses], steps: [...this.steps], scale: [...this.scale] };
+  }
+
+  restore(state: PooledMissesState): void {
+    if (typeof state !== "object" || state === null) throw new RangeError("pooled overruns state is not an object");
+    this.misses.set(finiteArray(state.misses, CANDIDATES, "pooled overruns"));
+    this.steps.set(finiteArray(state.steps, SOURCES, "pooled steps"));
+    this.scale.set(finiteArray(state.scale, SOURCES, "pooled scales", true));
   }
 }
 
 export class EnsembleForecaster {
-  private windows = WINDOWS_MS.map((ms) => new WindowMax(ms));
+  private peaks = new PeakWindows(WINDOWS_MS);
   private readonly features = new Float32Array(GLOBAL_FEATURES);
   private readonly predicted = new Float64Array(GLOBAL_LEVELS.length);
   private featuresReady = false;
   private scale = 1;
   private histograms: DecayingHistogram[];
   private seasonal = new SeasonalProfile();
+  /** Every source as last computed (NaN: a seasonal period not detected, a model not trained). */
   private readonly sources = new Float64Array(SOURCES);
   private sincePercentiles = REFRESH_PERCENTILES_EVERY;
-  private readonly limits = new Float64Array(CANDIDATES).fill(Number.NaN);
-  private readonly slack = new Float64Array(CANDIDATES);
+  /** Every source as the decision in force holds it (at least the floor); candidate (s, m)'s limit is held[s] × MARGINS[m]. */
+  private readonly held = new Float64Array(SOURCES).fill(Number.NaN);
+  // Per source, decayed over the steps it was scored on (see `score`).
+  private readonly level = new Float64Array(SOURCES);
+  private readonly usageLevel = new Float64Array(SOURCES);
+  private readonly movement = new Float64Array(SOURCES);
+  private readonly previous = new Float64Array(SOURCES).fill(Number.NaN);
+  private readonly steps = new Float64Array(SOURCES);
+  private readonly missScale = new Float64Array(SOURCES).fill(1);
+  private readonly excessScale = new Float64Array(SOURCES).fill(1);
+  // Per candidate, divided by its source's scale: overruns, and usage above the limit.
   private readonly misses = new Float64Array(CANDIDATES);
-  private readonly steps = new Float64Array(CANDIDATES);
-  /** How much each candidate's limit moves from step to step (decayed), and its last limit. */
-  private readonly movement = new Float64Array(CANDIDATES);
-  private readonly candidateLimits = new Float64Array(CANDIDATES).fill(Number.NaN);
+  private readonly excess = new Float64Array(CANDIDATES);
   private chosen = CAUTIOUS;
   private observations = 0;
   private bumpFloor = 0;
@@ -212,7 +311,7 @@ export class EnsembleForecaster {
   private block = new Float64Array(16);
   private prefix = new Float64Array(17);
   private blockLength = 0;
-  /** Whether `limits` hold a decision (false until the first), and when it was made. */
+  /** Whether `held` holds a decision (false until the first), and when it was made. */
   private decided = false;
   private decidedAt = -Infinity;
   private blocks = 0;
@@ -223,8 +322,11 @@ export class EnsembleForecaster {
     private readonly price: OverrunPrice,
     private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
     private readonly learner: GlobalLearner | null = null,
-    /** Told each block folded in: its peak, its steps, its last step's time. */
-    private readonly onBlock: ((peak: number, steps: number, ts: number) => void) | null = null,
+    /**
+     * Told each block folded in: its peak, its steps, its last step's time,
+     * and the peak's bucket in histograms of `histogramOptions`.
+     */
+    private readonly onBlock: ((peak: number, steps: number, ts: number, bucket: number) => void) | null = null,
   ) {
     if (!(options.decisionMs >= 0 && Number.isFinite(options.decisionMs))) throw new RangeError("decisionMs must be a finite duration ≥ 0");
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
@@ -244,12 +346,7 @@ export class EnsembleForecaster {
     for (let w = 0; w < WINDOWS_MS.length; w++) f[w] = Math.min(this.sources[w]! / scale, 50);
     const at = WINDOWS_MS.length;
     for (let i = 0; i < FEATURE_PERCENTILES.length; i++) f[at + i] = Math.min(this.sources[at + FEATURE_PERCENTILES[i]!]! / scale, 50);
-    const hour = ((ts / HOUR) % 24) / 24;
-    const week = ((ts / (24 * HOUR) + 4) % 7) / 7; // 1970-01-01 was a Thursday
-    f[at + 4] = Math.sin(2 * Math.PI * hour);
-    f[at + 5] = Math.cos(2 * Math.PI * hour);
-    f[at + 6] = Math.sin(2 * Math.PI * week);
-    f[at + 7] = Math.cos(2 * Math.PI * week);
+    f.set(timeFeatures(ts), at + 4);
     this.featuresReady = true;
     if (!learner.model) return;
     learner.model.predict(f, this.predicted);
@@ -258,7 +355,7 @@ export class EnsembleForecaster {
 
   /** The peak of the last week. */
   weekPeak(ts: number): number {
-    let peak = this.windows[this.windows.length - 1]!.max(ts);
+    let peak = this.peaks.max(WINDOWS_MS.length - 1, ts);
     for (let i = 0; i < this.blockLength; i++) if (this.block[i]! > peak) peak = this.block[i]!;
     return peak;
   }
@@ -268,20 +365,26 @@ export class EnsembleForecaster {
     return {
       version: ENSEMBLE_STATE_VERSION,
       candidates: CANDIDATES,
-      windows: this.windows.map((w) => w.toState()),
+      peaks: this.peaks.toState(),
       histograms: this.histograms.map((h) => h.toState()),
       seasonal: this.seasonal.toState(),
-      slack: [...this.slack],
+      sources: {
+        level: [...this.level],
+        usage: [...this.usageLevel],
+        movement: [...this.movement],
+        previous: toJsonNumbers(this.previous),
+        steps: [...this.steps],
+        missScale: [...this.missScale],
+        excessScale: [...this.excessScale],
+      },
       misses: [...this.misses],
-      steps: [...this.steps],
-      movement: [...this.movement],
-      candidateLimits: toJsonNumbers(this.candidateLimits),
+      excess: [...this.excess],
       chosen: this.chosen,
       observations: this.observations,
       bumpFloor: this.bumpFloor,
       bumpUntil: Number.isFinite(this.bumpUntil) ? this.bumpUntil : null,
       pending: { ts: [...this.blockTs.subarray(0, this.blockLength)], values: [...this.block.subarray(0, this.blockLength)] },
-      decision: this.decided ? { limits: toJsonNumbers(this.limits), at: this.decidedAt } : null,
+      decision: this.decided ? { held: toJsonNumbers(this.held), at: this.decidedAt } : null,
       percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)] },
     };
   }
@@ -289,16 +392,29 @@ export class EnsembleForecaster {
   /** Restores a key; a state of another layout version is refused (the caller starts afresh). */
   restore(state: EnsembleState): void {
     if (state.version !== ENSEMBLE_STATE_VERSION || state.candidates !== CANDIDATES) throw new RangeError(`ensemble state version ${state.version} is not ${ENSEMBLE_STATE_VERSION}`);
-    if (state.windows.length !== WINDOWS_MS.length || state.histograms.length !== HALF_LIVES_MS.length) throw new RangeError("ensemble state has the wrong shape");
-    for (const array of [state.slack, state.misses, state.steps, state.movement, state.candidateLimits]) {
-      if (array.length !== CANDIDATES) throw new RangeError("ensemble state has the wrong shape");
+    if (!Array.isArray(state.histograms) || state.histograms.length !== HALF_LIVES_MS.length) throw new RangeError("ensemble state has the wrong shape");
+    const sources = state.sources;
+    if (typeof sources !== "object" || sources === null) throw new RangeError("ensemble state has no per-source scores");
+    const previous = sources.previous;
+    if (!Array.isArray(previous) || previous.length !== SOURCES || !previous.every((v) => v === null || (typeof v === "number" && Number.isFinite(v)))) {
+      throw new RangeError("ensemble state's previous sources are malformed");
     }
+    const perSource = {
+      level: finiteArray(sources.level, SOURCES, "ensemble state's source levels"),
+      usage: finiteArray(sources.usage, SOURCES, "ensemble state's usage levels"),
+      movement: finiteArray(sources.movement, SOURCES, "ensemble state's movements"),
+      steps: finiteArray(sources.steps, SOURCES, "ensemble state's steps"),
+      missScale: finiteArray(sources.missScale, SOURCES, "ensemble state's overrun scales", true),
+      excessScale: finiteArray(sources.excessScale, SOURCES, "ensemble state's excess scales", true),
+    };
+    const misses = finiteArray(state.misses, CANDIDATES, "ensemble state's overruns");
+    const excess = finiteArray(state.excess, CANDIDATES, "ensemble state's excess");
     if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
     const pending = state.pending;
     if (!pending || !Array.isArray(pending.ts) || !Array.isArray(pending.values) || pending.ts.length !== pending.values.length) throw new RangeError("ensemble state has no valid pending block");
     if (![...pending.ts, ...pending.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("ensemble state's pending block holds non-numbers");
     const decision = state.decision;
-    if (decision !== null && (typeof decision !== "object" || !Array.isArray(decision.limits) || decision.limits.length !== CANDIDATES || !decision.limits.every((v) => v === null || (typeof v === "number" && Number.isFinite(v) && v >= 0)) || !Number.isFinite(decision.at))) {
+    if (decision !== null && (typeof decision !== "object" || !Array.isArray(decision.held) || decision.held.length !== SOURCES || !decision.held.every((v) => v === null || (typeof v === "number" && Number.isFinite(v) && v >= 0)) || !Number.isFinite(decision.at))) {
       throw new RangeError("ensemble state has a malformed decision");
     }
     const percentiles = state.percentiles;
@@ -311,14 +427,18 @@ export class EnsembleForecaster {
     ) {
       throw new RangeError("ensemble state has malformed percentiles");
     }
-    this.windows = state.windows.map((w, i) => WindowMax.fromState(WINDOWS_MS[i]!, w));
+    this.peaks = PeakWindows.fromState(WINDOWS_MS, state.peaks);
     this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
     this.seasonal = SeasonalProfile.fromState(state.seasonal);
-    this.slack.set(state.slack);
-    this.misses.set(state.misses);
-    this.steps.set(state.steps);
-    this.movement.set(state.movement);
-    this.candidateLimits.set(fromJsonNumbers(state.candidateLimits));
+    this.level.set(perSource.level);
+    this.usageLevel.set(perSource.usage);
+    this.movement.set(perSource.movement);
+    this.previous.set(fromJsonNumbers(previous));
+    this.steps.set(perSource.steps);
+    this.missScale.set(perSource.missScale);
+    this.excessScale.set(perSource.excessScale);
+    this.misses.set(misses);
+    this.excess.set(excess);
     this.chosen = state.chosen;
     this.observations = state.observations;
     this.bumpFloor = state.bumpFloor;
@@ -327,7 +447,8 @@ export class EnsembleForecaster {
     this.sources.set(percentiles.values, WINDOWS_MS.length);
     this.decided = decision !== null;
     this.decidedAt = decision?.at ?? -Infinity;
-    if (decision) this.limits.set(fromJsonNumbers(decision.limits));
+    this.held.fill(Number.NaN);
+    if (decision) this.held.set(fromJsonNumbers(decision.held));
     this.blockLength = 0;
     for (let i = 0; i < pending.ts.length; i++) this.append(pending.ts[i]!, pending.values[i]!);
   }
@@ -344,16 +465,17 @@ export class EnsembleForecaster {
   limit(ts: number): number | null {
     if (this.observations === 0) return null;
     if (!this.decided || ts - this.decidedAt >= this.options.decisionMs || this.blockLength >= MAX_BLOCK) this.decide(ts);
-    let limit = this.limits[this.chosen]!;
-    if (ts < this.bumpUntil) limit = Math.max(limit, this.bumpFloor);
+    const chosen = this.chosen;
+    let limit = this.held[(chosen / MARGINS.length) | 0]! * MARGINS[chosen % MARGINS.length]!;
+    if (ts < this.bumpUntil && this.bumpFloor > limit) limit = this.bumpFloor;
     this.previousLimit = limit;
     return limit;
   }
 
   /**
    * Folds the steps since the last decision into the key's state, scores
-   * every candidate on them, chooses, and computes every candidate's limit
-   * for the steps from `ts`.
+   * every candidate on them, chooses, and computes every source for the
+   * steps from `ts`.
    */
   private decide(ts: number): void {
     const n = this.blockLength;
@@ -362,19 +484,24 @@ export class EnsembleForecaster {
       if (this.decided) this.score(n);
     }
     this.blockLength = 0;
-    for (let w = 0; w < WINDOWS_MS.length; w++) this.sources[w] = this.windows[w]!.max(ts);
+    const sources = this.sources;
+    for (let w = 0; w < WINDOWS_MS.length; w++) sources[w] = this.peaks.max(w, ts);
     if (this.sincePercentiles >= REFRESH_PERCENTILES_EVERY) {
-      for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.percentiles(PERCENTILES, this.sources, WINDOWS_MS.length + h * PERCENTILES.length);
+      for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.percentiles(PERCENTILES, sources, WINDOWS_MS.length + h * PERCENTILES.length);
       this.sincePercentiles = 0;
     }
-    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) this.sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
+    for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
     const floor = this.options.absoluteFloor;
-    this.globalSources(ts, floor);
-    for (let s = 0, c = 0; s < SOURCES; s++) {
-      const source = this.sources[s]!;
-      for (let m = 0; m < MARGINS.length; m++, c++) this.limits[c] = Number.isNaN(source) ? Number.NaN : Math.max(floor, source * MARGINS[m]!);
+    const learner = this.learner;
+    // The features are needed to predict, or for the example the next fold keeps.
+    if (learner && (learner.model || !this.featuresReady || this.blocks % learner.sampleEvery === 0)) this.globalSources(ts, floor);
+    else sources.fill(Number.NaN, GLOBAL_AT, GLOBAL_AT + GLOBAL_LEVELS.length);
+    const held = this.held;
+    for (let s = 0; s < SOURCES; s++) {
+      const source = sources[s]!;
+      held[s] = source !== source ? Number.NaN : source > floor ? source : floor;
     }
-    if (Number.isNaN(this.limits[this.chosen]!)) this.chosen = CAUTIOUS; // its seasonal period faded
+    if (Number.isNaN(held[(this.chosen / MARGINS.length) | 0]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     this.decided = true;
     this.decidedAt = ts;
   }
@@ -394,9 +521,10 @@ export class EnsembleForecaster {
       this.seasonal.push(this.blockTs[i]!, value);
     }
     const last = this.blockTs[n - 1]!;
-    for (const window of this.windows) window.push(last, peak);
-    for (const histogram of this.histograms) histogram.add(peak, n, last);
-    this.onBlock?.(peak, n, last);
+    this.peaks.push(last, peak);
+    const bucket = this.histograms[0]!.findBucket(peak);
+    for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.addAt(bucket, n, last);
+    this.onBlock?.(peak, n, last, bucket);
     this.sincePercentiles += n;
     const learner = this.learner;
     if (learner && this.featuresReady && this.decided && this.blocks++ % learner.sampleEvery === 0) {
@@ -405,10 +533,16 @@ export class EnsembleForecaster {
   }
 
   /**
-   * Full feedback over the block of steps just ended: each candidate held its
-   * limit L through the block, so with the block's usage sorted its overruns
-   * are the usages above L and its slack L·j − (sum of the j usages ≤ L).
-   * Averages decay per step, so a block of n steps weighs as n steps.
+   * Full feedback over the block of n steps just ended, every candidate
+   * (s, m) having held its limit L = held[s] × m through it. With the
+   * block's usage u sorted, its overruns are the usages above L and its
+   * slack per step Σ_{u ≤ L}(L − u) / n = L − mean(u) + Σ_{u > L}(u − L) / n.
+   * So slack, movement and step counts are kept per source (the margin
+   * multiplies them), and only the overruns, rare, per candidate: a step
+   * costs O(sources) plus one update per candidate that overran. Averages
+   * decay per step, so a block of n steps weighs as n steps. Then the key
+   * takes the candidate with the least slack + price × overrun rate +
+   * changeWeight × movement.
    */
   private score(n: number): void {
     const block = this.block;
@@ -423,7 +557,9 @@ export class EnsembleForecaster {
     }
     const prefix = this.prefix;
     for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i]! + block[i]!;
-    const { slackDecay, missDecay, priorSteps, targetMissRate, changeWeight } = this.options;
+    const total = prefix[n]!;
+    const mean = total / n;
+    const { slackDecay, missDecay } = this.options;
     const pool = this.pool;
     const slackKeep = slackDecay ** n;
     const missKeep = missDecay ** n;
@@ -431,48 +567,87 @@ export class EnsembleForecaster {
     // Σ decay^i for i < n: the weight n fresh steps add to a decayed count.
     const missSteps = missDecay === 1 ? n : (1 - missKeep) / (1 - missDecay);
     const poolSteps = pool.decay === 1 ? n : (1 - poolKeep) / (1 - pool.decay);
-    const price = this.price.value;
-    const inverseN = 1 / n;
-    const { limits, slack, misses, steps, movement, candidateLimits } = this;
+    const fresh = 1 - slackKeep;
+    const freshPerStep = fresh / n;
+    const moveWeight = 1 - slackDecay;
+    const { held, level, usageLevel, movement, previous, steps, missScale, excessScale, misses, excess } = this;
     const poolMisses = pool.misses;
-    const poolStepCounts = pool.steps;
+    for (let s = 0; s < SOURCES; s++) {
+      const source = held[s]!;
+      if (source !== source) continue; // NaN: a seasonal source without a detected period
+      level[s] = slackKeep * level[s]! + fresh * source;
+      usageLevel[s] = slackKeep * usageLevel[s]! + fresh * mean;
+      const before = previous[s]!;
+      if (before === before) movement[s] = slackKeep * movement[s]! + moveWeight * Math.abs(source - before);
+      previous[s] = source;
+      steps[s] = missKeep * steps[s]! + missSteps;
+      const first = s * MARGINS.length;
+      let ownScale = missScale[s]! * missKeep;
+      if (ownScale < RENORMALISE_BELOW) {
+        for (let c = first; c < first + MARGINS.length; c++) misses[c] = misses[c]! * ownScale;
+        ownScale = 1;
+      }
+      missScale[s] = ownScale;
+      let excessScaleNow = excessScale[s]! * slackKeep;
+      if (excessScaleNow < RENORMALISE_BELOW) {
+        for (let c = first; c < first + MARGINS.length; c++) excess[c] = excess[c]! * excessScaleNow;
+        excessScaleNow = 1;
+      }
+      excessScale[s] = excessScaleNow;
+      const poolScale = pool.advance(s, poolKeep, poolSteps);
+      // Margins ascend: each one's overruns are a suffix of the previous one's.
+      let low = 0;
+      for (let m = 0; m < MARGINS.length; m++) {
+        const limit = source * MARGINS[m]!;
+        let high = n;
+        while (low < high) {
+          const mid = (low + high) >> 1;
+          if (block[mid]! <= limit) low = mid + 1;
+          else high = mid;
+        }
+        const missed = n - low;
+        if (missed === 0) break;
+        const c = first + m;
+        misses[c] = misses[c]! + missed / ownScale;
+        excess[c] = excess[c]! + (freshPerStep * (total - prefix[low]! - missed * limit)) / excessScaleNow;
+        poolMisses[c] = poolMisses[c]! + missed / poolScale;
+      }
+    }
+    this.choose();
+  }
+
+  /** The candidate of least cost, if it beats the one in use by the switch margin. */
+  private choose(): void {
+    const { priorSteps, targetMissRate, changeWeight, switchMargin } = this.options;
+    const price = this.price.value;
+    const { held, level, usageLevel, movement, steps, missScale, excessScale, misses, excess } = this;
+    const pool = this.pool;
+    const poolMisses = pool.misses;
     const chosen = this.chosen;
     let best = chosen;
     let bestCost = Infinity;
     let chosenCost = Infinity;
-    for (let c = 0; c < CANDIDATES; c++) {
-      const limit = limits[c]!;
-      if (limit !== limit) continue; // NaN: a seasonal source without a detected period
-      let low = 0;
-      let high = n;
-      while (low < high) {
-        const mid = (low + high) >> 1;
-        if (block[mid]! <= limit) low = mid + 1;
-        else high = mid;
+    for (let s = 0; s < SOURCES; s++) {
+      if (held[s] !== held[s]) continue;
+      const perMargin = level[s]! + changeWeight * movement[s]!;
+      const usage = usageLevel[s]!;
+      const missWeight = price / (steps[s]! + priorSteps);
+      const ownScale = missScale[s]!;
+      const excessScaleNow = excessScale[s]!;
+      const pooledSteps = pool.steps[s]!;
+      const pooledScale = pooledSteps > 0 ? pool.scale[s]! / pooledSteps : 0;
+      const pooledFallback = pooledSteps > 0 ? 0 : targetMissRate;
+      for (let m = 0, c = s * MARGINS.length; m < MARGINS.length; m++, c++) {
+        const prior = poolMisses[c]! * pooledScale + pooledFallback;
+        const cost = MARGINS[m]! * perMargin - usage + excessScaleNow * excess[c]! + missWeight * (ownScale * misses[c]! + priorSteps * prior);
+        if (cost < bestCost) {
+          bestCost = cost;
+          best = c;
+        }
+        if (c === chosen) chosenCost = cost;
       }
-      const missed = n - low;
-      const slackNow = slackKeep * slack[c]! + (1 - slackKeep) * (limit * low - prefix[low]!) * inverseN;
-      slack[c] = slackNow;
-      const missesNow = missKeep * misses[c]! + missed;
-      misses[c] = missesNow;
-      const stepsNow = missKeep * steps[c]! + missSteps;
-      steps[c] = stepsNow;
-      poolMisses[c] = poolKeep * poolMisses[c]! + missed;
-      poolStepCounts[c] = poolKeep * poolStepCounts[c]! + poolSteps;
-      const prior = pool.rate(c, targetMissRate);
-      const missRate = (missesNow + priorSteps * prior) / (stepsNow + priorSteps);
-      const previous = candidateLimits[c]!;
-      let moved = movement[c]!;
-      if (previous === previous) movement[c] = moved = slackKeep * moved + (1 - slackDecay) * Math.abs(limit - previous);
-      candidateLimits[c] = limit;
-      const cost = slackNow + price * missRate + changeWeight * moved;
-      if (cost < bestCost) {
-        bestCost = cost;
-        best = c;
-      }
-      if (c === chosen) chosenCost = cost;
     }
-    if (bestCost < chosenCost * (1 - this.options.switchMargin)) this.chosen = best;
+    if (bestCost < chosenCost * (1 - switchMargin)) this.chosen = best;
   }
 
   private append(ts: number, usage: number): void {

@@ -81,20 +81,32 @@ export class ExampleReservoir {
 export class GlobalQuantileModel {
   /** One output buffer per layer, reused by every prediction. */
   private readonly outputs: Float64Array[];
+  /** Each layer's weights column by column (a column is contiguous), and its bias. */
+  private readonly columns: Float64Array[];
+  private readonly biases: Float64Array[];
   private constructor(private readonly layers: GlobalModelState["layers"]) {
     this.outputs = layers.map((layer) => new Float64Array(layer.cols));
+    this.columns = layers.map(({ rows, cols, weights }) => {
+      const columns = new Float64Array(rows * cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) columns[c * rows + r] = weights[r * cols + c]!;
+      return columns;
+    });
+    this.biases = layers.map((layer) => Float64Array.from(layer.bias));
   }
 
   /** Predicted quantiles (GLOBAL_LEVELS order, non-decreasing, ≥ 0) into `out`. */
   predict(features: Float32Array, out: Float64Array): void {
-    let input: ArrayLike<number> = features;
-    for (let l = 0; l < this.layers.length; l++) {
-      const { rows, cols, weights, bias } = this.layers[l]!;
+    let input: Float32Array | Float64Array = features;
+    const last = this.layers.length - 1;
+    for (let l = 0; l <= last; l++) {
+      const rows = input.length;
+      const columns = this.columns[l]!;
+      const bias = this.biases[l]!;
       const output = this.outputs[l]!;
-      for (let c = 0; c < cols; c++) {
+      for (let c = 0, at = 0; c < output.length; c++, at += rows) {
         let sum = bias[c]!;
-        for (let r = 0; r < rows; r++) sum += input[r]! * weights[r * cols + c]!;
-        output[c] = l < this.layers.length - 1 ? Math.max(0, sum) : sum;
+        for (let r = 0; r < rows; r++) sum += input[r]! * columns[at + r]!;
+        output[c] = l < last && sum < 0 ? 0 : sum;
       }
       input = output;
     }
@@ -115,6 +127,7 @@ export class GlobalQuantileModel {
     if (state.version !== GLOBAL_MODEL_VERSION || state.levels.join() !== GLOBAL_LEVELS.join()) {
       throw new RangeError(`global model version ${state.version} is not ${GLOBAL_MODEL_VERSION}`);
     }
+    if (!Array.isArray(state.layers) || state.layers.length !== 3 || state.layers[0]!.cols !== HIDDEN || state.layers[1]!.cols !== HIDDEN) throw new RangeError("global model layers do not fit together");
     let rows = GLOBAL_FEATURES;
     for (const layer of state.layers) {
       if (layer.rows !== rows || layer.weights.length !== layer.rows * layer.cols || layer.bias.length !== layer.cols) throw new RangeError("global model layers do not fit together");
@@ -130,19 +143,23 @@ export class GlobalQuantileModel {
    * (tfjs `minimize`), so a replay can train between two steps. Call
    * `initTensorflow` once before.
    */
-  static train(reservoir: ExampleReservoir, options: { steps: number; batch: number; learningRate: number; seed: number }): GlobalQuantileModel {
+  static train(reservoir: ExampleReservoir, options: { steps: number; batch: number; learningRate: number; seed: number }, from: GlobalQuantileModel | null = null): GlobalQuantileModel {
     let trained: GlobalQuantileModel | null = null;
     tf.tidy(() => {
       const n = reservoir.size;
       const x = tf.tensor2d(reservoir.features.subarray(0, n * GLOBAL_FEATURES), [n, GLOBAL_FEATURES]);
       const y = tf.tensor2d(reservoir.targets.subarray(0, n), [n, 1]);
-      const init = (rows: number, cols: number, seed: number) => tf.variable(tf.randomNormal([rows, cols], 0, Math.sqrt(2 / rows), "float32", seed));
-      const w1 = init(GLOBAL_FEATURES, HIDDEN, options.seed);
-      const b1 = tf.variable(tf.zeros([HIDDEN]));
-      const w2 = init(HIDDEN, HIDDEN, options.seed + 1);
-      const b2 = tf.variable(tf.zeros([HIDDEN]));
-      const w3 = init(HIDDEN, GLOBAL_LEVELS.length, options.seed + 2);
-      const b3 = tf.variable(tf.fill([GLOBAL_LEVELS.length], 1));
+      // From the given model's weights (a retraining goes on from where the last one ended), or He-initialised.
+      const start = from?.layers;
+      const init = (l: number, rows: number, cols: number, seed: number) =>
+        tf.variable(start ? tf.tensor2d(start[l]!.weights, [rows, cols]) : tf.randomNormal([rows, cols], 0, Math.sqrt(2 / rows), "float32", seed));
+      const initBias = (l: number, cols: number, value: number) => tf.variable(start ? tf.tensor1d(start[l]!.bias) : tf.fill([cols], value));
+      const w1 = init(0, GLOBAL_FEATURES, HIDDEN, options.seed);
+      const b1 = initBias(0, HIDDEN, 0);
+      const w2 = init(1, HIDDEN, HIDDEN, options.seed + 1);
+      const b2 = initBias(1, HIDDEN, 0);
+      const w3 = init(2, HIDDEN, GLOBAL_LEVELS.length, options.seed + 2);
+      const b3 = initBias(2, GLOBAL_LEVELS.length, 1);
       const levels = tf.tensor1d([...GLOBAL_LEVELS]);
       const optimizer = tf.train.adam(options.learningRate);
       let random = options.seed >>> 0;

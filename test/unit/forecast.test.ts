@@ -221,11 +221,10 @@ describe("ensemble forecaster state", () => {
         for (let i = 0; i < 240; i++) {
           const ts = T0 + i * 5 * 60_000;
           if (i === restartAt) {
-            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, misses: [...shared.pool.misses], steps: [...shared.pool.steps] }));
+            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, pool: shared.pool.toState() }));
             shared = fresh();
             shared.price.value = saved.price;
-            shared.pool.misses.set(saved.misses);
-            shared.pool.steps.set(saved.steps);
+            shared.pool.restore(saved.pool);
             forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
             forecaster.restore(saved.state);
           }
@@ -264,17 +263,32 @@ describe("augur-ensemble model", () => {
     const model = factory.create();
     windowsFor("app", "amy", 0.5, 200e6, 3).forEach((w) => model.observe(w));
     const state = JSON.parse(JSON.stringify(model.toState()));
+    const sources = state.resources.cpu.forecaster.sources.level.length;
+    const candidates = state.resources.cpu.forecaster.misses.length;
     for (const [field, value, reason] of [
       ["pending", { ts: [T0], values: ["1e9"] }, /pending/],
       ["pending", { ts: [T0, T0], values: [1] }, /pending/],
       ["pending", null, /pending/],
-      ["decision", { limits: [1, 2], at: T0 }, /decision/],
-      ["decision", { limits: new Array(100).fill(-1), at: T0 }, /decision/],
+      ["decision", { held: [1, 2], at: T0 }, /decision/],
+      ["decision", { held: new Array(sources).fill(-1), at: T0 }, /decision/],
       ["decision", "yes", /decision/],
+      ["peaks", { ts: [T0], values: [] }, /peak window/],
+      ["peaks", { ts: [T0], values: [null] }, /peak window/],
+      ["sources", null, /per-source/],
+      ["sources", { ...state.resources.cpu.forecaster.sources, steps: [1, 2] }, /steps/],
+      ["sources", { ...state.resources.cpu.forecaster.sources, missScale: new Array(sources).fill(0) }, /overrun scales/],
+      ["sources", { ...state.resources.cpu.forecaster.sources, previous: new Array(sources).fill("x") }, /previous/],
+      ["misses", new Array(candidates).fill("1"), /overruns/],
+      ["excess", [], /excess/],
     ] as const) {
       const hostile = JSON.parse(JSON.stringify(state));
       hostile.resources.cpu.forecaster[field] = value;
       assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
+    }
+    for (const pool of [null, { ...state.resources.cpu.pool, steps: [Infinity] }, { ...state.resources.cpu.pool, scale: new Array(sources).fill(-1) }]) {
+      const hostile = JSON.parse(JSON.stringify(state));
+      hostile.resources.cpu.pool = pool;
+      assert.throws(() => factory.restore(hostile), /pooled/, `pool: ${JSON.stringify(pool)}`);
     }
     state.resources.cpu.forecaster.version = 99;
     assert.throws(() => factory.restore(state), /version/);

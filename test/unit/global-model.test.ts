@@ -32,6 +32,16 @@ describe("global quantile model (tfjs)", () => {
       assert.ok(Math.abs(out[0]! - (2 * f0 + 0.99)) < 0.25, `f0=${f0}: q99 ${out[0]}`);
       assert.ok(out[1]! >= out[0]!, "quantiles stay ordered");
     }
+    // A retraining starts from the model it is given: one tiny step leaves its predictions where they were.
+    const retrained = GlobalQuantileModel.train(reservoir, { steps: 1, batch: 32, learningRate: 1e-7, seed: 9 }, model);
+    const again = new Float64Array(2);
+    for (const f0 of [0.1, 0.5, 0.9]) {
+      features.fill(0);
+      features[0] = f0;
+      model.predict(features, out);
+      retrained.predict(features, again);
+      assert.ok(Math.abs(again[0]! - out[0]!) < 1e-3 && Math.abs(again[1]! - out[1]!) < 1e-3, `f0=${f0}: retrained ${again} vs ${out}`);
+    }
   });
 
   it("round-trips its state and refuses a broken or foreign one", () => {
@@ -48,6 +58,9 @@ describe("global quantile model (tfjs)", () => {
     assert.deepEqual(a, b);
     assert.throws(() => GlobalQuantileModel.fromState({ ...state, version: 99 }), /version/);
     assert.throws(() => GlobalQuantileModel.fromState({ ...state, layers: state.layers.slice(1) }), /do not fit/);
+    // A chain that fits but is not this model's layout (one layer, features straight to levels).
+    const single = { rows: GLOBAL_FEATURES, cols: 2, weights: new Array(GLOBAL_FEATURES * 2).fill(0), bias: [0, 0] };
+    assert.throws(() => GlobalQuantileModel.fromState({ ...state, layers: [single] }), /do not fit/);
     const poisoned = JSON.parse(JSON.stringify(state));
     poisoned.layers[0].weights[0] = null;
     assert.throws(() => GlobalQuantileModel.fromState(poisoned), /non-finite/);

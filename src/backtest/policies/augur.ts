@@ -21,6 +21,12 @@ export interface AugurPolicyOptions {
 const FIRST_TRAINING_EXAMPLES = 5_000;
 const RETRAIN_EVERY_EXAMPLES = 100_000;
 const TRAINING = { steps: 400, batch: 512, learningRate: 0.01, seed: 7 };
+/**
+ * A retraining goes on from the last model's weights: a quarter of the steps
+ * reaches the loss of a training from scratch (checked on examples whose
+ * relation drifted between the two trainings).
+ */
+const RETRAINING = { ...TRAINING, steps: 100 };
 
 /**
  * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
@@ -44,7 +50,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   };
   const train = (resource: Resource) => {
     const l = learner(resource);
-    l.model = GlobalQuantileModel.train(l.reservoir, TRAINING);
+    l.model = GlobalQuantileModel.train(l.reservoir, l.model ? RETRAINING : TRAINING, l.model);
     l.trainedAt = l.reservoir.seen;
   };
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
@@ -82,8 +88,8 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
       // The fallback levels learn each block's peak as the pair's forecaster folds it in.
       const levels = pairLevels(pair, resource);
-      const onBlock = (peak: number, steps: number, ts: number) => {
-        for (const level of levels) level.add(peak, steps, ts);
+      const onBlock = (_peak: number, steps: number, ts: number, bucket: number) => {
+        for (let l = 0; l < levels.length; l++) levels[l]!.addAt(bucket, steps, ts);
       };
       byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource), onBlock);
     }
