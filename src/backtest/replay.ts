@@ -48,46 +48,57 @@ interface Cursor {
   scored: boolean;
 }
 
-/** A binary min-heap of cursors by their next timestamp: merges sorted series in event time. */
+/**
+ * A binary min-heap of cursors by their next timestamp: merges sorted series
+ * in event time. Each cursor's timestamp is read once, when it is pushed, and
+ * kept beside it: sifting compares numbers in one array instead of following
+ * cursor → series → timestamps for every comparison.
+ */
 export class CursorHeap<C extends { series: WorkloadSeries; index: number } = Cursor> {
   private readonly items: C[] = [];
+  private readonly keys: number[] = [];
   get size(): number {
     return this.items.length;
   }
-  private key(c: C): number {
-    return c.series.ts[c.index]!;
-  }
   push(cursor: C): void {
-    const items = this.items;
+    const { items, keys } = this;
+    const key = cursor.series.ts[cursor.index]!;
+    let i = items.length;
     items.push(cursor);
-    let i = items.length - 1;
+    keys.push(key);
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (this.key(items[parent]!) <= this.key(items[i]!)) break;
-      [items[parent], items[i]] = [items[i]!, items[parent]!];
+      if (keys[parent]! <= key) break;
+      items[i] = items[parent]!;
+      keys[i] = keys[parent]!;
       i = parent;
     }
+    items[i] = cursor;
+    keys[i] = key;
   }
   peekTs(): number {
-    return this.key(this.items[0]!);
+    return this.keys[0]!;
   }
   pop(): C {
-    const items = this.items;
+    const { items, keys } = this;
     const top = items[0]!;
     const last = items.pop()!;
-    if (items.length > 0) {
-      items[0] = last;
+    const lastKey = keys.pop()!;
+    const size = items.length;
+    if (size > 0) {
       let i = 0;
       for (;;) {
         const l = 2 * i + 1;
+        if (l >= size) break;
         const r = l + 1;
-        let smallest = i;
-        if (l < items.length && this.key(items[l]!) < this.key(items[smallest]!)) smallest = l;
-        if (r < items.length && this.key(items[r]!) < this.key(items[smallest]!)) smallest = r;
-        if (smallest === i) break;
-        [items[smallest], items[i]] = [items[i]!, items[smallest]!];
-        i = smallest;
+        const child = r < size && keys[r]! < keys[l]! ? r : l;
+        if (keys[child]! >= lastKey) break;
+        items[i] = items[child]!;
+        keys[i] = keys[child]!;
+        i = child;
       }
+      items[i] = last;
+      keys[i] = lastKey;
     }
     return top;
   }

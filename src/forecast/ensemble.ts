@@ -277,6 +277,34 @@ export class PooledMisses {
   }
 }
 
+// A key's record of each source: the source as held by the decision in
+// force (at least the floor; NaN: none), then, decayed over the steps it was
+// scored on (see `score`), its level, the usage, its movement, its last held
+// value, the steps, the scales of the overruns and of the excess, then per
+// margin the overruns and the usage above the limit (each divided by its scale).
+const HELD = 0;
+const LEVEL = 1;
+const USAGE = 2;
+const MOVEMENT = 3;
+const PREVIOUS = 4;
+const STEPS = 5;
+const MISS_SCALE = 6;
+const EXCESS_SCALE = 7;
+const MISSES = 8;
+const EXCESS = MISSES + MARGINS.length;
+const STRIDE = EXCESS + MARGINS.length;
+
+function newScores(): Float64Array {
+  const scores = new Float64Array(SOURCES * STRIDE);
+  for (let at = 0; at < scores.length; at += STRIDE) {
+    scores[at + HELD] = Number.NaN;
+    scores[at + PREVIOUS] = Number.NaN;
+    scores[at + MISS_SCALE] = 1;
+    scores[at + EXCESS_SCALE] = 1;
+  }
+  return scores;
+}
+
 export class EnsembleForecaster {
   private peaks = new PeakWindows(WINDOWS_MS);
   private readonly features = new Float32Array(GLOBAL_FEATURES);
@@ -288,19 +316,13 @@ export class EnsembleForecaster {
   /** Every source as last computed (NaN: a seasonal period not detected, a model not trained). */
   private readonly sources = new Float64Array(SOURCES);
   private sincePercentiles = REFRESH_PERCENTILES_EVERY;
-  /** Every source as the decision in force holds it (at least the floor); candidate (s, m)'s limit is held[s] × MARGINS[m]. */
-  private readonly held = new Float64Array(SOURCES).fill(Number.NaN);
-  // Per source, decayed over the steps it was scored on (see `score`).
-  private readonly level = new Float64Array(SOURCES);
-  private readonly usageLevel = new Float64Array(SOURCES);
-  private readonly movement = new Float64Array(SOURCES);
-  private readonly previous = new Float64Array(SOURCES).fill(Number.NaN);
-  private readonly steps = new Float64Array(SOURCES);
-  private readonly missScale = new Float64Array(SOURCES).fill(1);
-  private readonly excessScale = new Float64Array(SOURCES).fill(1);
-  // Per candidate, divided by its source's scale: overruns, and usage above the limit.
-  private readonly misses = new Float64Array(CANDIDATES);
-  private readonly excess = new Float64Array(CANDIDATES);
+  /**
+   * Per source, one record of STRIDE numbers (see HELD … EXCESS): how the
+   * decision in force holds it and how it has scored. One array, walked in
+   * order every step: with thousands of keys the state of a key is rarely in
+   * cache, and one contiguous block costs far fewer misses than a dozen.
+   */
+  private readonly scores = newScores();
   private chosen = CAUTIOUS;
   private observations = 0;
   private bumpFloor = 0;
@@ -369,22 +391,22 @@ export class EnsembleForecaster {
       histograms: this.histograms.map((h) => h.toState()),
       seasonal: this.seasonal.toState(),
       sources: {
-        level: [...this.level],
-        usage: [...this.usageLevel],
-        movement: [...this.movement],
-        previous: toJsonNumbers(this.previous),
-        steps: [...this.steps],
-        missScale: [...this.missScale],
-        excessScale: [...this.excessScale],
+        level: this.perSource(LEVEL),
+        usage: this.perSource(USAGE),
+        movement: this.perSource(MOVEMENT),
+        previous: toJsonNumbers(this.perSource(PREVIOUS)),
+        steps: this.perSource(STEPS),
+        missScale: this.perSource(MISS_SCALE),
+        excessScale: this.perSource(EXCESS_SCALE),
       },
-      misses: [...this.misses],
-      excess: [...this.excess],
+      misses: this.perCandidate(MISSES),
+      excess: this.perCandidate(EXCESS),
       chosen: this.chosen,
       observations: this.observations,
       bumpFloor: this.bumpFloor,
       bumpUntil: Number.isFinite(this.bumpUntil) ? this.bumpUntil : null,
       pending: { ts: [...this.blockTs.subarray(0, this.blockLength)], values: [...this.block.subarray(0, this.blockLength)] },
-      decision: this.decided ? { held: toJsonNumbers(this.held), at: this.decidedAt } : null,
+      decision: this.decided ? { held: toJsonNumbers(this.perSource(HELD)), at: this.decidedAt } : null,
       percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)] },
     };
   }
@@ -430,15 +452,15 @@ export class EnsembleForecaster {
     this.peaks = PeakWindows.fromState(WINDOWS_MS, state.peaks);
     this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
     this.seasonal = SeasonalProfile.fromState(state.seasonal);
-    this.level.set(perSource.level);
-    this.usageLevel.set(perSource.usage);
-    this.movement.set(perSource.movement);
-    this.previous.set(fromJsonNumbers(previous));
-    this.steps.set(perSource.steps);
-    this.missScale.set(perSource.missScale);
-    this.excessScale.set(perSource.excessScale);
-    this.misses.set(misses);
-    this.excess.set(excess);
+    this.setPerSource(LEVEL, perSource.level);
+    this.setPerSource(USAGE, perSource.usage);
+    this.setPerSource(MOVEMENT, perSource.movement);
+    this.setPerSource(PREVIOUS, fromJsonNumbers(previous));
+    this.setPerSource(STEPS, perSource.steps);
+    this.setPerSource(MISS_SCALE, perSource.missScale);
+    this.setPerSource(EXCESS_SCALE, perSource.excessScale);
+    this.setPerCandidate(MISSES, misses);
+    this.setPerCandidate(EXCESS, excess);
     this.chosen = state.chosen;
     this.observations = state.observations;
     this.bumpFloor = state.bumpFloor;
@@ -447,10 +469,25 @@ export class EnsembleForecaster {
     this.sources.set(percentiles.values, WINDOWS_MS.length);
     this.decided = decision !== null;
     this.decidedAt = decision?.at ?? -Infinity;
-    this.held.fill(Number.NaN);
-    if (decision) this.held.set(fromJsonNumbers(decision.held));
+    this.setPerSource(HELD, decision ? fromJsonNumbers(decision.held) : new Array<number>(SOURCES).fill(Number.NaN));
     this.blockLength = 0;
     for (let i = 0; i < pending.ts.length; i++) this.append(pending.ts[i]!, pending.values[i]!);
+  }
+
+  private perSource(field: number): number[] {
+    return Array.from({ length: SOURCES }, (_, s) => this.scores[s * STRIDE + field]!);
+  }
+
+  private setPerSource(field: number, values: readonly number[]): void {
+    for (let s = 0; s < SOURCES; s++) this.scores[s * STRIDE + field] = values[s]!;
+  }
+
+  private perCandidate(field: number): number[] {
+    return Array.from({ length: CANDIDATES }, (_, c) => this.scores[Math.floor(c / MARGINS.length) * STRIDE + field + (c % MARGINS.length)]!);
+  }
+
+  private setPerCandidate(field: number, values: readonly number[]): void {
+    for (let c = 0; c < CANDIDATES; c++) this.scores[Math.floor(c / MARGINS.length) * STRIDE + field + (c % MARGINS.length)] = values[c]!;
   }
 
   get observed(): number {
@@ -466,7 +503,7 @@ export class EnsembleForecaster {
     if (this.observations === 0) return null;
     if (!this.decided || ts - this.decidedAt >= this.options.decisionMs || this.blockLength >= MAX_BLOCK) this.decide(ts);
     const chosen = this.chosen;
-    let limit = this.held[(chosen / MARGINS.length) | 0]! * MARGINS[chosen % MARGINS.length]!;
+    let limit = this.scores[((chosen / MARGINS.length) | 0) * STRIDE + HELD]! * MARGINS[chosen % MARGINS.length]!;
     if (ts < this.bumpUntil && this.bumpFloor > limit) limit = this.bumpFloor;
     this.previousLimit = limit;
     return limit;
@@ -496,12 +533,12 @@ export class EnsembleForecaster {
     // The features are needed to predict, or for the example the next fold keeps.
     if (learner && (learner.model || !this.featuresReady || this.blocks % learner.sampleEvery === 0)) this.globalSources(ts, floor);
     else sources.fill(Number.NaN, GLOBAL_AT, GLOBAL_AT + GLOBAL_LEVELS.length);
-    const held = this.held;
+    const scores = this.scores;
     for (let s = 0; s < SOURCES; s++) {
       const source = sources[s]!;
-      held[s] = source !== source ? Number.NaN : source > floor ? source : floor;
+      scores[s * STRIDE + HELD] = source !== source ? Number.NaN : source > floor ? source : floor;
     }
-    if (Number.isNaN(held[(this.chosen / MARGINS.length) | 0]!)) this.chosen = CAUTIOUS; // its seasonal period faded
+    if (Number.isNaN(scores[((this.chosen / MARGINS.length) | 0) * STRIDE + HELD]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     this.decided = true;
     this.decidedAt = ts;
   }
@@ -570,30 +607,29 @@ export class EnsembleForecaster {
     const fresh = 1 - slackKeep;
     const freshPerStep = fresh / n;
     const moveWeight = 1 - slackDecay;
-    const { held, level, usageLevel, movement, previous, steps, missScale, excessScale, misses, excess } = this;
+    const scores = this.scores;
     const poolMisses = pool.misses;
-    for (let s = 0; s < SOURCES; s++) {
-      const source = held[s]!;
+    for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
+      const source = scores[at + HELD]!;
       if (source !== source) continue; // NaN: a seasonal source without a detected period
-      level[s] = slackKeep * level[s]! + fresh * source;
-      usageLevel[s] = slackKeep * usageLevel[s]! + fresh * mean;
-      const before = previous[s]!;
-      if (before === before) movement[s] = slackKeep * movement[s]! + moveWeight * Math.abs(source - before);
-      previous[s] = source;
-      steps[s] = missKeep * steps[s]! + missSteps;
-      const first = s * MARGINS.length;
-      let ownScale = missScale[s]! * missKeep;
+      scores[at + LEVEL] = slackKeep * scores[at + LEVEL]! + fresh * source;
+      scores[at + USAGE] = slackKeep * scores[at + USAGE]! + fresh * mean;
+      const before = scores[at + PREVIOUS]!;
+      if (before === before) scores[at + MOVEMENT] = slackKeep * scores[at + MOVEMENT]! + moveWeight * Math.abs(source - before);
+      scores[at + PREVIOUS] = source;
+      scores[at + STEPS] = missKeep * scores[at + STEPS]! + missSteps;
+      let ownScale = scores[at + MISS_SCALE]! * missKeep;
       if (ownScale < RENORMALISE_BELOW) {
-        for (let c = first; c < first + MARGINS.length; c++) misses[c] = misses[c]! * ownScale;
+        for (let m = 0; m < MARGINS.length; m++) scores[at + MISSES + m] = scores[at + MISSES + m]! * ownScale;
         ownScale = 1;
       }
-      missScale[s] = ownScale;
-      let excessScaleNow = excessScale[s]! * slackKeep;
-      if (excessScaleNow < RENORMALISE_BELOW) {
-        for (let c = first; c < first + MARGINS.length; c++) excess[c] = excess[c]! * excessScaleNow;
-        excessScaleNow = 1;
+      scores[at + MISS_SCALE] = ownScale;
+      let excessScale = scores[at + EXCESS_SCALE]! * slackKeep;
+      if (excessScale < RENORMALISE_BELOW) {
+        for (let m = 0; m < MARGINS.length; m++) scores[at + EXCESS + m] = scores[at + EXCESS + m]! * excessScale;
+        excessScale = 1;
       }
-      excessScale[s] = excessScaleNow;
+      scores[at + EXCESS_SCALE] = excessScale;
       const poolScale = pool.advance(s, poolKeep, poolSteps);
       // Margins ascend: each one's overruns are a suffix of the previous one's.
       let low = 0;
@@ -607,9 +643,9 @@ export class EnsembleForecaster {
         }
         const missed = n - low;
         if (missed === 0) break;
-        const c = first + m;
-        misses[c] = misses[c]! + missed / ownScale;
-        excess[c] = excess[c]! + (freshPerStep * (total - prefix[low]! - missed * limit)) / excessScaleNow;
+        scores[at + MISSES + m] = scores[at + MISSES + m]! + missed / ownScale;
+        scores[at + EXCESS + m] = scores[at + EXCESS + m]! + (freshPerStep * (total - prefix[low]! - missed * limit)) / excessScale;
+        const c = s * MARGINS.length + m;
         poolMisses[c] = poolMisses[c]! + missed / poolScale;
       }
     }
@@ -620,26 +656,27 @@ export class EnsembleForecaster {
   private choose(): void {
     const { priorSteps, targetMissRate, changeWeight, switchMargin } = this.options;
     const price = this.price.value;
-    const { held, level, usageLevel, movement, steps, missScale, excessScale, misses, excess } = this;
+    const scores = this.scores;
     const pool = this.pool;
     const poolMisses = pool.misses;
     const chosen = this.chosen;
     let best = chosen;
     let bestCost = Infinity;
     let chosenCost = Infinity;
-    for (let s = 0; s < SOURCES; s++) {
-      if (held[s] !== held[s]) continue;
-      const perMargin = level[s]! + changeWeight * movement[s]!;
-      const usage = usageLevel[s]!;
-      const missWeight = price / (steps[s]! + priorSteps);
-      const ownScale = missScale[s]!;
-      const excessScaleNow = excessScale[s]!;
+    for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
+      const held = scores[at + HELD]!;
+      if (held !== held) continue;
+      const perMargin = scores[at + LEVEL]! + changeWeight * scores[at + MOVEMENT]!;
+      const usage = scores[at + USAGE]!;
+      const missWeight = price / (scores[at + STEPS]! + priorSteps);
+      const ownScale = scores[at + MISS_SCALE]!;
+      const excessScale = scores[at + EXCESS_SCALE]!;
       const pooledSteps = pool.steps[s]!;
       const pooledScale = pooledSteps > 0 ? pool.scale[s]! / pooledSteps : 0;
       const pooledFallback = pooledSteps > 0 ? 0 : targetMissRate;
       for (let m = 0, c = s * MARGINS.length; m < MARGINS.length; m++, c++) {
         const prior = poolMisses[c]! * pooledScale + pooledFallback;
-        const cost = MARGINS[m]! * perMargin - usage + excessScaleNow * excess[c]! + missWeight * (ownScale * misses[c]! + priorSteps * prior);
+        const cost = MARGINS[m]! * perMargin - usage + excessScale * scores[at + EXCESS + m]! + missWeight * (ownScale * scores[at + MISSES + m]! + priorSteps * prior);
         if (cost < bestCost) {
           bestCost = cost;
           best = c;

@@ -9,13 +9,16 @@ export const SEASONAL_LAGS_HOURS = [24, 168] as const;
 const ACF_THRESHOLD = 0.3;
 
 export class SeasonalProfile {
-  private readonly peak = new Float64Array(HOURS_KEPT).fill(Number.NaN);
-  private readonly sum = new Float64Array(HOURS_KEPT);
-  private readonly count = new Float64Array(HOURS_KEPT);
+  /** Per hour slot: its peak (NaN: no sample), sum and count, side by side (one cache line per step). */
+  private readonly hours = new Float64Array(HOURS_KEPT * 3);
   private currentHour = Number.NaN;
   private firstHour = Number.NaN;
   private lastDetectionHour = Number.NaN;
   readonly detected = SEASONAL_LAGS_HOURS.map(() => false);
+
+  constructor() {
+    for (let s = 0; s < HOURS_KEPT; s++) this.hours[3 * s] = Number.NaN;
+  }
 
   private slot(hour: number): number {
     return ((hour % HOURS_KEPT) + HOURS_KEPT) % HOURS_KEPT;
@@ -27,19 +30,25 @@ export class SeasonalProfile {
     if (hour < this.currentHour) return; // an old sample: hours behind us are settled
     for (let h = this.currentHour + 1; h <= hour && h - this.currentHour <= HOURS_KEPT; h++) {
       const s = this.slot(h);
-      this.peak[s] = Number.NaN;
-      this.sum[s] = 0;
-      this.count[s] = 0;
+      this.hours[3 * s] = Number.NaN;
+      this.hours[3 * s + 1] = 0;
+      this.hours[3 * s + 2] = 0;
     }
     if (hour > this.currentHour) this.currentHour = hour;
     const s = this.slot(hour);
-    this.peak[s] = Number.isNaN(this.peak[s]!) ? value : Math.max(this.peak[s]!, value);
-    this.sum[s] = this.sum[s]! + value;
-    this.count[s] = this.count[s]! + 1;
+    const hours = this.hours;
+    const peak = hours[3 * s]!;
+    hours[3 * s] = peak !== peak ? value : Math.max(peak, value);
+    hours[3 * s + 1] = hours[3 * s + 1]! + value;
+    hours[3 * s + 2] = hours[3 * s + 2]! + 1;
     if (Number.isNaN(this.lastDetectionHour) || hour - this.lastDetectionHour >= 24) {
       this.detect();
       this.lastDetectionHour = hour;
     }
+  }
+
+  private column(field: number): number[] {
+    return Array.from({ length: HOURS_KEPT }, (_, s) => this.hours[3 * s + field]!);
   }
 
   /** Peak within ±1 hour of the same time one period ago; NaN when the period is not detected or not covered. */
@@ -49,7 +58,7 @@ export class SeasonalProfile {
     let max = Number.NaN;
     for (let h = hour - 1; h <= hour + 1; h++) {
       if (h <= this.currentHour - HOURS_KEPT || h > this.currentHour || h < this.firstHour) continue;
-      const value = this.peak[this.slot(h)]!;
+      const value = this.hours[3 * this.slot(h)]!;
       if (!Number.isNaN(value) && !(value <= max)) max = value;
     }
     return max;
@@ -57,9 +66,9 @@ export class SeasonalProfile {
 
   toState(): SeasonalState {
     return {
-      peak: toJsonNumbers(this.peak),
-      sum: [...this.sum],
-      count: [...this.count],
+      peak: toJsonNumbers(this.column(0)),
+      sum: this.column(1),
+      count: this.column(2),
       currentHour: nanToNull(this.currentHour),
       firstHour: nanToNull(this.firstHour),
       lastDetectionHour: nanToNull(this.lastDetectionHour),
@@ -69,13 +78,21 @@ export class SeasonalProfile {
 
   static fromState(state: SeasonalState): SeasonalProfile {
     const profile = new SeasonalProfile();
-    if (state.peak.length !== HOURS_KEPT || state.sum.length !== HOURS_KEPT || state.count.length !== HOURS_KEPT) throw new RangeError("seasonal state has the wrong size");
-    profile.peak.set(fromJsonNumbers(state.peak));
-    profile.sum.set(state.sum);
-    profile.count.set(state.count);
+    const numbers = (values: unknown, nullable: boolean) =>
+      Array.isArray(values) && values.length === HOURS_KEPT && values.every((v) => (nullable && v === null) || (typeof v === "number" && Number.isFinite(v)));
+    if (typeof state !== "object" || state === null || !numbers(state.peak, true) || !numbers(state.sum, false) || !numbers(state.count, false)) {
+      throw new RangeError(`seasonal state must hold ${HOURS_KEPT} hourly peaks, sums and counts`);
+    }
+    const peaks = fromJsonNumbers(state.peak);
+    for (let s = 0; s < HOURS_KEPT; s++) {
+      profile.hours[3 * s] = peaks[s]!;
+      profile.hours[3 * s + 1] = state.sum[s]!;
+      profile.hours[3 * s + 2] = state.count[s]!;
+    }
     profile.currentHour = nullToNan(state.currentHour);
     profile.firstHour = nullToNan(state.firstHour);
     profile.lastDetectionHour = nullToNan(state.lastDetectionHour);
+    if (!Array.isArray(state.detected) || state.detected.length !== SEASONAL_LAGS_HOURS.length) throw new RangeError("seasonal state must say which periods are detected");
     state.detected.forEach((d, i) => (profile.detected[i] = Boolean(d)));
     return profile;
   }
@@ -85,7 +102,8 @@ export class SeasonalProfile {
     const means: number[] = [];
     for (let h = Math.max(this.firstHour, this.currentHour - HOURS_KEPT + 1); h < this.currentHour; h++) {
       const s = this.slot(h);
-      means.push(this.count[s]! > 0 ? this.sum[s]! / this.count[s]! : Number.NaN);
+      const count = this.hours[3 * s + 2]!;
+      means.push(count > 0 ? this.hours[3 * s + 1]! / count : Number.NaN);
     }
     SEASONAL_LAGS_HOURS.forEach((lag, i) => {
       this.detected[i] = means.length >= lag + 24 && autocorrelation(means, lag) >= ACF_THRESHOLD;

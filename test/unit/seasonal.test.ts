@@ -30,6 +30,29 @@ describe("seasonal profile", () => {
     assert.ok(Number.isNaN(profile.peakAround(T0 + 5 * 24 * HOUR, 0)));
   });
 
+  it("round-trips its state exactly and refuses a malformed one", () => {
+    const profile = new SeasonalProfile();
+    const usage = (t: number) => ((t / HOUR) % 24 < 6 ? 5 : 2) + ((t / 60_000) % 7);
+    for (let t = 0; t < 3 * 24 * HOUR; t += 5 * 60_000) profile.push(T0 + t, usage(t));
+    const state = JSON.parse(JSON.stringify(profile.toState()));
+    const restored = SeasonalProfile.fromState(state);
+    for (let t = 3 * 24 * HOUR; t < 4 * 24 * HOUR; t += 5 * 60_000) {
+      profile.push(T0 + t, usage(t));
+      restored.push(T0 + t, usage(t));
+      assert.equal(restored.peakAround(T0 + t, 0), profile.peakAround(T0 + t, 0));
+    }
+    assert.deepEqual(restored.toState(), profile.toState());
+    for (const [field, value] of [
+      ["sum", state.sum.map(() => "1")],
+      ["count", state.count.slice(1)],
+      ["peak", state.peak.map(() => Number.POSITIVE_INFINITY)],
+      ["detected", "yes"],
+    ] as const) {
+      assert.throws(() => SeasonalProfile.fromState({ ...state, [field]: value }), /seasonal state/, field);
+    }
+    assert.throws(() => SeasonalProfile.fromState(null as never), /seasonal state/);
+  });
+
   it("computes autocorrelation, skipping gaps", () => {
     assert.ok(Math.abs(autocorrelation([1, 2, 1, 2, 1, 2, 1, 2], 2) - 0.75) < 1e-9);
     assert.equal(autocorrelation([5, 5, 5], 1), 0);
