@@ -260,11 +260,6 @@ export class PooledMisses {
     return scale;
   }
 
-  rate(c: number, fallback: number): number {
-    const s = Math.floor(c / MARGINS.length);
-    return this.steps[s]! > 0 ? (this.misses[c]! * this.scale[s]!) / this.steps[s]! : fallback;
-  }
-
   toState(): PooledMissesState {
     return { misses: [...this.misses], steps: [...this.steps], scale: [...this.scale] };
   }

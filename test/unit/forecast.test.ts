@@ -4,7 +4,7 @@ import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses } from "../../src/forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PooledMisses } from "../../src/forecast/ensemble.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
@@ -236,6 +236,65 @@ describe("ensemble forecaster state", () => {
       };
       const uninterrupted = run(null);
       for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
+    });
+  }
+});
+
+describe("ensemble scoring", () => {
+  // The forecaster keeps slack per source and only overruns per candidate;
+  // this recomputes every candidate's slack and overruns the plain way, from
+  // the limits each decision held and the usage of the steps it held them.
+  for (const decisionMs of [0, 15 * 60_000]) {
+    it(`gives every candidate the slack and overruns of its own limits (decisions every ${decisionMs / 60_000} min)`, () => {
+      const options = defaultEnsembleOptions("mem", { decisionMs });
+      const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"));
+      const usage = (i: number) => 1e9 * (1 + 0.4 * Math.sin(i / 7)) + (i % 23 === 0 ? 9e8 : 0) + (i > 200 ? 2e9 : 0);
+      let held: Array<number | null> | null = null;
+      let block: number[] = [];
+      const slack: number[] = [];
+      const misses: number[] = [];
+      let compared = 0;
+      for (let i = 0; i < 320; i++) {
+        const ts = T0 + i * 5 * 60_000;
+        const before = forecaster.toState().decision?.at;
+        forecaster.limit(ts);
+        const state = forecaster.toState();
+        if (state.decision && state.decision.at !== before) {
+          if (held) {
+            const n = block.length;
+            const slackKeep = options.slackDecay ** n;
+            const missKeep = options.missDecay ** n;
+            held.forEach((source, s) => {
+              if (source === null) return;
+              MARGINS.forEach((margin, m) => {
+                const c = s * MARGINS.length + m;
+                const limit = source * margin;
+                const under = block.filter((u) => u <= limit);
+                slack[c] = slackKeep * (slack[c] ?? 0) + ((1 - slackKeep) * under.reduce((sum, u) => sum + (limit - u), 0)) / n;
+                misses[c] = missKeep * (misses[c] ?? 0) + (n - under.length);
+              });
+            });
+            const { sources } = state;
+            held.forEach((source, s) => {
+              if (source === null) return;
+              MARGINS.forEach((margin, m) => {
+                const c = s * MARGINS.length + m;
+                const kept = margin * sources.level[s]! - sources.usage[s]! + sources.excessScale[s]! * state.excess[c]!;
+                assert.ok(Math.abs(kept - slack[c]!) <= 1e-9 * Math.max(1, Math.abs(slack[c]!)) + 1e-3, `step ${i}, candidate ${c}: slack ${kept} vs ${slack[c]}`);
+                const keptMisses = sources.missScale[s]! * state.misses[c]!;
+                assert.ok(Math.abs(keptMisses - misses[c]!) <= 1e-9 * Math.max(1, misses[c]!), `step ${i}, candidate ${c}: overruns ${keptMisses} vs ${misses[c]}`);
+              });
+            });
+            compared++;
+          }
+          held = state.decision.held;
+          block = [];
+        }
+        forecaster.observe(ts, usage(i));
+        block.push(usage(i));
+      }
+      assert.ok(compared > (decisionMs === 0 ? 300 : 100), `${compared} decisions compared`);
+      assert.ok(misses.some((m) => m > 0) && misses.some((m) => m === 0), "some candidates overran, some did not");
     });
   }
 });
