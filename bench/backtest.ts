@@ -5,6 +5,7 @@ import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadCanonical } from "../src/backtest/adapters/index.js";
+import { augurModels, augurPolicy } from "../src/backtest/policies/augur.js";
 import { POLICIES } from "../src/backtest/policies/index.js";
 import { replay } from "../src/backtest/replay.js";
 import { initTensorflow } from "../src/forecast/global-model.js";
@@ -47,8 +48,18 @@ const reference = { name: "decode the same rows, no policy (rows/s)", value: Mat
 const trace = loadCanonical(file);
 // Every policy with its defaults, then augur deciding once an hour (`--decision-seconds 3600`).
 const runs: Array<[string, string, number | undefined]> = [...Object.keys(POLICIES).map((name): [string, string, undefined] => [name, name, undefined]), ["augur-hourly", "augur", 3_600_000]];
-for (const [label, name, decisionMs] of runs) {
-  const ms = best(() => replay(trace, { policies: [POLICIES[name]!({ resources: ["cpu", "mem"], decisionMs })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2);
+const report = (label: string, ms: number) => {
   const value = Math.round(samples / (ms / 1000));
   console.log(JSON.stringify({ benchmark: `backtest.${label}`, unit: "samples/s", value, reference, ratio: +(value / reference.value).toFixed(4) }));
+};
+for (const [label, name, decisionMs] of runs) {
+  report(label, best(() => replay(trace, { policies: [POLICIES[name]!({ resources: ["cpu", "mem"], decisionMs })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
 }
+// The default policy with the global models of an earlier run loaded and no
+// training in the measured replay (predictions every step, as above): the
+// per-sample cost without the training's fixed cost (about a second per
+// resource and training on the WASM backend).
+const learned = augurPolicy();
+replay(trace, { policies: [learned], resources: ["cpu", "mem"], sampleWorkloads: 0 });
+const models = augurModels(learned.exportModels!());
+report("augur-pretrained", best(() => replay(trace, { policies: [augurPolicy({ learn: false, models })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
