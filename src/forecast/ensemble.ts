@@ -658,11 +658,16 @@ export class EnsembleForecaster {
     let best = chosen;
     let bestCost = Infinity;
     let chosenCost = Infinity;
+    const chosenSource = (chosen / MARGINS.length) | 0;
+    // A cost is m × perMargin − usage plus terms ≥ 0, and margins ascend: once
+    // that part reaches the best cost so far, no larger margin of the source
+    // can beat it (the chosen candidate's source is always costed in full).
     for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
       const held = scores[at + HELD]!;
       if (held !== held) continue;
       const perMargin = scores[at + LEVEL]! + changeWeight * scores[at + MOVEMENT]!;
       const usage = scores[at + USAGE]!;
+      if (MARGINS[0] * perMargin - usage >= bestCost && s !== chosenSource) continue;
       const missWeight = price / (scores[at + STEPS]! + priorSteps);
       const ownScale = scores[at + MISS_SCALE]!;
       const excessScale = scores[at + EXCESS_SCALE]!;
@@ -670,8 +675,10 @@ export class EnsembleForecaster {
       const pooledScale = pooledSteps > 0 ? pool.scale[s]! / pooledSteps : 0;
       const pooledFallback = pooledSteps > 0 ? 0 : targetMissRate;
       for (let m = 0, c = s * MARGINS.length; m < MARGINS.length; m++, c++) {
+        const growing = MARGINS[m]! * perMargin - usage;
+        if (growing >= bestCost && s !== chosenSource) break;
         const prior = poolMisses[c]! * pooledScale + pooledFallback;
-        const cost = MARGINS[m]! * perMargin - usage + excessScale * scores[at + EXCESS + m]! + missWeight * (ownScale * scores[at + MISSES + m]! + priorSteps * prior);
+        const cost = growing + excessScale * scores[at + EXCESS + m]! + missWeight * (ownScale * scores[at + MISSES + m]! + priorSteps * prior);
         if (cost < bestCost) {
           bestCost = cost;
           best = c;
