@@ -127,6 +127,9 @@ class EnsembleModel implements ForecastModel {
     const model = new EnsembleModel(config);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
+      if (saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
+      if (!(Number.isSafeInteger(saved.samples) && saved.samples >= 0)) throw new RangeError(`${resource}: samples must be a count`);
+      if (!(typeof saved.nextTs === "number" && Number.isFinite(saved.nextTs))) throw new RangeError(`${resource}: nextTs must be a time`);
       const entry = model.entry(resource);
       entry.forecaster.restore(saved.forecaster);
       entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);

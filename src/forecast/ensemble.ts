@@ -427,6 +427,9 @@ export class EnsembleForecaster {
     const misses = finiteArray(state.misses, CANDIDATES, "ensemble state's overruns");
     const excess = finiteArray(state.excess, CANDIDATES, "ensemble state's excess");
     if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
+    if (!(Number.isSafeInteger(state.observations) && state.observations >= 0)) throw new RangeError("ensemble state's observations must be a count");
+    if (!(typeof state.bumpFloor === "number" && Number.isFinite(state.bumpFloor) && state.bumpFloor >= 0)) throw new RangeError("ensemble state's bump floor must be a finite number ≥ 0");
+    if (state.bumpUntil !== null && !(typeof state.bumpUntil === "number" && Number.isFinite(state.bumpUntil))) throw new RangeError("ensemble state's bump end must be a time or null");
     const pending = state.pending;
     if (!pending || !Array.isArray(pending.ts) || !Array.isArray(pending.values) || pending.ts.length !== pending.values.length) throw new RangeError("ensemble state has no valid pending block");
     if (![...pending.ts, ...pending.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("ensemble state's pending block holds non-numbers");

@@ -339,9 +339,23 @@ describe("augur-ensemble model", () => {
       ["sources", { ...state.resources.cpu.forecaster.sources, previous: new Array(sources).fill("x") }, /previous/],
       ["misses", new Array(candidates).fill("1"), /overruns/],
       ["excess", [], /excess/],
+      ["observations", "5", /observations/],
+      ["observations", 1.5, /observations/],
+      ["bumpFloor", -1, /bump floor/],
+      ["bumpUntil", "soon", /bump end/],
     ] as const) {
       const hostile = JSON.parse(JSON.stringify(state));
       hostile.resources.cpu.forecaster[field] = value;
+      assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
+    }
+    for (const [field, value, reason] of [
+      ["price", "100", /price/],
+      ["price", -1, /price/],
+      ["samples", -3, /samples/],
+      ["nextTs", null, /nextTs/],
+    ] as const) {
+      const hostile = JSON.parse(JSON.stringify(state));
+      hostile.resources.cpu[field] = value;
       assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
     }
     for (const pool of [null, { ...state.resources.cpu.pool, steps: [Infinity] }, { ...state.resources.cpu.pool, scale: new Array(sources).fill(-1) }]) {
