@@ -169,55 +169,98 @@ export class GlobalQuantileModel {
   }
 
   /**
-   * Trains on the reservoir with the pinball loss of every level. Synchronous
-   * (tfjs `minimize`), so a replay can train between two steps. Call
-   * `initTensorflow` once before.
+   * Trains on the reservoir with the pinball loss of every level, by Adam on
+   * mini-batches, from the given model's weights (a retraining goes on from
+   * where the last one ended) or He-initialised. Synchronous, so a replay can
+   * train between two steps. Call `initTensorflow` once before.
+   *
+   * The gradients are written out rather than taken from tfjs's tape, and the
+   * parameters are one vector (one Adam update instead of one per layer):
+   * for a network this small each kernel call costs more than its
+   * arithmetic, and this takes under half the calls of `optimizer.minimize`
+   * (2.3× faster on the WASM backend, the same loss in a check).
    */
   static train(reservoir: ExampleReservoir, options: { steps: number; batch: number; learningRate: number; seed: number }, from: GlobalQuantileModel | null = null): GlobalQuantileModel {
-    let trained: GlobalQuantileModel | null = null;
-    tf.tidy(() => {
-      const n = reservoir.size;
+    const shapes: Array<[number, number]> = [
+      [GLOBAL_FEATURES, HIDDEN],
+      [HIDDEN, HIDDEN],
+      [HIDDEN, GLOBAL_LEVELS.length],
+    ];
+    const sizes = shapes.flatMap(([rows, cols]) => [rows * cols, cols]);
+    const levels = GLOBAL_LEVELS.length;
+    const n = reservoir.size;
+    const batch = Math.min(options.batch, n);
+    const learned = tf.tidy(() => {
       const x = tf.tensor2d(reservoir.features.subarray(0, n * GLOBAL_FEATURES), [n, GLOBAL_FEATURES]);
       const y = tf.tensor2d(reservoir.targets.subarray(0, n), [n, 1]);
-      // From the given model's weights (a retraining goes on from where the last one ended), or He-initialised.
       const start = from?.layers;
-      const init = (l: number, rows: number, cols: number, seed: number) =>
-        tf.variable(start ? tf.tensor2d(start[l]!.weights, [rows, cols]) : tf.randomNormal([rows, cols], 0, Math.sqrt(2 / rows), "float32", seed));
-      const initBias = (l: number, cols: number, value: number) => tf.variable(start ? tf.tensor1d(start[l]!.bias) : tf.fill([cols], value));
-      const w1 = init(0, GLOBAL_FEATURES, HIDDEN, options.seed);
-      const b1 = initBias(0, HIDDEN, 0);
-      const w2 = init(1, HIDDEN, HIDDEN, options.seed + 1);
-      const b2 = initBias(1, HIDDEN, 0);
-      const w3 = init(2, HIDDEN, GLOBAL_LEVELS.length, options.seed + 2);
-      const b3 = initBias(2, GLOBAL_LEVELS.length, 1);
-      const levels = tf.tensor1d([...GLOBAL_LEVELS]);
-      const optimizer = tf.train.adam(options.learningRate);
+      const initial = shapes.flatMap(([rows, cols], l) =>
+        start
+          ? [tf.tensor1d(start[l]!.weights), tf.tensor1d(start[l]!.bias)]
+          : [tf.randomNormal([rows * cols], 0, Math.sqrt(2 / rows), "float32", options.seed + l), tf.fill([cols], l === shapes.length - 1 ? 1 : 0)],
+      );
+      let params = tf.keep(tf.concat(initial));
+      let moment = tf.keep(tf.zerosLike(params));
+      let variance = tf.keep(tf.zerosLike(params));
+      // Quantiles from the raw outputs r: q_k = relu(r_0) + Σ_{1≤j≤k} |r_j| (ordered, ≥ 0) = relu(r)·A + |r|·B.
+      const a = tf.tensor2d(Array.from({ length: levels * levels }, (_, i) => (i < levels ? 1 : 0)), [levels, levels]);
+      const b = tf.tensor2d(Array.from({ length: levels * levels }, (_, i) => (Math.floor(i / levels) >= 1 && Math.floor(i / levels) <= i % levels ? 1 : 0)), [levels, levels]);
+      const tau = tf.tensor2d([...GLOBAL_LEVELS], [1, levels]);
+      const [beta1, beta2, epsilon] = [0.9, 0.999, 1e-7]; // tfjs's Adam defaults
       let random = options.seed >>> 0;
-      for (let step = 0; step < options.steps; step++) {
-        const indices = new Int32Array(Math.min(options.batch, n));
-        for (let i = 0; i < indices.length; i++) {
+      for (let step = 1; step <= options.steps; step++) {
+        const indices = new Int32Array(batch);
+        for (let i = 0; i < batch; i++) {
           random = (Math.imul(random, 1103515245) + 12345) >>> 0;
           indices[i] = random % n;
         }
-        const index = tf.tensor1d(indices, "int32");
-        optimizer.minimize(() => {
-          const xb = tf.gather(x, index);
+        const next = tf.tidy(() => {
+          const index = tf.tensor1d(indices, "int32");
+          const [w1, b1, w2, b2, w3, b3] = tf.split(params, sizes) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+          const [W1, W2, W3] = [w1.reshape(shapes[0]!), w2.reshape(shapes[1]!), w3.reshape(shapes[2]!)] as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+          const xb = tf.gather(x, index) as tf.Tensor2D;
           const yb = tf.gather(y, index);
-          const raw = tf.relu(tf.relu(xb.matMul(w1).add(b1)).matMul(w2).add(b2)).matMul(w3).add(b3);
-          // Quantiles: the first output, then cumulative absolute increments.
-          const first = tf.relu(raw.slice([0, 0], [-1, 1]));
-          const increments = tf.abs(raw.slice([0, 1], [-1, GLOBAL_LEVELS.length - 1]));
-          const quantiles = tf.concat([first, first.add(tf.cumsum(increments, 1))], 1);
-          const error = yb.sub(quantiles);
-          return tf.maximum(error.mul(levels), error.mul(levels.sub(1))).mean() as tf.Scalar;
+          const z1 = xb.matMul(W1).add(b1) as tf.Tensor2D;
+          const h1 = tf.relu(z1);
+          const z2 = h1.matMul(W2).add(b2) as tf.Tensor2D;
+          const h2 = tf.relu(z2);
+          const raw = h2.matMul(W3).add(b3) as tf.Tensor2D;
+          const quantiles = tf.relu(raw).matMul(a).add(tf.abs(raw).matMul(b));
+          // Pinball loss, mean over the batch and the levels: d/dq = ([y ≤ q] − τ) / (batch · levels).
+          const dq = tf.lessEqual(yb, quantiles).cast("float32").sub(tau).div(batch * levels) as tf.Tensor2D;
+          const dRaw = dq.matMul(a.transpose()).mul(tf.step(raw)).add(dq.matMul(b.transpose()).mul(tf.sign(raw))) as tf.Tensor2D;
+          const dz2 = dRaw.matMul(W3.transpose()).mul(tf.step(z2)) as tf.Tensor2D;
+          const dz1 = dz2.matMul(W2.transpose()).mul(tf.step(z1)) as tf.Tensor2D;
+          const gradient = tf.concat([
+            xb.transpose().matMul(dz1).reshape([-1]),
+            dz1.sum(0),
+            h1.transpose().matMul(dz2).reshape([-1]),
+            dz2.sum(0),
+            h2.transpose().matMul(dRaw).reshape([-1]),
+            dRaw.sum(0),
+          ]);
+          const m = moment.mul(beta1).add(gradient.mul(1 - beta1));
+          const v = variance.mul(beta2).add(gradient.square().mul(1 - beta2));
+          const rate = (options.learningRate * Math.sqrt(1 - beta2 ** step)) / (1 - beta1 ** step);
+          return [params.sub(m.div(v.sqrt().add(epsilon)).mul(rate)), m, v];
         });
-        index.dispose();
+        params.dispose();
+        moment.dispose();
+        variance.dispose();
+        [params, moment, variance] = next as [tf.Tensor, tf.Tensor, tf.Tensor];
       }
-      const layer = (w: tf.Variable, b: tf.Variable) => ({ rows: w.shape[0]!, cols: w.shape[1]!, weights: Array.from(w.dataSync()), bias: Array.from(b.dataSync()) });
-      trained = new GlobalQuantileModel([layer(w1, b1), layer(w2, b2), layer(w3, b3)]);
-      for (const v of [w1, b1, w2, b2, w3, b3]) v.dispose();
-      optimizer.dispose();
+      moment.dispose();
+      variance.dispose();
+      return params;
     });
-    return trained!;
+    const values = learned.dataSync();
+    learned.dispose();
+    let at = 0;
+    const layers = shapes.map(([rows, cols]) => {
+      const weights = Array.from(values.subarray(at, (at += rows * cols)));
+      const bias = Array.from(values.subarray(at, (at += cols)));
+      return { rows, cols, weights, bias };
+    });
+    return new GlobalQuantileModel(layers);
   }
 }
