@@ -11,7 +11,7 @@
 // budget where it saves the most slack, steady keys get tight limits.
 // Pure: no I/O, no wall clock; event time comes with every call.
 import { DecayingHistogram, type HistogramOptions, type HistogramState } from "./decaying-histogram.js";
-import { fromJsonNumbers, SEASONAL_LAGS_HOURS, SeasonalProfile, toJsonNumbers, type SeasonalState } from "./seasonal.js";
+import { fromJsonNumbers, isNumberArray, SEASONAL_LAGS_HOURS, SeasonalProfile, toJsonNumbers, type SeasonalState } from "./seasonal.js";
 import { PEAK_LIKE, type Resource } from "../core/types.js";
 import { BUCKETS } from "./percentile-model.js";
 import { GLOBAL_FEATURES, GLOBAL_LEVELS, type ExampleReservoir, type GlobalQuantileModel } from "./global-model.js";
@@ -191,7 +191,7 @@ export class PeakWindows {
 
   static fromState(windowsMs: readonly number[], state: { ts: number[]; values: number[] }): PeakWindows {
     if (!state || !Array.isArray(state.ts) || !Array.isArray(state.values) || state.ts.length !== state.values.length) throw new RangeError("peak window state has mismatched arrays");
-    if (![...state.ts, ...state.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("peak window state holds non-numbers");
+    if (!isNumberArray(state.ts) || !isNumberArray(state.values)) throw new RangeError("peak window state holds non-numbers");
     const peaks = new PeakWindows(windowsMs);
     peaks.ts = [...state.ts];
     peaks.values = [...state.values];
@@ -230,7 +230,7 @@ export interface PooledMissesState {
 }
 
 function finiteArray(values: unknown, length: number, what: string, positive = false): number[] {
-  if (!Array.isArray(values) || values.length !== length || !values.every((v) => typeof v === "number" && Number.isFinite(v) && (positive ? v > 0 : true))) {
+  if (!isNumberArray(values, { length, positive })) {
     throw new RangeError(`${what} must be ${length} finite${positive ? " positive" : ""} numbers`);
   }
   return values as number[];
@@ -340,10 +340,10 @@ export class EnsembleForecaster {
     private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
     private readonly learner: GlobalLearner | null = null,
     /**
-     * Told each block folded in: its peak, its steps, its last step's time,
-     * and the peak's bucket in histograms of `histogramOptions`.
+     * Told each block folded in: its steps, its last step's time, and its
+     * peak's bucket in histograms of `histogramOptions`.
      */
-    private readonly onBlock: ((peak: number, steps: number, ts: number, bucket: number) => void) | null = null,
+    private readonly onBlock: ((steps: number, ts: number, bucket: number) => void) | null = null,
   ) {
     if (!(options.decisionMs >= 0 && Number.isFinite(options.decisionMs))) throw new RangeError("decisionMs must be a finite duration ≥ 0");
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
@@ -413,7 +413,7 @@ export class EnsembleForecaster {
     const sources = state.sources;
     if (typeof sources !== "object" || sources === null) throw new RangeError("ensemble state has no per-source scores");
     const previous = sources.previous;
-    if (!Array.isArray(previous) || previous.length !== SOURCES || !previous.every((v) => v === null || (typeof v === "number" && Number.isFinite(v)))) {
+    if (!isNumberArray(previous, { length: SOURCES, nullable: true })) {
       throw new RangeError("ensemble state's previous sources are malformed");
     }
     const perSource = {
@@ -432,18 +432,16 @@ export class EnsembleForecaster {
     if (state.bumpUntil !== null && !(typeof state.bumpUntil === "number" && Number.isFinite(state.bumpUntil))) throw new RangeError("ensemble state's bump end must be a time or null");
     const pending = state.pending;
     if (!pending || !Array.isArray(pending.ts) || !Array.isArray(pending.values) || pending.ts.length !== pending.values.length) throw new RangeError("ensemble state has no valid pending block");
-    if (![...pending.ts, ...pending.values].every((v) => typeof v === "number" && Number.isFinite(v))) throw new RangeError("ensemble state's pending block holds non-numbers");
+    if (!isNumberArray(pending.ts) || !isNumberArray(pending.values)) throw new RangeError("ensemble state's pending block holds non-numbers");
     const decision = state.decision;
-    if (decision !== null && (typeof decision !== "object" || !Array.isArray(decision.held) || decision.held.length !== SOURCES || !decision.held.every((v) => v === null || (typeof v === "number" && Number.isFinite(v) && v >= 0)) || !Number.isFinite(decision.at))) {
+    if (decision !== null && (typeof decision !== "object" || !isNumberArray(decision.held, { length: SOURCES, nullable: true, min: 0 }) || !Number.isFinite(decision.at))) {
       throw new RangeError("ensemble state has a malformed decision");
     }
     const percentiles = state.percentiles;
     if (
       !percentiles ||
       !(Number.isInteger(percentiles.since) && percentiles.since >= 0) ||
-      !Array.isArray(percentiles.values) ||
-      percentiles.values.length !== PERCENTILE_SOURCES ||
-      !percentiles.values.every((v) => typeof v === "number" && Number.isFinite(v) && v >= 0)
+      !isNumberArray(percentiles.values, { length: PERCENTILE_SOURCES, min: 0 })
     ) {
       throw new RangeError("ensemble state has malformed percentiles");
     }
@@ -559,7 +557,7 @@ export class EnsembleForecaster {
     this.peaks.push(last, peak);
     const bucket = this.histograms[0]!.findBucket(peak);
     for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.addAt(bucket, n, last);
-    this.onBlock?.(peak, n, last, bucket);
+    this.onBlock?.(n, last, bucket);
     this.sincePercentiles += n;
     const learner = this.learner;
     if (learner && this.featuresReady && this.decided && this.blocks++ % learner.sampleEvery === 0) {

@@ -78,11 +78,11 @@ export class SeasonalProfile {
 
   static fromState(state: SeasonalState): SeasonalProfile {
     const profile = new SeasonalProfile();
-    const numbers = (values: unknown, nullable: boolean) =>
-      Array.isArray(values) && values.length === HOURS_KEPT && values.every((v) => (nullable && v === null) || (typeof v === "number" && Number.isFinite(v)));
-    if (typeof state !== "object" || state === null || !numbers(state.peak, true) || !numbers(state.sum, false) || !numbers(state.count, false)) {
+    const hourly = { length: HOURS_KEPT };
+    if (typeof state !== "object" || state === null || !isNumberArray(state.peak, { ...hourly, nullable: true }) || !isNumberArray(state.sum, hourly) || !isNumberArray(state.count, hourly)) {
       throw new RangeError(`seasonal state must hold ${HOURS_KEPT} hourly peaks, sums and counts`);
     }
+    if (!isNumberArray([state.currentHour, state.firstHour, state.lastDetectionHour], { nullable: true })) throw new RangeError("seasonal state's hours must be numbers or null");
     const peaks = fromJsonNumbers(state.peak);
     for (let s = 0; s < HOURS_KEPT; s++) {
       profile.hours[3 * s] = peaks[s]!;
@@ -141,6 +141,20 @@ export interface SeasonalState {
   firstHour: number | null;
   lastDetectionHour: number | null;
   detected: boolean[];
+}
+
+/**
+ * Whether a restored state's `values` is an array of finite numbers: of
+ * `length` when given, each ≥ `min` or > 0 when `positive`, null allowed
+ * where `nullable` (a NaN saved as JSON).
+ */
+export function isNumberArray(values: unknown, options: { length?: number; nullable?: boolean; min?: number; positive?: boolean } = {}): values is Array<number | null> {
+  const { length, nullable = false, min = -Infinity, positive = false } = options;
+  return (
+    Array.isArray(values) &&
+    (length === undefined || values.length === length) &&
+    values.every((v) => (nullable && v === null) || (typeof v === "number" && Number.isFinite(v) && v >= min && (!positive || v > 0)))
+  );
 }
 
 /** JSON has no NaN: it travels as null. */

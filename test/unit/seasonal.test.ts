@@ -47,6 +47,8 @@ describe("seasonal profile", () => {
       ["count", state.count.slice(1)],
       ["peak", state.peak.map(() => Number.POSITIVE_INFINITY)],
       ["detected", "yes"],
+      ["currentHour", "480000"],
+      ["lastDetectionHour", Number.NaN],
     ] as const) {
       assert.throws(() => SeasonalProfile.fromState({ ...state, [field]: value }), /seasonal state/, field);
     }

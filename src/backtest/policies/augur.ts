@@ -88,7 +88,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
       // The fallback levels learn each block's peak as the pair's forecaster folds it in.
       const levels = pairLevels(pair, resource);
-      const onBlock = (_peak: number, steps: number, ts: number, bucket: number) => {
+      const onBlock = (steps: number, ts: number, bucket: number) => {
         for (let l = 0; l < levels.length; l++) levels[l]!.addAt(bucket, steps, ts);
       };
       byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource), onBlock);
