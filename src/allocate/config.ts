@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { USER_FACTOR_BOUNDS } from "../core/user-factor.js";
 
 const MIB = 1024 * 1024;
 const cores = z.number().finite().nonnegative().max(1e5);
@@ -54,7 +55,7 @@ export const allocationConfig = z
     /** A profile level is used only once it has folded in this many windows. */
     minWindows: z.number().int().min(1).max(1_000_000).default(3),
     /** Bounds of the user factor that scales an (image, *) profile for a user. */
-    userFactor: z.object({ min: multiplier.default(0.25), max: multiplier.default(4) }).strict().default({}),
+    userFactor: z.object({ min: multiplier.default(USER_FACTOR_BOUNDS.min), max: multiplier.default(USER_FACTOR_BOUNDS.max) }).strict().default({}),
     priorities: z
       .object({
         classes: z.record(z.string().min(1), z.object({ cpuMultiplier: multiplier.default(1), memoryMultiplier: multiplier.default(1) }).strict()).default({}),

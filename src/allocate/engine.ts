@@ -3,6 +3,7 @@ import { z } from "zod";
 import { ValidationError, errorMessage } from "../core/errors.js";
 import { ANY, validateId } from "../core/keys.js";
 import type { Metrics } from "../core/metrics.js";
+import { userFactor } from "../core/user-factor.js";
 import type { AllocatedResource, AllocationDecision, AllocationLevel, AllocationRequest, Profile, ResourcePrediction } from "../core/types.js";
 import type { ActiveAllocation, ProfileStore } from "../store/profile-store.js";
 import type { AllocationConfig } from "./config.js";
@@ -54,7 +55,6 @@ interface Resolved {
   userFactor: { cpu: number; memory: number };
 }
 
-const geometricMean = (values: number[]) => Math.exp(values.reduce((sum, v) => sum + Math.log(v), 0) / values.length);
 
 /**
  * `allocate(image, user, request)`: profile (or fallback, or default) →
@@ -115,9 +115,7 @@ export class AllocationEngine {
         if (mine && all && mine > 0 && all > 0) into.push(mine / all);
       }
     }
-    const { min, max } = this.config.userFactor;
-    const clamp = (values: number[]) => (values.length === 0 ? 1 : Math.min(max, Math.max(min, geometricMean(values))));
-    return { cpu: clamp(ratios.cpu), memory: clamp(ratios.memory) };
+    return { cpu: userFactor(ratios.cpu, this.config.userFactor), memory: userFactor(ratios.memory, this.config.userFactor) };
   }
 
   resolve(image: string, user: string): Resolved {

@@ -370,6 +370,11 @@ export class EnsembleForecaster {
     for (let q = 0; q < GLOBAL_LEVELS.length; q++) this.sources[GLOBAL_AT + q] = this.predicted[q]! * scale;
   }
 
+  /** A quantile of the usage folded in so far (block peaks, a day's half-life); 0 before any. */
+  usageQuantile(q: number): number {
+    return this.histograms[0]!.percentile(q);
+  }
+
   /** The peak of the last week. */
   weekPeak(ts: number): number {
     let peak = this.peaks.max(WINDOWS_MS.length - 1, ts);

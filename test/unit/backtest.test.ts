@@ -10,6 +10,9 @@ import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
 import { replay } from "../../src/backtest/replay.js";
+import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
+import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
+import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
 import { augur } from "../cli.js";
 import { T0, tempDir } from "../helpers.js";
 
@@ -251,6 +254,34 @@ describe("augur policy", () => {
     for (let i = 0; i < 100; i++) policy.observe(pair, "cpu", T0 + i * MIN, 0.5, 0, 1);
     const cold = policy.limit(other, "cpu", T0 + 101 * MIN, 4);
     assert.ok(cold > 0.5 && cold < 1, `cold start from (img, *) → ${cold}`);
+  });
+
+  it("scales the image's level by the user's factor for a pair the user never ran", () => {
+    // u ran image A at 0.4 cores where v ran it at 1: u's factor is P90(A, u) / P90(A, *) = E(0.4) / E(1), with
+    // E(x) the upper edge of x's bucket; (B, *) knows only v's 1 core, so (B, u) starts at E(1) × 1.15 × factor.
+    const edge = (x: number) => {
+      const h = new DecayingHistogram({ ...histogramOptionsFor("cpu"), halfLifeMs: 24 * 60 * MIN });
+      h.add(x, 1, T0);
+      return h.percentile(0.9);
+    };
+    const ref = (id: number, image: string, user: string): PairRef => ({ id, image, user, imageId: image === "A" ? 0 : 1, userId: user === "u" ? 0 : 1 });
+    const run = (uUsage: number) => {
+      const policy = augurPolicy();
+      for (let i = 0; i < 100; i++) {
+        policy.observe(ref(0, "A", "v"), "cpu", T0 + i * MIN, 1, 0, 4);
+        policy.observe(ref(1, "A", "u"), "cpu", T0 + i * MIN, uUsage, 1, 4);
+        policy.observe(ref(2, "B", "v"), "cpu", T0 + i * MIN, 1, 2, 4);
+      }
+      return policy.limit(ref(3, "B", "u"), "cpu", T0 + 101 * MIN, 4);
+    };
+    const close = (actual: number, expected: number) => assert.ok(Math.abs(actual - expected) <= 1e-9 * expected, `${actual} ≠ ${expected}`);
+    close(run(0.4), edge(1) * 1.15 * (edge(0.4) / edge(1)));
+    close(run(1), edge(1) * 1.15); // the same as everyone: factor 1
+    close(run(0.01), edge(1) * 1.15 * USER_FACTOR_BOUNDS.min); // far below: clamped
+    // A user with no other pair has no factor.
+    const policy = augurPolicy();
+    for (let i = 0; i < 100; i++) policy.observe(ref(2, "B", "v"), "cpu", T0 + i * MIN, 1, 2, 4);
+    close(policy.limit(ref(3, "B", "u"), "cpu", T0 + 101 * MIN, 4), edge(1) * 1.15);
   });
 });
 

@@ -5,6 +5,7 @@ import { ValidationError } from "../../src/core/errors.js";
 import { parsePairKey, pairKey, safePathSegment, validateId } from "../../src/core/keys.js";
 import { validateSample } from "../../src/core/sample.js";
 import { QuantileSketch } from "../../src/core/sketch.js";
+import { USER_FACTOR_BOUNDS, userFactor } from "../../src/core/user-factor.js";
 import { T0, sample } from "../helpers.js";
 
 describe("quantile sketch", () => {
@@ -131,5 +132,23 @@ describe("sample validation", () => {
 
   it("rejects things that are not objects", () => {
     for (const junk of [null, 3, "sample", [1, 2], undefined]) assert.throws(() => validateSample(junk), ValidationError);
+  });
+});
+
+describe("user factor", () => {
+  it("is the geometric mean of the ratios, clamped, 1 without any", () => {
+    const close = (actual: number, expected: number) => assert.ok(Math.abs(actual - expected) < 1e-12, `${actual} ≠ ${expected}`);
+    close(userFactor([0.5, 2]), 1);
+    close(userFactor([0.25, 1]), 0.5);
+    close(userFactor([2, 2, 0.5]), Math.cbrt(2)); // (2 · 2 · 0.5)^(1/3)
+    assert.equal(userFactor([]), 1);
+    assert.equal(userFactor([0.01]), USER_FACTOR_BOUNDS.min);
+    assert.equal(userFactor([100]), USER_FACTOR_BOUNDS.max);
+    close(userFactor([0.01], { min: 0.001, max: 10 }), 0.01);
+  });
+
+  it("skips ratios that are not finite and positive", () => {
+    assert.ok(Math.abs(userFactor([Number.NaN, -1, 0, Infinity, -Infinity, 2]) - 2) < 1e-12);
+    assert.equal(userFactor([Number.NaN, 0]), 1);
   });
 });

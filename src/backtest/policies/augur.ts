@@ -1,11 +1,14 @@
 import { ValidationError } from "../../core/errors.js";
 import { isResource, type Resource } from "../../core/types.js";
+import { userFactor } from "../../core/user-factor.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
 import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type GlobalLearner } from "../../forecast/ensemble.js";
 import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "../../forecast/global-model.js";
 import type { BacktestPolicy, PairRef } from "../policy.js";
 
 const DAY = 24 * 3_600_000;
+/** Event time a user's factor is kept before it is computed again. */
+const USER_FACTOR_REFRESH_MS = 3_600_000;
 
 export interface AugurPolicyOptions {
   optionsFor?: (resource: Resource) => EnsembleOptions;
@@ -30,7 +33,8 @@ const RETRAINING = { ...TRAINING, steps: 100 };
 
 /**
  * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
- * no history start from the (image, *) level, then (*, user), then (*, *)
+ * no history start from the (image, *) level scaled by the user's factor,
+ * then (*, user), then (*, *)
  * (a high quantile of what those ran, with the same service level), then
  * the trace's limit or the default. Overrun rates are pooled over all pairs, so a
  * young pair borrows evidence from its peers.
@@ -76,11 +80,41 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     return found;
   };
 
+  /** Per resource, per user id: the ids of the user's pairs, and the user's factor as last computed. */
+  const pairsOfUser = new Map<Resource, Array<number[] | undefined>>();
+  const factors = new Map<Resource, Array<{ at: number; value: number } | undefined>>();
+  /**
+   * How this user's pairs compare with their images over all users (P90 of
+   * their own block peaks over the image's, geometric mean, clamped: the rule
+   * of the live allocation engine); recomputed at most once per event-time hour.
+   */
+  const userFactorOf = (pair: PairRef, resource: Resource, ts: number): number => {
+    let byUser = factors.get(resource);
+    if (!byUser) factors.set(resource, (byUser = []));
+    const cached = byUser[pair.userId];
+    if (cached && ts - cached.at < USER_FACTOR_REFRESH_MS && ts >= cached.at) return cached.value;
+    const ratios: number[] = [];
+    const byPair = forecasters.get(resource)!;
+    const byPairLevels = levelsOf.get(resource)!;
+    for (const id of pairsOfUser.get(resource)?.[pair.userId] ?? []) {
+      const own = byPair[id];
+      const image = byPairLevels[id]?.[0];
+      if (id === pair.id || !own || own.observed === 0 || !image || image.isEmpty()) continue;
+      ratios.push(own.usageQuantile(0.9) / image.percentile(0.9));
+    }
+    const value = userFactor(ratios);
+    byUser[pair.userId] = { at: ts, value };
+    return value;
+  };
+
   const forecaster = (pair: PairRef, resource: Resource): EnsembleForecaster => {
     let byPair = forecasters.get(resource);
     if (!byPair) forecasters.set(resource, (byPair = []));
     let f = byPair[pair.id];
     if (!f) {
+      let byUser = pairsOfUser.get(resource);
+      if (!byUser) pairsOfUser.set(resource, (byUser = []));
+      (byUser[pair.userId] ??= []).push(pair.id);
       const opts = optionsFor(resource);
       let pool = pools.get(resource);
       if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
@@ -111,7 +145,11 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
       const quantile = 1 - optionsFor(resource).targetMissRate;
-      for (const usage of pairLevels(pair, resource)) if (!usage.isEmpty()) return usage.percentile(quantile) * 1.15;
+      const levels = pairLevels(pair, resource);
+      for (let l = 0; l < levels.length; l++) {
+        // (image, *) is scaled by the user's factor; (*, user) and (*, *) are the user's or everyone's own level.
+        if (!levels[l]!.isEmpty()) return levels[l]!.percentile(quantile) * 1.15 * (l === 0 ? userFactorOf(pair, resource, ts) : 1);
+      }
       return fallback;
     },
     observe(pair, resource, ts, usage) {
