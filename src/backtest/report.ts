@@ -13,6 +13,8 @@ export interface BacktestResult {
   rejected: number;
   /** How long augur held each limit decision (0: decided every step). */
   decision_seconds?: number;
+  /** augur's service level: the fractions of steps it aims to keep above the memory and rate limits. */
+  service_level?: { memory_miss_rate: number; rate_miss_rate: number };
   policies: Record<string, Partial<Record<Resource, ResourceScore>>>;
   /** Slack of clairvoyant per-period peak limits (no overruns), per resource and period: references, not policies. */
   clairvoyant?: Partial<Record<Resource, Record<string, number | null>>>;
@@ -101,7 +103,7 @@ export function renderReport(result: BacktestResult, series: ReplayResult["serie
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>augur backtest — ${escape(result.trace)}</title>
 <style>body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin-right:24px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}.row{display:flex;flex-wrap:wrap;align-items:flex-start}</style></head>
 <body><h1>augur backtest</h1>
-<p>Trace <code>${escape(result.trace)}</code> (${escape(result.format)})${result.train ? `, trained on <code>${escape(result.train)}</code>` : ""}: ${result.samples.toLocaleString("en")} samples, ${result.workloads} workloads, ${result.rejected} rows rejected, replayed in ${(result.elapsed_ms / 1000).toFixed(1)} s${result.decision_seconds ? `; augur held each limit decision for ${result.decision_seconds} s` : ""}.</p>
+<p>Trace <code>${escape(result.trace)}</code> (${escape(result.format)})${result.train ? `, trained on <code>${escape(result.train)}</code>` : ""}: ${result.samples.toLocaleString("en")} samples, ${result.workloads} workloads, ${result.rejected} rows rejected, replayed in ${(result.elapsed_ms / 1000).toFixed(1)} s${result.decision_seconds ? `; augur held each limit decision for ${result.decision_seconds} s` : ""}${result.service_level ? `; augur's service level: ${result.service_level.memory_miss_rate} of steps above the memory limit, ${result.service_level.rate_miss_rate} above a rate limit` : ""}.</p>
 <p>slack = Σ max(limit − usage, 0) / Σ limit; violation rate = steps with usage &gt; limit / steps; unmet = Σ max(usage − limit, 0) / Σ usage; cold = each workload's first hour.</p>
 ${table}<h2>Sample workloads</h2>${timelines}</body></html>`;
 }

@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from "node:fs";
+import { defaultEnsembleOptions } from "../forecast/ensemble.js";
 import { initTensorflow } from "../forecast/global-model.js";
 import { ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
@@ -24,10 +25,13 @@ export interface BacktestOptions {
   saveModels?: string;
   /** augur: event time a limit decision holds (text from the command line or a number), seconds. */
   decisionSeconds?: string | number;
+  /** augur's service level: the fraction of steps allowed above the memory limit (OOM kills), and above a rate limit (throttling). */
+  memoryMissRate?: string | number;
+  rateMissRate?: string | number;
   onProgress?: (done: number, total: number) => void;
 }
 
-export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources" | "decisionSeconds">): void {
+export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources" | "decisionSeconds" | "memoryMissRate" | "rateMissRate">): void {
   if (!(TRACE_FORMATS as readonly string[]).includes(options.format)) {
     throw new ValidationError(`--format must be one of ${TRACE_FORMATS.join(", ")}, got '${options.format}'`);
   }
@@ -38,6 +42,7 @@ export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "
   const unknownResources = (options.resources ?? []).filter((r) => !isResource(r));
   if (unknownResources.length > 0) throw new ValidationError(`--resources takes names from ${RESOURCES.join(", ")}; unknown: ${unknownResources.join(", ")}`);
   decisionMs(options.decisionSeconds);
+  serviceLevel(options);
 }
 
 const MAX_DECISION_SECONDS = 86_400;
@@ -49,6 +54,22 @@ function decisionMs(value: string | number | undefined): number {
   const seconds = /^\d+(\.\d+)?$/.test(text) ? Number(text) : Number.NaN;
   if (!(seconds >= 0 && seconds <= MAX_DECISION_SECONDS)) throw new ValidationError(`--decision-seconds takes seconds from 0 to ${MAX_DECISION_SECONDS}, got '${text.slice(0, 40)}'`);
   return seconds * 1000;
+}
+
+/**
+ * `--memory-miss-rate` and `--rate-miss-rate`: fractions in (0, 0.5), as the
+ * live configuration's memoryMissRate and rateMissRate; augur's defaults where absent.
+ */
+function serviceLevel(options: Pick<BacktestOptions, "memoryMissRate" | "rateMissRate">): { memory: number; rate: number } {
+  const fraction = (flag: string, value: string | number | undefined, fallback: number) => {
+    if (value === undefined) return fallback;
+    const text = String(value).trim();
+    const rate = /^(\d+(\.\d*)?|\.\d+)(e-?\d{1,3})?$/i.test(text) ? Number(text) : Number.NaN;
+    if (!(rate > 0 && rate < 0.5)) throw new ValidationError(`${flag} takes a fraction of steps above 0 and below 0.5, got '${text.slice(0, 40)}'`);
+    return rate;
+  };
+  const defaults = { memory: defaultEnsembleOptions("mem").targetMissRate, rate: defaultEnsembleOptions("cpu").targetMissRate };
+  return { memory: fraction("--memory-miss-rate", options.memoryMissRate, defaults.memory), rate: fraction("--rate-miss-rate", options.rateMissRate, defaults.rate) };
 }
 
 function resourcesIn(trace: Trace): Resource[] {
@@ -65,7 +86,8 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const train = options.train ? loadTrace(options.train, options.format) : undefined;
   if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
-  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds) }));
+  const level = serviceLevel(options);
+  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level }));
   const replayed = replay(trace, {
     policies,
     resources,
@@ -82,6 +104,7 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     elapsed_ms: Math.round(performance.now() - started),
     rejected: rejected.length,
     decision_seconds: decisionMs(options.decisionSeconds) / 1000,
+    service_level: { memory_miss_rate: level.memory, rate_miss_rate: level.rate },
     policies: replayed.scores,
     clairvoyant: Object.fromEntries(resources.map((resource) => [resource, clairvoyantSlack(trace.workloads, resource)])),
   };

@@ -332,6 +332,37 @@ describe("augur backtest CLI", () => {
     }
   });
 
+  it("takes augur's service level from the command line and records it", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // 20 noisy workloads of 500 one-minute steps: enough overruns for the service level to tell.
+      const trace = join(dir, "noisy.csv");
+      const rows = ["ts,workload,image,user,cpu,mem"];
+      let seed = 7;
+      const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+      for (let step = 0; step < 500; step++) {
+        for (let w = 0; w < 20; w++) rows.push(`${T0 + step * MIN},w${w},img${w % 4},u${w},${(0.5 + random()).toFixed(3)},${Math.round(1e9 * (1 + random()))}`);
+      }
+      writeFileSync(trace, rows.join("\n") + "\n");
+      const run = (...level: string[]) => {
+        const out = join(dir, "r.json");
+        const result = augur(["backtest", "--trace", trace, "--policies", "augur", "--out", out, ...level]);
+        assert.equal(result.status, 0, result.stderr);
+        return JSON.parse(readFileSync(out, "utf8"));
+      };
+      const defaults = run();
+      assert.deepEqual(defaults.service_level, { memory_miss_rate: 0.0005, rate_miss_rate: 0.003 });
+      const loose = run("--memory-miss-rate", "0.05", "--rate-miss-rate", "2e-1");
+      assert.deepEqual(loose.service_level, { memory_miss_rate: 0.05, rate_miss_rate: 0.2 });
+      // A looser service level buys less slack with more overruns.
+      assert.ok(loose.policies.augur.cpu.slack < defaults.policies.augur.cpu.slack, `cpu slack ${loose.policies.augur.cpu.slack} vs ${defaults.policies.augur.cpu.slack}`);
+      assert.ok(loose.policies.augur.cpu.violation_rate > defaults.policies.augur.cpu.violation_rate);
+      assert.ok(loose.policies.augur.mem.slack < defaults.policies.augur.mem.slack, `mem slack ${loose.policies.augur.mem.slack} vs ${defaults.policies.augur.mem.slack}`);
+    } finally {
+      cleanup();
+    }
+  });
+
   it("exits 2 on a bad format, policy or resource, and on a missing trace", () => {
     for (const args of [
       ["--format", "parquet"],
@@ -341,6 +372,16 @@ describe("augur backtest CLI", () => {
       ["--decision-seconds", "1e9"],
       ["--decision-seconds", "15m; rm -rf /"],
       ["--decision-seconds", "NaN"],
+      ["--memory-miss-rate", "0"],
+      ["--memory-miss-rate", "0.5"],
+      ["--memory-miss-rate", "-0.001"],
+      ["--memory-miss-rate", "1/2000"],
+      ["--memory-miss-rate", "1e-999"],
+      ["--memory-miss-rate", "Infinity"],
+      ["--rate-miss-rate", "0.003; rm -rf /"],
+      ["--rate-miss-rate", "NaN"],
+      ["--rate-miss-rate", ""],
+      ["--rate-miss-rate", "0x1"],
     ]) {
       const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--out", "/dev/null", ...args]);
       assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);

@@ -18,6 +18,8 @@ export interface AugurPolicyOptions {
   models?: Partial<Record<Resource, GlobalModelState>>;
   /** Event time a limit decision holds (with the default options); default every step. */
   decisionMs?: number;
+  /** Fractions of steps allowed above the memory and rate limits (with the default options); default augur's. */
+  serviceLevel?: { memory: number; rate: number };
 }
 
 /** Examples needed before the first training, and new examples between retrainings. */
@@ -40,7 +42,7 @@ const RETRAINING = { ...TRAINING, steps: 100 };
  * young pair borrows evidence from its peers.
  */
 export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
-  const optionsFor = options.optionsFor ?? ((resource: Resource) => defaultEnsembleOptions(resource, { decisionMs: options.decisionMs }));
+  const optionsFor = options.optionsFor ?? ((resource: Resource) => defaultEnsembleOptions(resource, { decisionMs: options.decisionMs, memory: options.serviceLevel?.memory, rate: options.serviceLevel?.rate }));
   const learn = options.learn ?? true;
   const learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
   const learner = (resource: Resource) => {

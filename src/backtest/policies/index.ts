@@ -11,13 +11,15 @@ export interface PolicyContext {
   models?: Record<string, unknown>;
   /** augur: event time a limit decision holds (`--decision-seconds`), default every step. */
   decisionMs?: number;
+  /** augur: fractions of steps allowed above the memory and rate limits (`--memory-miss-rate`, `--rate-miss-rate`). */
+  serviceLevel?: { memory: number; rate: number };
 }
 
 export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy> = {
   static: () => staticPolicy(),
   vpa: () => vpaPolicy(),
   autopilot: () => autopilotPolicy(),
-  augur: (context) => augurPolicy({ models: augurModels(context.models?.augur), decisionMs: context.decisionMs }),
+  augur: (context) => augurPolicy({ models: augurModels(context.models?.augur), decisionMs: context.decisionMs, serviceLevel: context.serviceLevel }),
 };
 
 export const POLICY_NAMES = Object.keys(POLICIES);
