@@ -8,6 +8,7 @@ import {
   PooledMisses,
   type EnsembleState,
   type PooledMissesState,
+  type PriceUsageState,
 } from "./ensemble.js";
 import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
@@ -40,7 +41,19 @@ interface ResourceEntry {
 
 interface EnsembleModelState {
   resources: Partial<
-    Record<Resource, { forecaster: EnsembleState; usage: HistogramState; price: number | null; pool: PooledMissesState; samples: number; nextTs: number }>
+    Record<
+      Resource,
+      {
+        forecaster: EnsembleState;
+        usage: HistogramState;
+        price: number | null;
+        /** The mean usage under the price's floor; older states lack it (the mean starts afresh). */
+        priceUsage?: PriceUsageState;
+        pool: PooledMissesState;
+        samples: number;
+        nextTs: number;
+      }
+    >
   >;
 }
 
@@ -115,6 +128,7 @@ class EnsembleModel implements ForecastModel {
         forecaster: entry.forecaster.toState(),
         usage: entry.usage.toState(),
         price: Number.isNaN(entry.price.value) ? null : entry.price.value,
+        priceUsage: entry.price.usageState(),
         pool: entry.pool.toState(),
         samples: entry.samples,
         nextTs: entry.nextTs,
@@ -134,6 +148,7 @@ class EnsembleModel implements ForecastModel {
       entry.forecaster.restore(saved.forecaster);
       entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);
       entry.price.value = saved.price ?? Number.NaN;
+      if (saved.priceUsage !== undefined) entry.price.restoreUsage(saved.priceUsage);
       entry.pool.restore(saved.pool);
       entry.samples = saved.samples;
       entry.nextTs = saved.nextTs;

@@ -199,20 +199,58 @@ export class PeakWindows {
   }
 }
 
-/** The price of one overrun, shared by every key of a resource, steered to the target miss rate. */
+/** The overrun price starts at this many units of the first usage seen, and never falls below this many units of the mean usage. */
+const PRICE_PER_USAGE = 100;
+/** Per-observation decay of the mean usage under the price's floor (a memory of about 100,000 observations). */
+const USAGE_MEAN_DECAY = 0.99999;
+
+/** The mean usage under an overrun price's floor: its decayed sum and weight. */
+export interface PriceUsageState {
+  sum: number;
+  weight: number;
+}
+
+/**
+ * The price of one overrun, shared by every key of a resource, steered to
+ * the target miss rate. The target is a ceiling, not a goal: the price never
+ * falls below a hundred times the mean usage, so where overruns would buy
+ * little slack (usage that is noisy rather than high) keys keep fewer of
+ * them than the target allows. Cheap overruns cost more than they look:
+ * each one raises the limit for an hour (the bump) and sends the key after
+ * tighter candidates that overrun again.
+ */
 export class OverrunPrice {
   value = Number.NaN;
+  private usageSum = 0;
+  private usageWeight = 0;
   constructor(
     readonly targetMissRate: number,
     readonly step: number,
   ) {}
-  /** The first usage seen sets the starting price: a hundred units of it. */
-  seed(usage: number): void {
-    if (Number.isNaN(this.value) && usage > 0) this.value = usage * 100;
+  /** Takes a usage: the first one sets the starting price, all enter the mean under the floor. */
+  see(usage: number): void {
+    if (!(usage >= 0 && usage < Infinity)) return;
+    this.usageSum = this.usageSum * USAGE_MEAN_DECAY + usage;
+    this.usageWeight = this.usageWeight * USAGE_MEAN_DECAY + 1;
+    if (Number.isNaN(this.value) && usage > 0) this.value = usage * PRICE_PER_USAGE;
   }
   update(missed: boolean): void {
     if (Number.isNaN(this.value)) return;
     this.value *= Math.exp(this.step * ((missed ? 1 : 0) - this.targetMissRate));
+    const floor = this.usageWeight > 0 ? (PRICE_PER_USAGE * this.usageSum) / this.usageWeight : 0;
+    if (this.value < floor) this.value = floor;
+  }
+
+  usageState(): PriceUsageState {
+    return { sum: this.usageSum, weight: this.usageWeight };
+  }
+
+  restoreUsage(state: PriceUsageState): void {
+    if (!(state && typeof state.sum === "number" && typeof state.weight === "number" && state.sum >= 0 && state.weight >= 0 && Number.isFinite(state.sum) && Number.isFinite(state.weight))) {
+      throw new RangeError("the overrun price's usage must be a finite sum and weight ≥ 0");
+    }
+    this.usageSum = state.sum;
+    this.usageWeight = state.weight;
   }
 }
 
@@ -712,7 +750,7 @@ export class EnsembleForecaster {
 
   /** Takes the usage of a step (scored at the next decision against the limits asked for it). */
   observe(ts: number, usage: number): void {
-    this.price.seed(usage);
+    this.price.see(usage);
     if (!Number.isNaN(this.previousLimit)) {
       const missed = usage > this.previousLimit;
       this.price.update(missed);

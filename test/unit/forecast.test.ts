@@ -221,9 +221,10 @@ describe("ensemble forecaster state", () => {
         for (let i = 0; i < 240; i++) {
           const ts = T0 + i * 5 * 60_000;
           if (i === restartAt) {
-            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, pool: shared.pool.toState() }));
+            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, priceUsage: shared.price.usageState(), pool: shared.pool.toState() }));
             shared = fresh();
             shared.price.value = saved.price;
+            shared.price.restoreUsage(saved.priceUsage);
             shared.pool.restore(saved.pool);
             forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
             forecaster.restore(saved.state);
@@ -238,6 +239,34 @@ describe("ensemble forecaster state", () => {
       for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
     });
   }
+});
+
+describe("overrun price", () => {
+  it("starts at a hundred units of the first usage, follows the target, and never falls below a hundred times the mean usage", () => {
+    const price = new OverrunPrice(0.01, 0.05);
+    price.update(false);
+    assert.ok(Number.isNaN(price.value), "no price before a usage");
+    price.see(2);
+    assert.equal(price.value, 200);
+    price.update(true); // an overrun: up by e^(0.05 × 0.99)
+    assert.ok(Math.abs(price.value - 200 * Math.exp(0.05 * 0.99)) < 1e-9, `${price.value}`);
+    // 10,000 steps without an overrun would take it to 200 · e^(0.05 · (0.99 − 100)) ≈ 0.0014; the floor holds it at 100 × the mean usage (2).
+    for (let i = 0; i < 10_000; i++) {
+      price.see(2);
+      price.update(false);
+    }
+    assert.ok(Math.abs(price.value - 200) < 1e-6, `${price.value}`);
+    // The mean is decayed per observation (0.99999): after one usage of 4, (2·Σ + 4) / (Σ + 1) with Σ the decayed weight of the 10,001 twos.
+    price.see(4);
+    price.update(false);
+    const twos = (1 - 0.99999 ** 10_001) / (1 - 0.99999) * 0.99999;
+    assert.ok(Math.abs(price.value - (100 * (2 * twos + 4)) / (twos + 1)) < 1e-6, `${price.value}`);
+    // Usages that are not numbers ≥ 0 do not enter the mean.
+    price.see(Number.NaN);
+    price.see(-5);
+    assert.ok(Math.abs(price.usageState().weight - (twos + 1)) < 1e-6);
+    assert.ok(Math.abs(price.usageState().sum - (2 * twos + 4)) < 1e-6);
+  });
 });
 
 describe("ensemble scoring", () => {
@@ -351,6 +380,11 @@ describe("augur-ensemble model", () => {
     for (const [field, value, reason] of [
       ["price", "100", /price/],
       ["price", -1, /price/],
+      ["priceUsage", null, /price's usage/],
+      ["priceUsage", { sum: -1, weight: 1 }, /price's usage/],
+      ["priceUsage", { sum: "5", weight: 1 }, /price's usage/],
+      ["priceUsage", { sum: 5 }, /price's usage/],
+      ["priceUsage", { sum: 5, weight: Infinity }, /price's usage/],
       ["samples", -3, /samples/],
       ["nextTs", null, /nextTs/],
     ] as const) {
