@@ -364,7 +364,8 @@ describe("augur backtest CLI", () => {
   });
 
   it("exits 2 on a bad format, policy or resource, and on a missing trace", () => {
-    for (const args of [
+    // Each run would succeed but for its one bad flag (the trace and its format are good): the message names the flag.
+    for (const [flag, value] of [
       ["--format", "parquet"],
       ["--policies", "vpa,oracle"],
       ["--resources", "cpu,quantum"],
@@ -383,9 +384,12 @@ describe("augur backtest CLI", () => {
       ["--rate-miss-rate", ""],
       ["--rate-miss-rate", "0x1"],
     ]) {
-      const result = augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--out", "/dev/null", ...args]);
-      assert.equal(result.status, 2, `${args.join(" ")}: ${result.stderr}`);
+      const args = ["backtest", "--trace", join(fixtures, "bitbrains"), "--format", "bitbrains", "--out", "/dev/null"];
+      const result = augur(flag === "--format" ? [...args.slice(0, 3), flag, value!, ...args.slice(5)] : [...args, flag!, value!]);
+      assert.equal(result.status, 2, `${flag} ${value}: ${result.stderr}`);
+      assert.match(result.stderr, new RegExp(flag!), `${flag} ${value}: ${result.stderr}`);
     }
+    assert.equal(augur(["backtest", "--trace", join(fixtures, "bitbrains"), "--format", "bitbrains", "--out", "/dev/null"]).status, 0, "the same run without a bad flag succeeds");
     assert.equal(augur(["backtest", "--trace", "/nonexistent", "--out", "/dev/null"]).status, 2);
   });
 });
