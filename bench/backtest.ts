@@ -9,6 +9,7 @@ import { augurModels, augurPolicy } from "../src/backtest/policies/augur.js";
 import { POLICIES } from "../src/backtest/policies/index.js";
 import { replay } from "../src/backtest/replay.js";
 import { initTensorflow } from "../src/forecast/global-model.js";
+import { seededRandom } from "../test/helpers.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOADS = 200;
@@ -16,8 +17,7 @@ const STEPS = 1000;
 
 function syntheticTrace(): string {
   const lines = ["ts,workload,image,user,cpu,mem"];
-  let seed = 42;
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = seededRandom(42);
   for (let step = 0; step < STEPS; step++) {
     for (let w = 0; w < WORKLOADS; w++) {
       const daily = 1 + Math.sin((2 * Math.PI * step) / 288);

@@ -199,8 +199,14 @@ export class PeakWindows {
   }
 }
 
-/** The overrun price starts at this many units of the first usage seen, and never falls below this many units of the mean usage. */
+/** The overrun price starts at this many units of the first usage seen. */
 const PRICE_PER_USAGE = 100;
+/**
+ * The overrun price's floor: overruns at the target rate cost at least this
+ * share of the mean usage per step (the floor is this × mean usage ÷ target
+ * rate), so a key runs at the service level only where that saves more.
+ */
+const FLOOR_SHARE = 0.05;
 /** Per-observation decay of the mean usage under the price's floor (a memory of about 100,000 observations). */
 const USAGE_MEAN_DECAY = 0.99999;
 
@@ -213,9 +219,10 @@ export interface PriceUsageState {
 /**
  * The price of one overrun, shared by every key of a resource, steered to
  * the target miss rate. The target is a ceiling, not a goal: the price never
- * falls below a hundred times the mean usage, so where overruns would buy
- * little slack (usage that is noisy rather than high) keys keep fewer of
- * them than the target allows. Cheap overruns cost more than they look:
+ * falls below FLOOR_SHARE of the mean usage ÷ the target (16.7 times the
+ * mean usage at a target of 0.3%), so where overruns would buy little slack
+ * (usage that is noisy rather than high) keys keep fewer of them than the
+ * target allows. Cheap overruns cost more than they look:
  * each one raises the limit for an hour (the bump) and sends the key after
  * tighter candidates that overrun again.
  */
@@ -237,7 +244,7 @@ export class OverrunPrice {
   update(missed: boolean): void {
     if (Number.isNaN(this.value)) return;
     this.value *= Math.exp(this.step * ((missed ? 1 : 0) - this.targetMissRate));
-    const floor = this.usageWeight > 0 ? (PRICE_PER_USAGE * this.usageSum) / this.usageWeight : 0;
+    const floor = this.usageWeight > 0 ? (FLOOR_SHARE * this.usageSum) / this.usageWeight / this.targetMissRate : 0;
     if (this.value < floor) this.value = floor;
   }
 
@@ -370,6 +377,15 @@ export class EnsembleForecaster {
   private decided = false;
   private decidedAt = -Infinity;
   private blocks = 0;
+  /**
+   * The highest limit any candidate holds under the decision in force. A
+   * usage above it is a miss no choice could have avoided (a container
+   * starting from nothing, a jump past every peak on record): it counts
+   * against no candidate and does not steer the overrun price, which
+   * otherwise winds up without bound on them and leaves only candidates
+   * that were not scored then (a model not yet trained) to choose from.
+   */
+  private reach = -Infinity;
 
   constructor(
     readonly options: EnsembleOptions,
@@ -390,12 +406,21 @@ export class EnsembleForecaster {
   /**
    * Features of the learned global model (recent peaks and percentiles in
    * units of the week's peak, time of day and week) and its predictions.
+   * A key whose week has been idle (its peak at most the floor, as when a
+   * container starts from zero) has no scale: no features, no example and no
+   * prediction. A ratio to nothing is meaningless, and such examples (every
+   * start of a new key: next peak ÷ the floor, hundreds or more) taught the
+   * model quantiles that put limits at many times a key's known peak.
    */
   private globalSources(ts: number, floor: number): void {
     this.sources.fill(Number.NaN, GLOBAL_AT, GLOBAL_AT + GLOBAL_LEVELS.length);
     const learner = this.learner;
     if (!learner) return;
-    const scale = Math.max(this.sources[WINDOWS_MS.length - 1]!, floor);
+    const scale = this.sources[WINDOWS_MS.length - 1]!;
+    if (!(scale > floor)) {
+      this.featuresReady = false;
+      return;
+    }
     this.scale = scale;
     const f = this.features;
     for (let w = 0; w < WINDOWS_MS.length; w++) f[w] = Math.min(this.sources[w]! / scale, 50);
@@ -509,6 +534,7 @@ export class EnsembleForecaster {
     this.decided = decision !== null;
     this.decidedAt = decision?.at ?? -Infinity;
     this.setPerSource(HELD, decision ? fromJsonNumbers(decision.held) : new Array<number>(SOURCES).fill(Number.NaN));
+    this.reach = this.highestLimit();
     this.blockLength = 0;
     for (let i = 0; i < pending.ts.length; i++) this.append(pending.ts[i]!, pending.values[i]!);
   }
@@ -548,6 +574,13 @@ export class EnsembleForecaster {
     return limit;
   }
 
+  /** The highest limit any candidate holds under the decision in force (−∞ before one). */
+  private highestLimit(): number {
+    let highest = -Infinity;
+    for (let at = HELD; at < this.scores.length; at += STRIDE) if (this.scores[at]! > highest) highest = this.scores[at]!;
+    return highest * MARGINS[MARGINS.length - 1]!;
+  }
+
   /**
    * Folds the steps since the last decision into the key's state, scores
    * every candidate on them, chooses, and computes every source for the
@@ -577,6 +610,7 @@ export class EnsembleForecaster {
       const source = sources[s]!;
       scores[s * STRIDE + HELD] = source !== source ? Number.NaN : source > floor ? source : floor;
     }
+    this.reach = this.highestLimit();
     if (Number.isNaN(scores[((this.chosen / MARGINS.length) | 0) * STRIDE + HELD]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     this.decided = true;
     this.decidedAt = ts;
@@ -648,6 +682,9 @@ export class EnsembleForecaster {
     const moveWeight = 1 - slackDecay;
     const scores = this.scores;
     const poolMisses = pool.misses;
+    // Steps above every candidate's limit (sorted last) count as nobody's overrun.
+    let covered = n;
+    while (covered > 0 && block[covered - 1]! > this.reach) covered--;
     for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
       const source = scores[at + HELD]!;
       if (source !== source) continue; // NaN: a seasonal source without a detected period
@@ -680,10 +717,12 @@ export class EnsembleForecaster {
           if (block[mid]! <= limit) low = mid + 1;
           else high = mid;
         }
-        const missed = n - low;
-        if (missed === 0) break;
+        const above = n - low;
+        if (above === 0) break;
+        scores[at + EXCESS + m] = scores[at + EXCESS + m]! + (freshPerStep * (total - prefix[low]! - above * limit)) / excessScale;
+        const missed = covered - low;
+        if (missed <= 0) continue;
         scores[at + MISSES + m] = scores[at + MISSES + m]! + missed / ownScale;
-        scores[at + EXCESS + m] = scores[at + EXCESS + m]! + (freshPerStep * (total - prefix[low]! - missed * limit)) / excessScale;
         const c = s * MARGINS.length + m;
         poolMisses[c] = poolMisses[c]! + missed / poolScale;
       }
@@ -753,7 +792,7 @@ export class EnsembleForecaster {
     this.price.see(usage);
     if (!Number.isNaN(this.previousLimit)) {
       const missed = usage > this.previousLimit;
-      this.price.update(missed);
+      if (!missed || usage <= this.reach) this.price.update(missed);
       if (missed) {
         this.bumpFloor = usage * (1 + this.options.missBump);
         this.bumpUntil = ts + this.options.missBumpMs;

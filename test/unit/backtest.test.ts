@@ -14,7 +14,7 @@ import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
 import { augur } from "../cli.js";
-import { T0, tempDir } from "../helpers.js";
+import { seededRandom, T0, tempDir } from "../helpers.js";
 
 const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
 const pair: PairRef = { id: 0, image: "img", user: "u", imageId: 0, userId: 0 };
@@ -338,8 +338,7 @@ describe("augur backtest CLI", () => {
       // 20 noisy workloads of 500 one-minute steps: enough overruns for the service level to tell.
       const trace = join(dir, "noisy.csv");
       const rows = ["ts,workload,image,user,cpu,mem"];
-      let seed = 7;
-      const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+      const random = seededRandom(7);
       for (let step = 0; step < 500; step++) {
         for (let w = 0; w < 20; w++) rows.push(`${T0 + step * MIN},w${w},img${w % 4},u${w},${(0.5 + random()).toFixed(3)},${Math.round(1e9 * (1 + random()))}`);
       }

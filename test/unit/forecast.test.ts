@@ -5,6 +5,7 @@ import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PooledMisses } from "../../src/forecast/ensemble.js";
+import { ExampleReservoir } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
@@ -242,7 +243,7 @@ describe("ensemble forecaster state", () => {
 });
 
 describe("overrun price", () => {
-  it("starts at a hundred units of the first usage, follows the target, and never falls below a hundred times the mean usage", () => {
+  it("starts at a hundred units of the first usage, follows the target, and never falls below 5% of the mean usage ÷ the target", () => {
     const price = new OverrunPrice(0.01, 0.05);
     price.update(false);
     assert.ok(Number.isNaN(price.value), "no price before a usage");
@@ -250,17 +251,17 @@ describe("overrun price", () => {
     assert.equal(price.value, 200);
     price.update(true); // an overrun: up by e^(0.05 × 0.99)
     assert.ok(Math.abs(price.value - 200 * Math.exp(0.05 * 0.99)) < 1e-9, `${price.value}`);
-    // 10,000 steps without an overrun would take it to 200 · e^(0.05 · (0.99 − 100)) ≈ 0.0014; the floor holds it at 100 × the mean usage (2).
+    // 10,000 steps without an overrun would take it to 200 · e^(0.05 · (0.99 − 100)) ≈ 1.4; the floor holds it at 0.05 × the mean usage (2) ÷ 0.01 = 10.
     for (let i = 0; i < 10_000; i++) {
       price.see(2);
       price.update(false);
     }
-    assert.ok(Math.abs(price.value - 200) < 1e-6, `${price.value}`);
+    assert.ok(Math.abs(price.value - 10) < 1e-9, `${price.value}`);
     // The mean is decayed per observation (0.99999): after one usage of 4, (2·Σ + 4) / (Σ + 1) with Σ the decayed weight of the 10,001 twos.
     price.see(4);
     price.update(false);
     const twos = (1 - 0.99999 ** 10_001) / (1 - 0.99999) * 0.99999;
-    assert.ok(Math.abs(price.value - (100 * (2 * twos + 4)) / (twos + 1)) < 1e-6, `${price.value}`);
+    assert.ok(Math.abs(price.value - (5 * (2 * twos + 4)) / (twos + 1)) < 1e-9, `${price.value}`);
     // Usages that are not numbers ≥ 0 do not enter the mean.
     price.see(Number.NaN);
     price.see(-5);
@@ -269,15 +270,65 @@ describe("overrun price", () => {
   });
 });
 
+describe("ensemble examples for the global model", () => {
+  it("keeps none while a key's week has been idle (no scale to divide by), and keeps them in the key's units after", () => {
+    const options = defaultEnsembleOptions("mem");
+    const learner = { model: null, reservoir: new ExampleReservoir(1000), sampleEvery: 1 };
+    const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"), learner);
+    let i = 0;
+    const step = (usage: number) => {
+      forecaster.limit(T0 + i * 60_000);
+      forecaster.observe(T0 + i++ * 60_000, usage);
+    };
+    for (let k = 0; k < 30; k++) step(0); // a container that has not started
+    assert.equal(learner.reservoir.seen, 0, "an idle week gives no examples");
+    step(4e9); // it starts: 4 GB over a week's peak of nothing would be a ratio of thousands
+    for (let k = 0; k < 30; k++) step(4e9);
+    assert.ok(learner.reservoir.seen > 20, `${learner.reservoir.seen} examples once it runs`);
+    const targets = learner.reservoir.targets.subarray(0, learner.reservoir.size);
+    assert.ok(Math.max(...targets) <= 1.0001, `targets in units of the week's peak: max ${Math.max(...targets)}`);
+  });
+});
+
+describe("ensemble overruns no candidate could avoid", () => {
+  it("steer the price only when some candidate would have covered the usage; the limit rises after both", () => {
+    const options = defaultEnsembleOptions("mem");
+    const run = (jump: number) => {
+      const price = new OverrunPrice(options.targetMissRate, options.priceStep);
+      const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), price, histogramOptionsFor("mem"));
+      for (let i = 0; i < 50; i++) {
+        forecaster.limit(T0 + i * 60_000);
+        forecaster.observe(T0 + i * 60_000, 1e9);
+      }
+      const ts = T0 + 50 * 60_000;
+      const limit = forecaster.limit(ts)!;
+      const before = price.value;
+      forecaster.observe(ts, jump);
+      return { limit, before, after: price.value, next: forecaster.limit(ts + 60_000)! };
+    };
+    // Every candidate's source is about 1 GB (the steady usage), the widest margin 2: 1.9 GB was within reach, 5 GB was not.
+    const within = run(1.9e9);
+    assert.ok(within.limit < 1.9e9, `limit in force ${within.limit}`);
+    assert.ok(Math.abs(within.after - within.before * Math.exp(options.priceStep * (1 - options.targetMissRate))) < 1e-6 * within.before, "an avoidable overrun raises the price");
+    assert.ok(within.next >= 1.9e9 * (1 + options.missBump));
+    const beyond = run(5e9);
+    assert.equal(beyond.after, beyond.before, "an overrun above every candidate leaves the price as it was");
+    assert.ok(beyond.next >= 5e9 * (1 + options.missBump), "and still raises the limit");
+  });
+});
+
 describe("ensemble scoring", () => {
   // The forecaster keeps slack per source and only overruns per candidate;
   // this recomputes every candidate's slack and overruns the plain way, from
   // the limits each decision held and the usage of the steps it held them.
+  // A step above every candidate's limit is nobody's overrun (it still counts in the slack's excess).
   for (const decisionMs of [0, 15 * 60_000]) {
     it(`gives every candidate the slack and overruns of its own limits (decisions every ${decisionMs / 60_000} min)`, () => {
       const options = defaultEnsembleOptions("mem", { decisionMs });
       const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"));
-      const usage = (i: number) => 1e9 * (1 + 0.4 * Math.sin(i / 7)) + (i % 23 === 0 ? 9e8 : 0) + (i > 200 ? 2e9 : 0);
+      // At step 250 a jump past every peak on record (above every candidate); at 290 the same again (now within reach).
+      const usage = (i: number) => 1e9 * (1 + 0.4 * Math.sin(i / 7)) + (i % 23 === 0 ? 9e8 : 0) + (i > 200 ? 2e9 : 0) + (i === 250 || i === 290 ? 4e10 : 0);
+      let beyondReach = 0;
       let held: Array<number | null> | null = null;
       let block: number[] = [];
       const slack: number[] = [];
@@ -293,6 +344,8 @@ describe("ensemble scoring", () => {
             const n = block.length;
             const slackKeep = options.slackDecay ** n;
             const missKeep = options.missDecay ** n;
+            const reach = Math.max(...held.filter((source) => source !== null)) * MARGINS[MARGINS.length - 1]!;
+            beyondReach += block.filter((u) => u > reach).length;
             held.forEach((source, s) => {
               if (source === null) return;
               MARGINS.forEach((margin, m) => {
@@ -300,7 +353,7 @@ describe("ensemble scoring", () => {
                 const limit = source * margin;
                 const under = block.filter((u) => u <= limit);
                 slack[c] = slackKeep * (slack[c] ?? 0) + ((1 - slackKeep) * under.reduce((sum, u) => sum + (limit - u), 0)) / n;
-                misses[c] = missKeep * (misses[c] ?? 0) + (n - under.length);
+                misses[c] = missKeep * (misses[c] ?? 0) + block.filter((u) => u > limit && u <= reach).length;
               });
             });
             const { sources } = state;
@@ -324,6 +377,7 @@ describe("ensemble scoring", () => {
       }
       assert.ok(compared > (decisionMs === 0 ? 300 : 100), `${compared} decisions compared`);
       assert.ok(misses.some((m) => m > 0) && misses.some((m) => m === 0), "some candidates overran, some did not");
+      assert.equal(beyondReach, 1, "one step was above every candidate");
     });
   }
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { ExampleReservoir, GLOBAL_FEATURES, GlobalQuantileModel, initTensorflow } from "../../src/forecast/global-model.js";
+import { seededRandom } from "../helpers.js";
 
 describe("global quantile model (tfjs)", () => {
   let backend = "";
@@ -15,8 +16,7 @@ describe("global quantile model (tfjs)", () => {
   it("learns high quantiles that grow with the feature they depend on", () => {
     // target = 2·f0 + noise uniform in [0, 1): the 0.99 quantile is about 2·f0 + 0.99
     const reservoir = new ExampleReservoir(20_000);
-    let seed = 3;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = seededRandom(3);
     const features = new Float32Array(GLOBAL_FEATURES);
     for (let i = 0; i < 20_000; i++) {
       features.fill(0);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { autocorrelation, SeasonalProfile } from "../../src/forecast/seasonal.js";
-import { T0 } from "../helpers.js";
+import { seededRandom, T0 } from "../helpers.js";
 
 const HOUR = 3_600_000;
 
@@ -21,11 +21,8 @@ describe("seasonal profile", () => {
 
   it("detects nothing in noise", () => {
     const profile = new SeasonalProfile();
-    let seed = 7;
-    for (let t = 0; t < 5 * 24 * HOUR; t += 5 * 60_000) {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      profile.push(T0 + t, seed / 2 ** 31);
-    }
+    const random = seededRandom(7);
+    for (let t = 0; t < 5 * 24 * HOUR; t += 5 * 60_000) profile.push(T0 + t, random());
     assert.deepEqual(profile.detected, [false, false]);
     assert.ok(Number.isNaN(profile.peakAround(T0 + 5 * 24 * HOUR, 0)));
   });
