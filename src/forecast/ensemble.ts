@@ -99,6 +99,8 @@ const GLOBAL_AT = SEASONAL_AT + SEASONAL_LAGS_HOURS.length;
 const SOURCES = GLOBAL_AT + GLOBAL_LEVELS.length;
 const CANDIDATES = SOURCES * MARGINS.length;
 const REFRESH_PERCENTILES_EVERY = 8;
+/** The global model's history feature reaches 1 at a week of one-minute observations. */
+const LOG_HISTORY_SCALE = Math.log1p(7 * 24 * 60);
 /** The decaying percentiles the global model sees: P90 and P99 of each half-life. */
 const FEATURE_PERCENTILES = [0, 3, PERCENTILES.length, PERCENTILES.length + 3];
 /** Steps a block holds at most: a key observed but never asked for a limit decides anyway. */
@@ -173,10 +175,17 @@ export class PeakWindows {
     this.values.push(value);
   }
 
-  /** Max of the values with timestamps in (now − window w, now]; 0 if none. */
+  /**
+   * Max of the values in the last window w of data: timestamps in
+   * (newest − w, newest], the newest being the latest value pushed (at most
+   * `now`); 0 if none. Windows end at the newest value, not at `now`: a
+   * decision comes one step after the value it follows, and a window as
+   * long as the step, ending at the decision, would never hold a value.
+   */
   max(w: number, now: number): number {
     const ts = this.ts;
-    const oldest = now - this.windowsMs[w]!;
+    const newest = ts.length > 0 ? Math.min(ts[ts.length - 1]!, now) : now;
+    const oldest = newest - this.windowsMs[w]!;
     let head = this.heads[w]!;
     while (head < ts.length && ts[head]! <= oldest) head++;
     this.heads[w] = head;
@@ -405,7 +414,8 @@ export class EnsembleForecaster {
 
   /**
    * Features of the learned global model (recent peaks and percentiles in
-   * units of the week's peak, time of day and week) and its predictions.
+   * units of the week's peak, time of day and week, the key's history) and
+   * its predictions.
    * A key whose week has been idle (its peak at most the floor, as when a
    * container starts from zero) has no scale: no features, no example and no
    * prediction. A ratio to nothing is meaningless, and such examples (every
@@ -427,6 +437,9 @@ export class EnsembleForecaster {
     const at = WINDOWS_MS.length;
     for (let i = 0; i < FEATURE_PERCENTILES.length; i++) f[at + i] = Math.min(this.sources[at + FEATURE_PERCENTILES[i]!]! / scale, 50);
     f.set(timeFeatures(ts), at + 4);
+    // A young key's windows all hold the same few steps and look as steady as
+    // an old one's; its next peak does not (a starting container ramps up).
+    f[at + 8] = Math.min(1, Math.log1p(this.observations) / LOG_HISTORY_SCALE);
     this.featuresReady = true;
     if (!learner.model) return;
     learner.model.predict(f, this.predicted);

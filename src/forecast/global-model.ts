@@ -10,10 +10,15 @@ import * as tf from "@tensorflow/tfjs";
 
 /** Quantile levels the network predicts (pinball loss). */
 export const GLOBAL_LEVELS = [0.99, 0.999] as const;
-export const GLOBAL_FEATURES = 14;
+/**
+ * Peaks over six windows and four decaying percentiles in units of the week's
+ * peak, time of day and of week (sine, cosine), and how much history the key
+ * has (log of its observations, 1 at a week of minutes).
+ */
+export const GLOBAL_FEATURES = 15;
 const HIDDEN = 16;
 /** Bumped when the feature set or the layer layout changes. */
-export const GLOBAL_MODEL_VERSION = 1;
+export const GLOBAL_MODEL_VERSION = 2;
 
 let backendReady: Promise<string> | null = null;
 

@@ -4,14 +4,14 @@ import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PooledMisses } from "../../src/forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
 import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
 import { TOPICS, type DeadLetter, type TopicRecord } from "../../src/transport/topic.js";
-import { T0, sample, tempDir } from "../helpers.js";
+import { seededRandom, T0, sample, tempDir } from "../helpers.js";
 
 const DAY = 86_400_000;
 const vpaCpu = { firstBucketSize: 0.01, maxValue: 1000, ratio: 1.05, epsilon: 1e-4, halfLifeMs: DAY };
@@ -240,6 +240,39 @@ describe("ensemble forecaster state", () => {
       for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
     });
   }
+});
+
+describe("peak windows", () => {
+  it("end at the newest value: a window as long as the step holds the last step, at the next decision and after a gap", () => {
+    const MIN = 60_000;
+    const peaks = new PeakWindows([MIN, 15 * MIN, 60 * MIN]);
+    const values = [5, 9, 2, 4, 3];
+    values.forEach((value, i) => peaks.push(T0 + i * 5 * MIN, value)); // five-minute steps
+    const next = T0 + 5 * 5 * MIN; // the decision for the step after the last
+    assert.equal(peaks.max(0, next), 3, "one minute of data: the last step");
+    assert.equal(peaks.max(1, next), 4, "fifteen minutes: the last three steps (2, 4, 3)");
+    assert.equal(peaks.max(2, next), 9, "an hour: all five");
+    assert.equal(peaks.max(0, next + 13 * 60 * MIN), 3, "after thirteen idle hours, still the last data");
+    peaks.push(next + 13 * 60 * MIN, 1);
+    assert.equal(peaks.max(0, next + 13 * 60 * MIN + 5 * MIN), 1);
+    assert.equal(peaks.max(2, next + 13 * 60 * MIN + 5 * MIN), 1, "the hour before the newest value holds only it");
+    // Brute force over random pushes: the max of the values in (newest − w, newest].
+    const random = seededRandom(5);
+    const windows = [MIN, 15 * MIN, 60 * MIN, 240 * MIN];
+    const brute = new PeakWindows(windows);
+    const log: Array<[number, number]> = [];
+    let ts = T0;
+    for (let i = 0; i < 2000; i++) {
+      ts += Math.floor(random() * 10) * MIN;
+      const value = random();
+      brute.push(ts, value);
+      log.push([ts, value]);
+      windows.forEach((w, k) => {
+        const expected = Math.max(...log.filter(([t]) => t > ts - w).map(([, v]) => v));
+        assert.equal(brute.max(k, ts + 5 * MIN), expected, `push ${i}, window ${w / MIN} min`);
+      });
+    }
+  });
 });
 
 describe("overrun price", () => {
