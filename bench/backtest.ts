@@ -9,7 +9,7 @@ import { augurModels, augurPolicy } from "../src/backtest/policies/augur.js";
 import { POLICIES } from "../src/backtest/policies/index.js";
 import { replay } from "../src/backtest/replay.js";
 import { initTensorflow } from "../src/forecast/global-model.js";
-import { seededRandom } from "../test/helpers.js";
+import { seededRandom } from "../src/core/random.js";
 
 const T0 = Date.UTC(2026, 0, 1);
 const WORKLOADS = 200;

@@ -8,7 +8,7 @@
 // `node dist/bench/synthetic-traces.js DIR`, then `augur backtest --trace DIR/short-jobs.csv …`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { seededRandom } from "../test/helpers.js";
+import { seededRandom } from "../src/core/random.js";
 
 const MINUTE = 60_000;
 type Row = [number, string];

@@ -6,22 +6,7 @@ import type { Sample } from "../src/core/types.js";
 
 export const T0 = Date.UTC(2026, 0, 1);
 
-/**
- * A seeded generator of numbers in [0, 1) (mulberry32: 32-bit state, period
- * 2^32), for synthetic data that must be the same on every run. The textbook
- * LCG written in doubles (seed × 1103515245 loses bits) falls into a cycle
- * of about 10,000 draws, which copies whole workloads in a generated trace.
- */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+export { seededRandom } from "../src/core/random.js";
 
 /** A fresh temporary directory, removed by the returned cleanup. */
 export function tempDir(prefix = "augur-test-"): { dir: string; cleanup: () => void } {

@@ -2,6 +2,7 @@ import { csvCell, type Trace, type WorkloadSeries } from "../backtest/trace.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 import { ANOMALY_TYPES, gpuCapacity, type AnomalyType } from "./detector.js";
 import type { Label } from "./offline.js";
+import { seededRandom } from "../core/random.js";
 
 export interface InjectOptions {
   seed: number;
@@ -15,17 +16,6 @@ export interface InjectOptions {
   history?: Trace;
 }
 
-/** A small, seedable generator (mulberry32): the same seed gives the same anomalies. */
-export function rng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface History {
   cpuMax: number;
@@ -121,7 +111,7 @@ function column(series: WorkloadSeries, resource: Resource): Float64Array {
  * workload's own history before the anomaly.
  */
 export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
-  const random = rng(options.seed);
+  const random = seededRandom(options.seed); // the same seed gives the same anomalies
   const counts = new Map<AnomalyType, number>(ANOMALY_TYPES.map((type) => [type, 0]));
   const labels: Label[] = [];
   const earlier = new Map((options.history?.workloads ?? []).map((series) => [series.workload, series]));
