@@ -55,7 +55,6 @@ interface Resolved {
   userFactor: { cpu: number; memory: number };
 }
 
-
 /**
  * `allocate(image, user, request)`: profile (or fallback, or default) →
  * priority weights → capacity check on this node (asking the scaler when

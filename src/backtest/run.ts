@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import { defaultEnsembleOptions } from "../forecast/ensemble.js";
+import { SERVICE_LEVEL } from "../forecast/ensemble.js";
+import { missRate } from "../forecast/ensemble-model.js";
 import { initTensorflow } from "../forecast/global-model.js";
 import { ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
@@ -57,19 +58,18 @@ function decisionMs(value: string | number | undefined): number {
 }
 
 /**
- * `--memory-miss-rate` and `--rate-miss-rate`: fractions in (0, 0.5), as the
- * live configuration's memoryMissRate and rateMissRate; augur's defaults where absent.
+ * `--memory-miss-rate` and `--rate-miss-rate`: fractions in (0, 0.5), checked
+ * as the live configuration's memoryMissRate and rateMissRate; augur's defaults where absent.
  */
 function serviceLevel(options: Pick<BacktestOptions, "memoryMissRate" | "rateMissRate">): { memory: number; rate: number } {
   const fraction = (flag: string, value: string | number | undefined, fallback: number) => {
     if (value === undefined) return fallback;
     const text = String(value).trim();
     const rate = /^(\d+(\.\d*)?|\.\d+)(e-?\d{1,3})?$/i.test(text) ? Number(text) : Number.NaN;
-    if (!(rate > 0 && rate < 0.5)) throw new ValidationError(`${flag} takes a fraction of steps above 0 and below 0.5, got '${text.slice(0, 40)}'`);
+    if (!missRate.safeParse(rate).success) throw new ValidationError(`${flag} takes a fraction of steps above 0 and below 0.5, got '${text.slice(0, 40)}'`);
     return rate;
   };
-  const defaults = { memory: defaultEnsembleOptions("mem").targetMissRate, rate: defaultEnsembleOptions("cpu").targetMissRate };
-  return { memory: fraction("--memory-miss-rate", options.memoryMissRate, defaults.memory), rate: fraction("--rate-miss-rate", options.rateMissRate, defaults.rate) };
+  return { memory: fraction("--memory-miss-rate", options.memoryMissRate, SERVICE_LEVEL.memory), rate: fraction("--rate-miss-rate", options.rateMissRate, SERVICE_LEVEL.rate) };
 }
 
 function resourcesIn(trace: Trace): Resource[] {

@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { POLICY_NAMES } from "../backtest/policies/index.js";
 import { runBacktest } from "../backtest/run.js";
-import { defaultEnsembleOptions } from "../forecast/ensemble.js";
+import { SERVICE_LEVEL } from "../forecast/ensemble.js";
 import { fail } from "./common.js";
 
 const list = (value: string) =>
@@ -25,8 +25,8 @@ export function registerBacktest(program: Command): void {
     .option("--report <file>", "self-contained REPORT.html with plots")
     .option("--rejected <file>", "write rejected trace rows here, one JSON object per line with the reason")
     .option("--decision-seconds <n>", "augur: event time a limit decision holds, in seconds (0: decide every step)", "0")
-    .option("--memory-miss-rate <fraction>", `augur: fraction of steps allowed above the memory limit (default ${defaultEnsembleOptions("mem").targetMissRate})`)
-    .option("--rate-miss-rate <fraction>", `augur: fraction of steps allowed above a CPU, GPU, network or disk limit (default ${defaultEnsembleOptions("cpu").targetMissRate})`)
+    .option("--memory-miss-rate <fraction>", `augur: fraction of steps allowed above the memory limit (default ${SERVICE_LEVEL.memory})`)
+    .option("--rate-miss-rate <fraction>", `augur: fraction of steps allowed above a CPU, GPU, network or disk limit (default ${SERVICE_LEVEL.rate})`)
     .option("--load-models <file>", "start from models learned by an earlier run (--save-models)")
     .option("--save-models <file>", "write the models learned in this run (versioned JSON)")
     .action(async (flags) => {

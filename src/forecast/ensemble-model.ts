@@ -6,6 +6,7 @@ import {
   histogramOptionsFor,
   OverrunPrice,
   PooledMisses,
+  SERVICE_LEVEL,
   type EnsembleState,
   type PooledMissesState,
   type PriceUsageState,
@@ -15,12 +16,15 @@ import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js"
 
 const DAY_MS = 86_400_000;
 
+/** A service level: a fraction of steps (windows) allowed above a limit. */
+export const missRate = z.number().gt(0).lt(0.5);
+
 export const ensembleModelConfig = z
   .object({
     /** Service level: fraction of windows allowed above the memory limit (an overrun is an OOM kill). */
-    memoryMissRate: z.number().gt(0).lt(0.5).default(0.0005),
+    memoryMissRate: missRate.default(SERVICE_LEVEL.memory),
     /** Fraction of windows allowed above a rate limit (CPU, network, disk, GPU utilisation). */
-    rateMissRate: z.number().gt(0).lt(0.5).default(0.003),
+    rateMissRate: missRate.default(SERVICE_LEVEL.rate),
     /** The request is this percentile of the last day's samples (never above the limit). */
     requestPercentile: z.number().gt(0).lt(1).default(0.9),
     /** Event time a decision holds (0: every window); see EnsembleOptions.decisionMs. */

@@ -262,7 +262,7 @@ export class OverrunPrice {
   }
 
   restoreUsage(state: PriceUsageState): void {
-    if (!(state && typeof state.sum === "number" && typeof state.weight === "number" && state.sum >= 0 && state.weight >= 0 && Number.isFinite(state.sum) && Number.isFinite(state.weight))) {
+    if (!(state && isNumberArray([state.sum, state.weight], { min: 0 }))) {
       throw new RangeError("the overrun price's usage must be a finite sum and weight ≥ 0");
     }
     this.usageSum = state.sum;
@@ -825,6 +825,13 @@ export class EnsembleForecaster {
 const HOUR_MS = 3_600_000;
 
 /**
+ * augur's default service level: the fraction of steps allowed above the
+ * memory limit (an overrun is an OOM kill: one in 2,000) and above a rate
+ * limit (an overrun is throttling: one in 300).
+ */
+export const SERVICE_LEVEL: Readonly<{ memory: number; rate: number }> = { memory: 0.0005, rate: 0.003 };
+
+/**
  * Defaults of augur's policy. The miss rates are the service level: memory
  * (an overrun is an OOM kill) one step in 2,000, rates (an overrun is
  * throttling) one in 300. They are the knobs a user turns; the rest are
@@ -833,7 +840,7 @@ const HOUR_MS = 3_600_000;
 export function defaultEnsembleOptions(resource: Resource, settings: { memory?: number; rate?: number; decisionMs?: number } = {}): EnsembleOptions {
   const peak = PEAK_LIKE.has(resource);
   return {
-    targetMissRate: peak ? (settings.memory ?? 0.0005) : (settings.rate ?? 0.003),
+    targetMissRate: peak ? (settings.memory ?? SERVICE_LEVEL.memory) : (settings.rate ?? SERVICE_LEVEL.rate),
     slackDecay: 0.95, // slack is measured every step: a short memory follows phases
     missDecay: 0.9995, // overruns are rare: a memory of ~2,000 steps
     priorSteps: 2000, // until a key has that much evidence of its own, the pooled rate weighs in
