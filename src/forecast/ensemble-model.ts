@@ -164,7 +164,7 @@ class EnsembleModel implements ForecastModel {
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   return {
     name: "augur-ensemble",
-    stateVersion: 4,
+    stateVersion: 5,
     create: () => new EnsembleModel(config),
     restore: (state) => EnsembleModel.restore(config, state),
   };

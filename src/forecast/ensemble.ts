@@ -25,7 +25,7 @@ export interface GlobalLearner {
 }
 
 /** Bumped whenever the layout of EnsembleState changes. */
-export const ENSEMBLE_STATE_VERSION = 5;
+export const ENSEMBLE_STATE_VERSION = 6;
 
 export interface EnsembleState {
   version: number;
@@ -35,7 +35,7 @@ export interface EnsembleState {
   histograms: HistogramState[];
   seasonal: SeasonalState;
   /** Per source, decayed over the steps it was scored on: its level, the usage, its movement, its last value, the steps, the scales. */
-  sources: { level: number[]; usage: number[]; movement: number[]; previous: Array<number | null>; steps: number[]; missScale: number[]; excessScale: number[] };
+  sources: { level: number[]; usage: number[]; movement: number[]; previous: Array<number | null>; steps: number[]; missScale: number[]; excessScale: number[]; weight: number[] };
   /** Per candidate, divided by its source's scale: overruns, and usage above the limit. */
   misses: number[];
   excess: number[];
@@ -47,8 +47,8 @@ export interface EnsembleState {
   pending: { ts: number[]; values: number[] };
   /** The decision in force: every source as held, and when it was made; null before the first. */
   decision: { held: Array<number | null>; at: number } | null;
-  /** The decaying percentiles as last computed, and the steps since (they are refreshed every few steps). */
-  percentiles: { since: number; values: number[] };
+  /** The decaying percentiles and the prior as last computed, and the steps since (they are refreshed every few steps). */
+  percentiles: { since: number; values: number[]; prior: number | null };
 }
 
 export interface EnsembleOptions {
@@ -94,9 +94,12 @@ const SEASONAL_AT = WINDOWS_MS.length + PERCENTILE_SOURCES;
 const GLOBAL_AT = SEASONAL_AT + SEASONAL_LAGS_HOURS.length;
 /**
  * Sources: peaks over windows, decaying percentiles, seasonal peaks (a day and
- * a week ago, when detected), then the learned global model's quantiles (once trained).
+ * a week ago, when detected), the learned global model's quantiles (once
+ * trained), then the prior: what the key's peers ran (its cold-start level,
+ * where the caller gives one).
  */
-const SOURCES = GLOBAL_AT + GLOBAL_LEVELS.length;
+const PRIOR_AT = GLOBAL_AT + GLOBAL_LEVELS.length;
+const SOURCES = PRIOR_AT + 1;
 const CANDIDATES = SOURCES * MARGINS.length;
 const REFRESH_PERCENTILES_EVERY = 8;
 /** The global model's history feature reaches 1 at a week of one-minute observations. */
@@ -105,8 +108,10 @@ const LOG_HISTORY_SCALE = Math.log1p(7 * 24 * 60);
 const FEATURE_PERCENTILES = [0, 3, PERCENTILES.length, PERCENTILES.length + 3];
 /** Steps a block holds at most: a key observed but never asked for a limit decides anyway. */
 const MAX_BLOCK = 4096;
-/** The longest peak window with the widest margin: where a key starts. */
+/** The longest peak window with the widest margin: where a key with no prior starts. */
 const CAUTIOUS = WINDOWS_MS.length * MARGINS.length - 1;
+/** The prior as it is: where a key with one starts (the limit it had before its first step). */
+const PRIOR = PRIOR_AT * MARGINS.length;
 
 /** Time of day and of week on the unit circle, kept for the last timestamp asked (keys share timestamps in a replay). */
 const timeOfDayAndWeek = new Float32Array(4);
@@ -134,6 +139,7 @@ export function candidateName(index: number): string {
   const margin = MARGINS[index % MARGINS.length];
   if (source < WINDOWS_MS.length) return `peak${duration(WINDOWS_MS[source]!)}×${margin}`;
   const p = source - WINDOWS_MS.length;
+  if (source === PRIOR_AT) return `prior×${margin}`;
   if (source >= GLOBAL_AT) return `global-p${GLOBAL_LEVELS[source - GLOBAL_AT]! * 100}×${margin}`;
   if (source >= SEASONAL_AT) return `seasonal${SEASONAL_LAGS_HOURS[source - SEASONAL_AT]}h×${margin}`;
   return `p${PERCENTILES[p % PERCENTILES.length]! * 100}/${duration(HALF_LIVES_MS[Math.floor(p / PERCENTILES.length)]!)}×${margin}`;
@@ -329,8 +335,9 @@ export class PooledMisses {
 // A key's record of each source: the source as held by the decision in
 // force (at least the floor; NaN: none), then, decayed over the steps it was
 // scored on (see `score`), its level, the usage, its movement, its last held
-// value, the steps, the scales of the overruns and of the excess, then per
-// margin the overruns and the usage above the limit (each divided by its scale).
+// value, the steps, the scales of the overruns and of the excess, the weight
+// the short-memory averages have gathered, then per margin the overruns and
+// the usage above the limit (each divided by its scale).
 const HELD = 0;
 const LEVEL = 1;
 const USAGE = 2;
@@ -339,7 +346,16 @@ const PREVIOUS = 4;
 const STEPS = 5;
 const MISS_SCALE = 6;
 const EXCESS_SCALE = 7;
-const MISSES = 8;
+/**
+ * Σ of the weights the slack-memory averages (level, usage, movement,
+ * excess) gave their steps: 1 − slackDecay^steps. They start at 0, so a
+ * source scored on few steps has them all that much too small; divided by
+ * this they are means. Without it a source that appeared late (a model just
+ * trained, a period just detected) or a young key's would look nearly free
+ * of slack.
+ */
+const WEIGHT = 8;
+const MISSES = 9;
 const EXCESS = MISSES + MARGINS.length;
 const STRIDE = EXCESS + MARGINS.length;
 
@@ -352,6 +368,25 @@ function newScores(): Float64Array {
     scores[at + EXCESS_SCALE] = 1;
   }
   return scores;
+}
+
+/** What a key's forecaster is linked to beyond its own data. */
+export interface EnsembleLinks {
+  /** The global model shared by every key of the resource. */
+  learner?: GlobalLearner | null;
+  /**
+   * Told each block folded in: its steps, its last step's time, and its
+   * peak's bucket in histograms of the forecaster's `histogramOptions`.
+   */
+  onBlock?: ((steps: number, ts: number, bucket: number) => void) | null;
+  /**
+   * The key's prior at a time: the level its peers ran at (the hierarchy's
+   * cold-start limit), NaN where there is none. Asked when the percentiles
+   * are refreshed; a key that has one starts from it and keeps it as a
+   * candidate, so a key that lives a few steps is not left to what those
+   * few steps say.
+   */
+  prior?: ((ts: number) => number) | null;
 }
 
 export class EnsembleForecaster {
@@ -387,29 +422,35 @@ export class EnsembleForecaster {
   private decidedAt = -Infinity;
   private blocks = 0;
   /**
-   * The highest limit any candidate holds under the decision in force. A
-   * usage above it is a miss no choice could have avoided (a container
-   * starting from nothing, a jump past every peak on record): it counts
-   * against no candidate and does not steer the overrun price, which
-   * otherwise winds up without bound on them and leaves only candidates
-   * that were not scored then (a model not yet trained) to choose from.
+   * The highest limit any candidate drawn from the key's own history
+   * holds under the decision in force. A usage above it is a miss no choice
+   * could have avoided (a container starting from nothing, a jump past
+   * every peak on record): it counts against no candidate and does not
+   * steer the overrun price, which otherwise winds up without bound on them
+   * and leaves only candidates that were not scored then (a model not yet
+   * trained) to choose from. The prior is left out: the peers' level, often
+   * far above a key's own, would make every such jump count (on the Alibaba
+   * trace it pushed the price up and GPU-memory slack from 0.380 to 0.407).
    */
   private reach = -Infinity;
+
+  private readonly learner: GlobalLearner | null;
+  private readonly onBlock: ((steps: number, ts: number, bucket: number) => void) | null;
+  private readonly prior: ((ts: number) => number) | null;
 
   constructor(
     readonly options: EnsembleOptions,
     private readonly pool: PooledMisses,
     private readonly price: OverrunPrice,
     private readonly histogramOptions: Omit<HistogramOptions, "halfLifeMs">,
-    private readonly learner: GlobalLearner | null = null,
-    /**
-     * Told each block folded in: its steps, its last step's time, and its
-     * peak's bucket in histograms of `histogramOptions`.
-     */
-    private readonly onBlock: ((steps: number, ts: number, bucket: number) => void) | null = null,
+    links: EnsembleLinks = {},
   ) {
     if (!(options.decisionMs >= 0 && Number.isFinite(options.decisionMs))) throw new RangeError("decisionMs must be a finite duration ≥ 0");
     this.histograms = HALF_LIVES_MS.map((halfLifeMs) => new DecayingHistogram({ ...histogramOptions, halfLifeMs }));
+    this.learner = links.learner ?? null;
+    this.onBlock = links.onBlock ?? null;
+    this.prior = links.prior ?? null;
+    this.sources[PRIOR_AT] = Number.NaN;
   }
 
   /**
@@ -474,6 +515,7 @@ export class EnsembleForecaster {
         steps: this.perSource(STEPS),
         missScale: this.perSource(MISS_SCALE),
         excessScale: this.perSource(EXCESS_SCALE),
+        weight: this.perSource(WEIGHT),
       },
       misses: this.perCandidate(MISSES),
       excess: this.perCandidate(EXCESS),
@@ -483,7 +525,7 @@ export class EnsembleForecaster {
       bumpUntil: Number.isFinite(this.bumpUntil) ? this.bumpUntil : null,
       pending: { ts: [...this.blockTs.subarray(0, this.blockLength)], values: [...this.block.subarray(0, this.blockLength)] },
       decision: this.decided ? { held: toJsonNumbers(this.perSource(HELD)), at: this.decidedAt } : null,
-      percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)] },
+      percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)], prior: toJsonNumbers([this.sources[PRIOR_AT]!])[0] ?? null },
     };
   }
 
@@ -504,7 +546,9 @@ export class EnsembleForecaster {
       steps: finiteArray(sources.steps, SOURCES, "ensemble state's steps"),
       missScale: finiteArray(sources.missScale, SOURCES, "ensemble state's overrun scales", true),
       excessScale: finiteArray(sources.excessScale, SOURCES, "ensemble state's excess scales", true),
+      weight: finiteArray(sources.weight, SOURCES, "ensemble state's slack weights"),
     };
+    if (perSource.weight.some((w) => w < 0 || w > 1)) throw new RangeError("ensemble state's slack weights must be in [0, 1]");
     const misses = finiteArray(state.misses, CANDIDATES, "ensemble state's overruns");
     const excess = finiteArray(state.excess, CANDIDATES, "ensemble state's excess");
     if (!Number.isInteger(state.chosen) || state.chosen < 0 || state.chosen >= CANDIDATES) throw new RangeError("ensemble state chose no candidate");
@@ -522,7 +566,8 @@ export class EnsembleForecaster {
     if (
       !percentiles ||
       !(Number.isInteger(percentiles.since) && percentiles.since >= 0) ||
-      !isNumberArray(percentiles.values, { length: PERCENTILE_SOURCES, min: 0 })
+      !isNumberArray(percentiles.values, { length: PERCENTILE_SOURCES, min: 0 }) ||
+      !isNumberArray([percentiles.prior], { nullable: true, min: 0 })
     ) {
       throw new RangeError("ensemble state has malformed percentiles");
     }
@@ -536,6 +581,7 @@ export class EnsembleForecaster {
     this.setPerSource(STEPS, perSource.steps);
     this.setPerSource(MISS_SCALE, perSource.missScale);
     this.setPerSource(EXCESS_SCALE, perSource.excessScale);
+    this.setPerSource(WEIGHT, perSource.weight);
     this.setPerCandidate(MISSES, misses);
     this.setPerCandidate(EXCESS, excess);
     this.chosen = state.chosen;
@@ -544,6 +590,7 @@ export class EnsembleForecaster {
     this.bumpUntil = state.bumpUntil ?? -Infinity;
     this.sincePercentiles = percentiles.since;
     this.sources.set(percentiles.values, WINDOWS_MS.length);
+    this.sources[PRIOR_AT] = percentiles.prior ?? Number.NaN;
     this.decided = decision !== null;
     this.decidedAt = decision?.at ?? -Infinity;
     this.setPerSource(HELD, decision ? fromJsonNumbers(decision.held) : new Array<number>(SOURCES).fill(Number.NaN));
@@ -587,10 +634,10 @@ export class EnsembleForecaster {
     return limit;
   }
 
-  /** The highest limit any candidate holds under the decision in force (−∞ before one). */
+  /** The highest limit any candidate of the key's own history holds under the decision in force (−∞ before one). */
   private highestLimit(): number {
     let highest = -Infinity;
-    for (let at = HELD; at < this.scores.length; at += STRIDE) if (this.scores[at]! > highest) highest = this.scores[at]!;
+    for (let at = HELD; at < PRIOR_AT * STRIDE; at += STRIDE) if (this.scores[at]! > highest) highest = this.scores[at]!;
     return highest * MARGINS[MARGINS.length - 1]!;
   }
 
@@ -610,6 +657,7 @@ export class EnsembleForecaster {
     for (let w = 0; w < WINDOWS_MS.length; w++) sources[w] = this.peaks.max(w, ts);
     if (this.sincePercentiles >= REFRESH_PERCENTILES_EVERY) {
       for (let h = 0; h < this.histograms.length; h++) this.histograms[h]!.percentiles(PERCENTILES, sources, WINDOWS_MS.length + h * PERCENTILES.length);
+      if (this.prior) sources[PRIOR_AT] = this.prior(ts);
       this.sincePercentiles = 0;
     }
     for (let lag = 0; lag < SEASONAL_LAGS_HOURS.length; lag++) sources[SEASONAL_AT + lag] = this.seasonal.peakAround(ts, lag);
@@ -624,6 +672,7 @@ export class EnsembleForecaster {
       scores[s * STRIDE + HELD] = source !== source ? Number.NaN : source > floor ? source : floor;
     }
     this.reach = this.highestLimit();
+    if (!this.decided && scores[PRIOR_AT * STRIDE + HELD]! > floor) this.chosen = PRIOR;
     if (Number.isNaN(scores[((this.chosen / MARGINS.length) | 0) * STRIDE + HELD]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     this.decided = true;
     this.decidedAt = ts;
@@ -703,6 +752,7 @@ export class EnsembleForecaster {
       if (source !== source) continue; // NaN: a seasonal source without a detected period
       scores[at + LEVEL] = slackKeep * scores[at + LEVEL]! + fresh * source;
       scores[at + USAGE] = slackKeep * scores[at + USAGE]! + fresh * mean;
+      scores[at + WEIGHT] = slackKeep * scores[at + WEIGHT]! + fresh;
       const before = scores[at + PREVIOUS]!;
       if (before === before) scores[at + MOVEMENT] = slackKeep * scores[at + MOVEMENT]! + moveWeight * Math.abs(source - before);
       scores[at + PREVIOUS] = source;
@@ -760,13 +810,14 @@ export class EnsembleForecaster {
     // can beat it (the chosen candidate's source is always costed in full).
     for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
       const held = scores[at + HELD]!;
-      if (held !== held) continue;
-      const perMargin = scores[at + LEVEL]! + changeWeight * scores[at + MOVEMENT]!;
-      const usage = scores[at + USAGE]!;
+      const weight = scores[at + WEIGHT]!;
+      if (held !== held || !(weight > 0)) continue; // none, or never scored: its slack is unknown
+      const perMargin = (scores[at + LEVEL]! + changeWeight * scores[at + MOVEMENT]!) / weight;
+      const usage = scores[at + USAGE]! / weight;
       if (MARGINS[0] * perMargin - usage >= bestCost && s !== chosenSource) continue;
       const missWeight = price / (scores[at + STEPS]! + priorSteps);
       const ownScale = scores[at + MISS_SCALE]!;
-      const excessScale = scores[at + EXCESS_SCALE]!;
+      const excessScale = scores[at + EXCESS_SCALE]! / weight;
       const pooledSteps = pool.steps[s]!;
       const pooledScale = pooledSteps > 0 ? pool.scale[s]! / pooledSteps : 0;
       const pooledFallback = pooledSteps > 0 ? 0 : targetMissRate;

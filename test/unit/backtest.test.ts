@@ -212,6 +212,13 @@ describe("replay", () => {
   });
 });
 
+/** The upper edge of x's bucket in augur's CPU histograms: any quantile of a histogram that holds only x. */
+function bucketEdge(x: number): number {
+  const h = new DecayingHistogram({ ...histogramOptionsFor("cpu"), halfLifeMs: 24 * 60 * MIN });
+  h.add(x, 1, T0);
+  return h.percentile(0.9);
+}
+
 describe("augur policy", () => {
   it("tracks a steady workload tightly and raises the limit at once after an overrun", () => {
     const policy = augurPolicy();
@@ -256,14 +263,30 @@ describe("augur policy", () => {
     assert.ok(cold > 0.5 && cold < 1, `cold start from (img, *) → ${cold}`);
   });
 
+  it("keeps a young pair on its peers' level until its own history says better; a pair with no peers starts from its first steps", () => {
+    const policy = augurPolicy();
+    const young: PairRef = { ...pair, id: 1, user: "v", userId: 1 };
+    for (let i = 0; i < 100; i++) policy.observe(pair, "cpu", T0 + i * MIN, 1, 0, 4);
+    const peers = bucketEdge(1) * 1.15; // (img, *) holds the other pair's 1 core: the upper edge of its bucket, × 1.15
+    const limits: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      const ts = T0 + (100 + i) * MIN;
+      limits.push(policy.limit(young, "cpu", ts, 4));
+      policy.observe(young, "cpu", ts, 0.1, 1, limits[i]!);
+    }
+    assert.equal(limits[0], peers, "no history: the peers' level");
+    assert.equal(limits[1], peers, "one step of its own: still the peers' level (not twice that step)");
+    assert.ok(limits[399]! < 0.2, `after 400 steps at 0.1 core its own history rules: ${limits[399]}`);
+    // Alone (every level holds only its own usage): its own first step, with the widest margin.
+    const lone = augurPolicy();
+    lone.observe(pair, "cpu", T0, 0.5, 0, 4);
+    assert.equal(lone.limit(pair, "cpu", T0 + MIN, 4), 1);
+  });
+
   it("scales the image's level by the user's factor for a pair the user never ran", () => {
     // u ran image A at 0.4 cores where v ran it at 1: u's factor is P90(A, u) / P90(A, *) = E(0.4) / E(1), with
     // E(x) the upper edge of x's bucket; (B, *) knows only v's 1 core, so (B, u) starts at E(1) × 1.15 × factor.
-    const edge = (x: number) => {
-      const h = new DecayingHistogram({ ...histogramOptionsFor("cpu"), halfLifeMs: 24 * 60 * MIN });
-      h.add(x, 1, T0);
-      return h.percentile(0.9);
-    };
+    const edge = bucketEdge;
     const ref = (id: number, image: string, user: string): PairRef => ({ id, image, user, imageId: image === "A" ? 0 : 1, userId: user === "u" ? 0 : 1 });
     const run = (uUsage: number) => {
       const policy = augurPolicy();

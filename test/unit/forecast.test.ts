@@ -307,7 +307,7 @@ describe("ensemble examples for the global model", () => {
   it("keeps none while a key's week has been idle (no scale to divide by), and keeps them in the key's units after", () => {
     const options = defaultEnsembleOptions("mem");
     const learner = { model: null, reservoir: new ExampleReservoir(1000), sampleEvery: 1 };
-    const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"), learner);
+    const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"), { learner });
     let i = 0;
     const step = (usage: number) => {
       forecaster.limit(T0 + i * 60_000);
@@ -326,9 +326,9 @@ describe("ensemble examples for the global model", () => {
 describe("ensemble overruns no candidate could avoid", () => {
   it("steer the price only when some candidate would have covered the usage; the limit rises after both", () => {
     const options = defaultEnsembleOptions("mem");
-    const run = (jump: number) => {
+    const run = (jump: number, prior?: () => number) => {
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
-      const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), price, histogramOptionsFor("mem"));
+      const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), price, histogramOptionsFor("mem"), { prior });
       for (let i = 0; i < 50; i++) {
         forecaster.limit(T0 + i * 60_000);
         forecaster.observe(T0 + i * 60_000, 1e9);
@@ -347,6 +347,28 @@ describe("ensemble overruns no candidate could avoid", () => {
     const beyond = run(5e9);
     assert.equal(beyond.after, beyond.before, "an overrun above every candidate leaves the price as it was");
     assert.ok(beyond.next >= 5e9 * (1 + options.missBump), "and still raises the limit");
+    // The prior (the peers' level) is no candidate of the key's own: 5 GB stays out of reach under a 100 GB prior.
+    const withPrior = run(5e9, () => 1e11);
+    assert.equal(withPrior.after, withPrior.before, "an overrun only the prior would have covered leaves the price as it was");
+  });
+});
+
+describe("ensemble choice", () => {
+  it("judges a source that appears late by its slack per step, not by the little its short-memory averages have gathered", () => {
+    // A wobbling key; at step 300 a prior appears at three times its usage and holds no overrun: its slack
+    // is twice the usage, far more than the key's own candidates (a fifth of it), so it is never taken.
+    const options = defaultEnsembleOptions("cpu");
+    const prior = (ts: number) => (ts >= T0 + 300 * 60_000 ? 3 : Number.NaN);
+    const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("cpu"), { prior });
+    const chosen: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      const ts = T0 + i * 60_000;
+      forecaster.limit(ts);
+      if (i >= 300) chosen.push(forecaster.model);
+      forecaster.observe(ts, 1 + 0.2 * Math.sin(i / 5));
+    }
+    assert.ok(chosen.some((name) => !name.startsWith("prior")), "the key chose among its own candidates");
+    assert.deepEqual(chosen.filter((name) => name.startsWith("prior")), [], "and never the prior");
   });
 });
 
@@ -366,6 +388,7 @@ describe("ensemble scoring", () => {
       let block: number[] = [];
       const slack: number[] = [];
       const misses: number[] = [];
+      const weight: number[] = [];
       let compared = 0;
       for (let i = 0; i < 320; i++) {
         const ts = T0 + i * 5 * 60_000;
@@ -381,6 +404,7 @@ describe("ensemble scoring", () => {
             beyondReach += block.filter((u) => u > reach).length;
             held.forEach((source, s) => {
               if (source === null) return;
+              weight[s] = slackKeep * (weight[s] ?? 0) + (1 - slackKeep);
               MARGINS.forEach((margin, m) => {
                 const c = s * MARGINS.length + m;
                 const limit = source * margin;
@@ -392,6 +416,7 @@ describe("ensemble scoring", () => {
             const { sources } = state;
             held.forEach((source, s) => {
               if (source === null) return;
+              assert.ok(Math.abs(sources.weight[s]! - weight[s]!) <= 1e-12, `step ${i}, source ${s}: weight ${sources.weight[s]} vs ${weight[s]}`);
               MARGINS.forEach((margin, m) => {
                 const c = s * MARGINS.length + m;
                 const kept = margin * sources.level[s]! - sources.usage[s]! + sources.excessScale[s]! * state.excess[c]!;

@@ -7,6 +7,14 @@ import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type Globa
 import type { BacktestPolicy, PairRef } from "../policy.js";
 
 const DAY = 24 * 3_600_000;
+
+/** A fallback level: the block peaks of the pairs under it, and which pair fed it (NO_PAIR, one id, or MANY_PAIRS). */
+interface Level {
+  usage: DecayingHistogram;
+  sole: number;
+}
+const NO_PAIR = -1;
+const MANY_PAIRS = -2;
 /** Event time a user's factor is kept before it is computed again. */
 const USER_FACTOR_REFRESH_MS = 3_600_000;
 
@@ -63,20 +71,20 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   const pools = new Map<Resource, PooledMisses>();
   const prices = new Map<Resource, OverrunPrice>();
   /** Usage (block peaks) under each fallback level: cold-start limits for pairs with no history of their own. */
-  const levels = new Map<string, DecayingHistogram>();
+  const levels = new Map<string, Level>();
 
   /** The (image, *), (*, user) and (*, *) usage of a pair, resolved once per pair and resource. */
-  const levelsOf = new Map<Resource, DecayingHistogram[][]>();
-  const pairLevels = (pair: PairRef, resource: Resource): DecayingHistogram[] => {
+  const levelsOf = new Map<Resource, Level[][]>();
+  const pairLevels = (pair: PairRef, resource: Resource): Level[] => {
     let byPair = levelsOf.get(resource);
     if (!byPair) levelsOf.set(resource, (byPair = []));
     let found = byPair[pair.id];
     if (!found) {
       byPair[pair.id] = found = [`i:${pair.image}`, `u:${pair.user}`, "*"].map((key) => {
         const id = `${resource}|${key}`;
-        let usage = levels.get(id);
-        if (!usage) levels.set(id, (usage = new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY })));
-        return usage;
+        let level = levels.get(id);
+        if (!level) levels.set(id, (level = { usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY }), sole: NO_PAIR }));
+        return level;
       });
     }
     return found;
@@ -100,13 +108,33 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     const byPairLevels = levelsOf.get(resource)!;
     for (const id of pairsOfUser.get(resource)?.[pair.userId] ?? []) {
       const own = byPair[id];
-      const image = byPairLevels[id]?.[0];
+      const image = byPairLevels[id]?.[0]?.usage;
       if (id === pair.id || !own || own.observed === 0 || !image || image.isEmpty()) continue;
       ratios.push(own.usageQuantile(0.9) / image.percentile(0.9));
     }
     const value = userFactor(ratios);
     byUser[pair.userId] = { at: ts, value };
     return value;
+  };
+
+  /**
+   * What the pair's peers ran: a high quantile (the service level's) of the
+   * first level with usage from pairs other than this one, × 1.15; (image, *)
+   * is scaled by the user's factor, (*, user) and (*, *) are the user's or
+   * everyone's own level. NaN when no level has any. The limit of a pair
+   * with no history, and its forecaster's prior after.
+   */
+  const quantiles = new Map<Resource, number>();
+  const peerLevel = (pair: PairRef, resource: Resource, ts: number): number => {
+    let quantile = quantiles.get(resource);
+    if (quantile === undefined) quantiles.set(resource, (quantile = 1 - optionsFor(resource).targetMissRate));
+    const levels = pairLevels(pair, resource);
+    for (let l = 0; l < levels.length; l++) {
+      const { usage, sole } = levels[l]!;
+      if (usage.isEmpty() || sole === pair.id) continue;
+      return usage.percentile(quantile) * 1.15 * (l === 0 ? userFactorOf(pair, resource, ts) : 1);
+    }
+    return Number.NaN;
   };
 
   const forecaster = (pair: PairRef, resource: Resource): EnsembleForecaster => {
@@ -125,9 +153,15 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       // The fallback levels learn each block's peak as the pair's forecaster folds it in.
       const levels = pairLevels(pair, resource);
       const onBlock = (steps: number, ts: number, bucket: number) => {
-        for (let l = 0; l < levels.length; l++) levels[l]!.addAt(bucket, steps, ts);
+        for (let l = 0; l < levels.length; l++) {
+          const level = levels[l]!;
+          level.usage.addAt(bucket, steps, ts);
+          if (level.sole === NO_PAIR) level.sole = pair.id;
+          else if (level.sole !== pair.id) level.sole = MANY_PAIRS;
+        }
       };
-      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), learner(resource), onBlock);
+      const prior = (ts: number) => peerLevel(pair, resource, ts);
+      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), { learner: learner(resource), onBlock, prior });
     }
     return f;
   };
@@ -146,13 +180,8 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     limit(pair, resource, ts, fallback) {
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
-      const quantile = 1 - optionsFor(resource).targetMissRate;
-      const levels = pairLevels(pair, resource);
-      for (let l = 0; l < levels.length; l++) {
-        // (image, *) is scaled by the user's factor; (*, user) and (*, *) are the user's or everyone's own level.
-        if (!levels[l]!.isEmpty()) return levels[l]!.percentile(quantile) * 1.15 * (l === 0 ? userFactorOf(pair, resource, ts) : 1);
-      }
-      return fallback;
+      const level = peerLevel(pair, resource, ts);
+      return Number.isNaN(level) ? fallback : level;
     },
     observe(pair, resource, ts, usage) {
       forecaster(pair, resource).observe(ts, usage);
