@@ -30,9 +30,21 @@ export interface HistogramState {
   totalWeight?: number;
 }
 
+/** The weights of a histogram that holds nothing yet (never written: the first add allocates). */
+const NO_WEIGHTS = new Float64Array(0);
+/** Buckets a histogram's window takes at least when it is allocated or grows. */
+const MIN_GROWTH = 8;
+
 export class DecayingHistogram {
   readonly numBuckets: number;
-  private weights: Float64Array;
+  /**
+   * The weights of buckets offset … offset + weights.length − 1 (every other
+   * bucket is empty). The window grows to take the buckets a series uses:
+   * one key's usage spans a few dozen of the hundreds of buckets, and a
+   * replay of many short-lived keys holds hundreds of thousands of histograms.
+   */
+  private weights: Float64Array = NO_WEIGHTS;
+  private offset = 0;
   private referenceMs = 0;
   private totalWeight = 0;
   private minBucket: number;
@@ -50,7 +62,6 @@ export class DecayingHistogram {
     // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
     this.logRatio = Math.log(ratio);
     this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / this.logRatio) + 1;
-    this.weights = new Float64Array(this.numBuckets);
     this.minBucket = this.numBuckets - 1;
     this.maxBucket = 0;
   }
@@ -88,13 +99,16 @@ export class DecayingHistogram {
   /** Removes weight earlier added at the same (value, time): VPA's peak replacement. */
   subtract(value: number, weight: number, timeMs: number): void {
     const decayed = weight * this.decayFactor(timeMs);
-    const bucket = this.findBucket(value);
-    const taken = Math.min(this.weights[bucket]!, decayed);
-    this.weights[bucket] = this.weights[bucket]! - taken;
-    this.totalWeight -= taken;
-    if (this.weights[bucket]! < this.options.epsilon) {
-      this.totalWeight -= this.weights[bucket]!;
-      this.weights[bucket] = 0;
+    const at = this.findBucket(value) - this.offset;
+    if (at >= 0 && at < this.weights.length) {
+      const weights = this.weights;
+      const taken = Math.min(weights[at]!, decayed);
+      weights[at] = weights[at]! - taken;
+      this.totalWeight -= taken;
+      if (weights[at]! < this.options.epsilon) {
+        this.totalWeight -= weights[at]!;
+        weights[at] = 0;
+      }
     }
     this.updateMinAndMax();
   }
@@ -109,10 +123,27 @@ export class DecayingHistogram {
   }
 
   private addToBucket(bucket: number, weight: number): void {
-    this.weights[bucket] = this.weights[bucket]! + weight;
+    let at = bucket - this.offset;
+    if (at < 0 || at >= this.weights.length) at = this.widen(bucket);
+    const weights = this.weights;
+    weights[at] = weights[at]! + weight;
     this.totalWeight += weight;
-    if (bucket < this.minBucket && this.weights[bucket]! >= this.options.epsilon) this.minBucket = bucket;
-    if (bucket > this.maxBucket && this.weights[bucket]! >= this.options.epsilon) this.maxBucket = bucket;
+    if (bucket < this.minBucket && weights[at]! >= this.options.epsilon) this.minBucket = bucket;
+    if (bucket > this.maxBucket && weights[at]! >= this.options.epsilon) this.maxBucket = bucket;
+  }
+
+  /** Grows the window to take `bucket` (by half its length at least, within the buckets); returns its index. */
+  private widen(bucket: number): number {
+    const { offset, weights } = this;
+    const length = weights.length;
+    const growth = Math.max(MIN_GROWTH, length >> 1);
+    const low = length === 0 ? Math.max(0, bucket - MIN_GROWTH) : bucket < offset ? Math.max(0, Math.min(bucket, offset - growth)) : offset;
+    const high = length === 0 ? Math.min(this.numBuckets, bucket + MIN_GROWTH + 1) : bucket >= offset + length ? Math.min(this.numBuckets, Math.max(bucket + 1, offset + length + growth)) : offset + length;
+    const wider = new Float64Array(high - low);
+    if (length > 0) wider.set(weights, offset - low);
+    this.weights = wider;
+    this.offset = low;
+    return bucket - low;
   }
 
   /** VPA: shift the reference to round(t, halfLife) and rescale every weight. */
@@ -123,10 +154,11 @@ export class DecayingHistogram {
     const factor = Math.pow(2, Math.round((this.referenceMs - newReference) / halfLife));
     this.referenceMs = newReference;
     this.totalWeight = 0;
-    for (let b = 0; b < this.numBuckets; b++) {
-      const scaled = this.weights[b]! * factor;
-      this.weights[b] = scaled < this.options.epsilon ? 0 : scaled;
-      this.totalWeight += this.weights[b]!;
+    const weights = this.weights;
+    for (let i = 0; i < weights.length; i++) {
+      const scaled = weights[i]! * factor;
+      weights[i] = scaled < this.options.epsilon ? 0 : scaled;
+      this.totalWeight += weights[i]!;
     }
     this.updateMinAndMax();
   }
@@ -134,8 +166,10 @@ export class DecayingHistogram {
   private updateMinAndMax(): void {
     this.minBucket = this.numBuckets - 1;
     this.maxBucket = 0;
-    for (let b = 0; b < this.numBuckets; b++) {
-      if (this.weights[b]! >= this.options.epsilon) {
+    const weights = this.weights;
+    for (let i = 0; i < weights.length; i++) {
+      if (weights[i]! >= this.options.epsilon) {
+        const b = i + this.offset;
         if (b < this.minBucket) this.minBucket = b;
         this.maxBucket = b;
       }
@@ -146,10 +180,12 @@ export class DecayingHistogram {
   percentile(p: number): number {
     if (this.isEmpty()) return 0;
     const threshold = p * this.totalWeight;
+    // Every bucket from the lowest to the highest holding weight is in the window.
+    const { weights, offset } = this;
     let sum = 0;
     let bucket = this.minBucket;
     for (; bucket < this.maxBucket; bucket++) {
-      sum += this.weights[bucket]!;
+      sum += weights[bucket - offset]!;
       if (sum >= threshold) break;
     }
     return bucket < this.numBuckets - 1 ? this.bucketStart(bucket + 1) : this.bucketStart(bucket);
@@ -161,13 +197,16 @@ export class DecayingHistogram {
       out.fill(0, offset, offset + ps.length);
       return;
     }
+    const weights = this.weights;
+    const first = this.offset;
     let sum = 0;
     let bucket = this.minBucket;
     for (let i = 0; i < ps.length; i++) {
       const threshold = ps[i]! * this.totalWeight;
       for (; bucket < this.maxBucket; bucket++) {
-        if (sum + this.weights[bucket]! >= threshold) break;
-        sum += this.weights[bucket]!;
+        const weight = weights[bucket - first]!;
+        if (sum + weight >= threshold) break;
+        sum += weight;
       }
       out[offset + i] = bucket < this.numBuckets - 1 ? this.bucketStart(bucket + 1) : this.bucketStart(bucket);
     }
@@ -176,7 +215,7 @@ export class DecayingHistogram {
   toState(): HistogramState {
     const buckets: Array<[number, number]> = [];
     this.weights.forEach((weight, index) => {
-      if (weight >= this.options.epsilon) buckets.push([index, weight]);
+      if (weight >= this.options.epsilon) buckets.push([index + this.offset, weight]);
     });
     return { referenceMs: this.referenceMs, buckets, totalWeight: this.totalWeight };
   }

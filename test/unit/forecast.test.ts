@@ -15,6 +15,7 @@ import { seededRandom, T0, sample, tempDir } from "../helpers.js";
 
 const DAY = 86_400_000;
 const vpaCpu = { firstBucketSize: 0.01, maxValue: 1000, ratio: 1.05, epsilon: 1e-4, halfLifeMs: DAY };
+const augurCpu = { ...histogramOptionsFor("cpu"), halfLifeMs: DAY };
 
 describe("decaying histogram (VPA)", () => {
   it("round-trips its state exactly: a restored histogram goes on with the same percentiles; a corrupt total is refused", () => {
@@ -34,6 +35,38 @@ describe("decaying histogram (VPA)", () => {
     for (const totalWeight of [-1, Number.NaN, 1e30]) {
       assert.throws(() => DecayingHistogram.fromState(vpaCpu, { ...original.toState(), totalWeight }), /total weight/);
     }
+  });
+
+  it("keeps only the buckets its values use, growing down and up, with the percentiles of a dense count", () => {
+    // Values arrive from the middle outwards in both directions over six decades, at the reference time (no
+    // decay); the same walk over a dense array of every bucket must give the same percentiles.
+    const random = seededRandom(11);
+    const histogram = new DecayingHistogram(augurCpu);
+    const dense = new Float64Array(histogram.numBuckets);
+    let total = 0;
+    for (let i = 0; i < 2000; i++) {
+      const spread = 1 + (6 * i) / 2000; // the range widens as values arrive
+      const value = 10 ** (random() * spread - spread / 2);
+      const weight = 0.1 + random();
+      histogram.add(value, weight, 0);
+      const bucket = histogram.findBucket(value);
+      dense[bucket] = dense[bucket]! + weight;
+      total += weight;
+      if (i % 97 !== 0) continue;
+      const lowest = dense.findIndex((w) => w > 0);
+      const highest = dense.findLastIndex((w) => w > 0);
+      for (const p of [0.01, 0.3, 0.5, 0.9, 0.99, 1]) {
+        let sum = 0;
+        let bucket = lowest;
+        for (; bucket < highest; bucket++) if ((sum += dense[bucket]!) >= p * total) break;
+        // The last bucket (values above maxValue) has no upper edge: its start.
+        const edge = histogram.bucketStart(bucket < dense.length - 1 ? bucket + 1 : bucket);
+        assert.equal(histogram.percentile(p), edge, `p${p} after ${i + 1} values`);
+      }
+    }
+    assert.ok(histogram.toState().buckets.length > 300, "the values spread over hundreds of buckets");
+    const restored = DecayingHistogram.fromState(augurCpu, JSON.parse(JSON.stringify(histogram.toState())));
+    for (const p of [0.01, 0.5, 0.99]) assert.equal(restored.percentile(p), histogram.percentile(p));
   });
 
   it("has VPA's 176 buckets for CPU and memory", () => {
