@@ -77,7 +77,7 @@ class EnsembleModel implements ForecastModel {
     if (!entry) {
       const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate, decisionMs: this.config.decisionSeconds * 1000 });
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
-      const pool = new PooledMisses(options.missDecay);
+      const pool = new PooledMisses(options.missDecay, 1);
       entry = {
         forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource)),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
@@ -164,7 +164,7 @@ class EnsembleModel implements ForecastModel {
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   return {
     name: "augur-ensemble",
-    stateVersion: 5,
+    stateVersion: 6,
     create: () => new EnsembleModel(config),
     restore: (state) => EnsembleModel.restore(config, state),
   };

@@ -296,27 +296,50 @@ function finiteArray(values: unknown, length: number, what: string, positive = f
   return values as number[];
 }
 
+/** Ages of keys pooled apart: observations 1, 2–3, 4–7, …, 1024–2047, and 2048 or more. */
+export const AGE_CLASSES = 12;
+
 /**
- * Overrun rate of each candidate over all keys: the prior of a key's own
- * estimate. Overruns are per candidate; steps (and the decay scale) per
- * source, since every margin of a source is scored on the same steps.
+ * Overrun rate of each candidate over all keys of an age (a class of
+ * observation counts, doubling): the prior of a key's own estimate. A key
+ * of three steps overruns "twice its peak so far" far more often than a key
+ * of three weeks; pooled together, young keys would borrow the rates of old
+ * ones. Overruns are per candidate; steps (and the decay scale) per source,
+ * since every margin of a source is scored on the same steps.
  */
 export class PooledMisses {
-  /** Per candidate, divided by its source's scale. */
-  readonly misses = new Float64Array(CANDIDATES);
-  readonly steps = new Float64Array(SOURCES);
-  readonly scale = new Float64Array(SOURCES).fill(1);
-  constructor(readonly decay: number) {}
+  /** Per age class, per candidate, divided by its source's scale. */
+  readonly misses: Float64Array;
+  /** Per age class, per source. */
+  readonly steps: Float64Array;
+  readonly scale: Float64Array;
+  constructor(
+    readonly decay: number,
+    /** AGE_CLASSES, or 1 where every key is pooled with itself alone (the live model). */
+    readonly classes: number = AGE_CLASSES,
+  ) {
+    if (!(Number.isInteger(classes) && classes >= 1 && classes <= AGE_CLASSES)) throw new RangeError(`pooled overruns take 1 to ${AGE_CLASSES} age classes`);
+    this.misses = new Float64Array(classes * CANDIDATES);
+    this.steps = new Float64Array(classes * SOURCES);
+    this.scale = new Float64Array(classes * SOURCES).fill(1);
+  }
 
-  /** Decays source s by `keep`, adds `fresh` steps; returns the scale overruns are divided by. */
-  advance(s: number, keep: number, fresh: number): number {
-    let scale = this.scale[s]! * keep;
+  /** The age class of a key with this many observations. */
+  ageOf(observations: number): number {
+    return Math.min(this.classes - 1, 31 - Math.clz32(Math.max(1, observations)));
+  }
+
+  /** Decays source s of an age class by `keep`, adds `fresh` steps; returns the scale overruns are divided by. */
+  advance(age: number, s: number, keep: number, fresh: number): number {
+    const k = age * SOURCES + s;
+    let scale = this.scale[k]! * keep;
     if (scale < RENORMALISE_BELOW) {
-      for (let c = s * MARGINS.length; c < (s + 1) * MARGINS.length; c++) this.misses[c] = this.misses[c]! * scale;
+      const first = age * CANDIDATES + s * MARGINS.length;
+      for (let c = first; c < first + MARGINS.length; c++) this.misses[c] = this.misses[c]! * scale;
       scale = 1;
     }
-    this.scale[s] = scale;
-    this.steps[s] = keep * this.steps[s]! + fresh;
+    this.scale[k] = scale;
+    this.steps[k] = keep * this.steps[k]! + fresh;
     return scale;
   }
 
@@ -326,9 +349,9 @@ export class PooledMisses {
 
   restore(state: PooledMissesState): void {
     if (typeof state !== "object" || state === null) throw new RangeError("pooled overruns state is not an object");
-    this.misses.set(finiteArray(state.misses, CANDIDATES, "pooled overruns"));
-    this.steps.set(finiteArray(state.steps, SOURCES, "pooled steps"));
-    this.scale.set(finiteArray(state.scale, SOURCES, "pooled scales", true));
+    this.misses.set(finiteArray(state.misses, this.classes * CANDIDATES, "pooled overruns"));
+    this.steps.set(finiteArray(state.steps, this.classes * SOURCES, "pooled steps"));
+    this.scale.set(finiteArray(state.scale, this.classes * SOURCES, "pooled scales", true));
   }
 }
 
@@ -744,6 +767,9 @@ export class EnsembleForecaster {
     const moveWeight = 1 - slackDecay;
     const scores = this.scores;
     const poolMisses = pool.misses;
+    // The pool of the key's age when the decision scored was made.
+    const age = pool.ageOf(this.observations - n);
+    const ageCandidates = age * CANDIDATES;
     // Steps above every candidate's limit (sorted last) count as nobody's overrun.
     let covered = n;
     while (covered > 0 && block[covered - 1]! > this.reach) covered--;
@@ -769,7 +795,7 @@ export class EnsembleForecaster {
         excessScale = 1;
       }
       scores[at + EXCESS_SCALE] = excessScale;
-      const poolScale = pool.advance(s, poolKeep, poolSteps);
+      const poolScale = pool.advance(age, s, poolKeep, poolSteps);
       // Margins ascend: each one's overruns are a suffix of the previous one's.
       let low = 0;
       for (let m = 0; m < MARGINS.length; m++) {
@@ -786,7 +812,7 @@ export class EnsembleForecaster {
         const missed = covered - low;
         if (missed <= 0) continue;
         scores[at + MISSES + m] = scores[at + MISSES + m]! + missed / ownScale;
-        const c = s * MARGINS.length + m;
+        const c = ageCandidates + s * MARGINS.length + m;
         poolMisses[c] = poolMisses[c]! + missed / poolScale;
       }
     }
@@ -800,6 +826,10 @@ export class EnsembleForecaster {
     const scores = this.scores;
     const pool = this.pool;
     const poolMisses = pool.misses;
+    // The pool of the key's age now, when the choice takes effect.
+    const age = pool.ageOf(this.observations);
+    const ageSources = age * SOURCES;
+    const ageCandidates = age * CANDIDATES;
     const chosen = this.chosen;
     let best = chosen;
     let bestCost = Infinity;
@@ -818,13 +848,19 @@ export class EnsembleForecaster {
       const missWeight = price / (scores[at + STEPS]! + priorSteps);
       const ownScale = scores[at + MISS_SCALE]!;
       const excessScale = scores[at + EXCESS_SCALE]! / weight;
-      const pooledSteps = pool.steps[s]!;
-      const pooledScale = pooledSteps > 0 ? pool.scale[s]! / pooledSteps : 0;
-      const pooledFallback = pooledSteps > 0 ? 0 : targetMissRate;
+      // The pooled rate of keys of this age, itself starting from the rate of the age before
+      // (the service level for the youngest) with the weight of priorSteps: a class
+      // the keys have just entered is not left to its first few hundred steps.
+      const pooledSteps = pool.steps[ageSources + s]!;
+      const pooledScale = pool.scale[ageSources + s]! / (pooledSteps + priorSteps);
+      const youngerSteps = age > 0 ? pool.steps[ageSources - SOURCES + s]! : 0;
+      const youngerScale = youngerSteps > 0 ? pool.scale[ageSources - SOURCES + s]! / youngerSteps : 0;
+      const youngerWeight = priorSteps / (pooledSteps + priorSteps);
       for (let m = 0, c = s * MARGINS.length; m < MARGINS.length; m++, c++) {
         const growing = MARGINS[m]! * perMargin - usage;
         if (growing >= bestCost && s !== chosenSource) break;
-        const prior = poolMisses[c]! * pooledScale + pooledFallback;
+        const younger = youngerSteps > 0 ? poolMisses[ageCandidates - CANDIDATES + c]! * youngerScale : targetMissRate;
+        const prior = poolMisses[ageCandidates + c]! * pooledScale + youngerWeight * younger;
         const cost = growing + excessScale * scores[at + EXCESS + m]! + missWeight * (ownScale * scores[at + MISSES + m]! + priorSteps * prior);
         if (cost < bestCost) {
           bestCost = cost;

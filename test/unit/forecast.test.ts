@@ -4,7 +4,7 @@ import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
+import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
@@ -383,6 +383,39 @@ describe("ensemble overruns no candidate could avoid", () => {
     // The prior (the peers' level) is no candidate of the key's own: 5 GB stays out of reach under a 100 GB prior.
     const withPrior = run(5e9, () => 1e11);
     assert.equal(withPrior.after, withPrior.before, "an overrun only the prior would have covered leaves the price as it was");
+  });
+});
+
+describe("pooled overruns by age", () => {
+  it("classes keys by observations (1, 2–3, 4–7, … 2048 or more), one class where keys are pooled alone", () => {
+    const pool = new PooledMisses(0.9995);
+    assert.deepEqual([0, 1, 2, 3, 4, 7, 8, 1023, 1024, 2047, 2048, 1e9].map((n) => pool.ageOf(n)), [0, 0, 1, 1, 2, 2, 3, 9, 10, 10, 11, 11]);
+    assert.equal(new PooledMisses(0.9995, 1).ageOf(5000), 0);
+    for (const classes of [0, 13, 1.5, Number.NaN]) assert.throws(() => new PooledMisses(0.9995, classes), /age classes/);
+  });
+
+  it("counts a decision's steps and overruns in the class of the key's age when it was made", () => {
+    const options = defaultEnsembleOptions("mem");
+    const pool = new PooledMisses(options.missDecay);
+    const forecaster = new EnsembleForecaster(options, pool, new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("mem"));
+    // Steady 1 GB, then 1.5 GB at the eighth step: the decision before it was made with 7 observations
+    // (class 2), and is scored with 8 (class 3).
+    for (let i = 0; i < 8; i++) {
+      const ts = T0 + i * 60_000;
+      forecaster.limit(ts);
+      forecaster.observe(ts, i === 7 ? 1.5e9 : 1e9);
+    }
+    forecaster.limit(T0 + 8 * 60_000); // scores the eighth step
+    const { misses, steps } = pool.toState();
+    const sources = steps.length / AGE_CLASSES;
+    const candidates = misses.length / AGE_CLASSES;
+    const stepsOf = (age: number) => steps.slice(age * sources, (age + 1) * sources).reduce((a, b) => a + b, 0);
+    const missesOf = (age: number) => misses.slice(age * candidates, (age + 1) * candidates).reduce((a, b) => a + b, 0);
+    // Decisions at 1 (class 0), 2–3 (class 1) and 4–7 (class 2) observations were scored; none older.
+    assert.ok([0, 1, 2].every((age) => stepsOf(age) > 0), `steps by class ${[0, 1, 2, 3].map(stepsOf)}`);
+    assert.ok([3, 4, 11].every((age) => stepsOf(age) === 0));
+    assert.ok(missesOf(2) > 0, "the overrun counts in class 2");
+    assert.ok([0, 1, 3, 11].every((age) => missesOf(age) === 0), `overruns by class ${[0, 1, 2, 3].map(missesOf)}`);
   });
 });
 
