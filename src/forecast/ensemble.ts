@@ -447,13 +447,14 @@ export class EnsembleForecaster {
   /**
    * The highest limit any candidate drawn from the key's own history
    * holds under the decision in force. A usage above it is a miss no choice
-   * could have avoided (a container starting from nothing, a jump past
-   * every peak on record): it counts against no candidate and does not
-   * steer the overrun price, which otherwise winds up without bound on them
-   * and leaves only candidates that were not scored then (a model not yet
-   * trained) to choose from. The prior is left out: the peers' level, often
-   * far above a key's own, would make every such jump count (on the Alibaba
-   * trace it pushed the price up and GPU-memory slack from 0.380 to 0.407).
+   * of the key's own could have avoided (a container starting from nothing,
+   * a jump past every peak on record): it does not steer the overrun price,
+   * which otherwise winds up without bound on them. It still counts against
+   * every candidate it overran: that is what lets the prior, which may have
+   * covered it, win a young key over candidates that only look clean. The
+   * prior is left out of the reach: the peers' level, often far above a
+   * key's own, would make every such jump steer the price (on the Alibaba
+   * trace: GPU-memory slack from 0.380 to 0.407).
    */
   private reach = -Infinity;
 
@@ -695,7 +696,7 @@ export class EnsembleForecaster {
       scores[s * STRIDE + HELD] = source !== source ? Number.NaN : source > floor ? source : floor;
     }
     this.reach = this.highestLimit();
-    if (!this.decided && scores[PRIOR_AT * STRIDE + HELD]! > floor) this.chosen = PRIOR;
+    if (!this.decided) this.chooseFirst();
     if (Number.isNaN(scores[((this.chosen / MARGINS.length) | 0) * STRIDE + HELD]!)) this.chosen = CAUTIOUS; // its seasonal period faded
     this.decided = true;
     this.decidedAt = ts;
@@ -770,9 +771,6 @@ export class EnsembleForecaster {
     // The pool of the key's age when the decision scored was made.
     const age = pool.ageOf(this.observations - n);
     const ageCandidates = age * CANDIDATES;
-    // Steps above every candidate's limit (sorted last) count as nobody's overrun.
-    let covered = n;
-    while (covered > 0 && block[covered - 1]! > this.reach) covered--;
     for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
       const source = scores[at + HELD]!;
       if (source !== source) continue; // NaN: a seasonal source without a detected period
@@ -809,14 +807,44 @@ export class EnsembleForecaster {
         const above = n - low;
         if (above === 0) break;
         scores[at + EXCESS + m] = scores[at + EXCESS + m]! + (freshPerStep * (total - prefix[low]! - above * limit)) / excessScale;
-        const missed = covered - low;
-        if (missed <= 0) continue;
+        const missed = above;
         scores[at + MISSES + m] = scores[at + MISSES + m]! + missed / ownScale;
         const c = ageCandidates + s * MARGINS.length + m;
         poolMisses[c] = poolMisses[c]! + missed / poolScale;
       }
     }
     this.choose();
+  }
+
+  /**
+   * The first decision of a key, with no score of its own: the candidate of
+   * least slack (its limit less the newest usage) + price × the overrun
+   * rate keys of this age had, among the sources such keys were scored on.
+   * Until some were, the prior if there is one, else the cautious start.
+   */
+  private chooseFirst(): void {
+    const pool = this.pool;
+    const age = pool.ageOf(this.observations);
+    const price = this.price.value;
+    const usage = this.sources[0]!; // the shortest window ends at the newest value
+    const scores = this.scores;
+    let best = -1;
+    let bestCost = Infinity;
+    for (let s = 0, at = 0; s < SOURCES; s++, at += STRIDE) {
+      const held = scores[at + HELD]!;
+      const steps = pool.steps[age * SOURCES + s]!;
+      if (held !== held || !(steps > 0)) continue;
+      const perStep = pool.scale[age * SOURCES + s]! / steps;
+      for (let m = 0; m < MARGINS.length; m++) {
+        const c = s * MARGINS.length + m;
+        const cost = MARGINS[m]! * held - usage + price * pool.misses[age * CANDIDATES + c]! * perStep;
+        if (cost < bestCost) {
+          bestCost = cost;
+          best = c;
+        }
+      }
+    }
+    this.chosen = best >= 0 ? best : scores[PRIOR_AT * STRIDE + HELD]! > this.options.absoluteFloor ? PRIOR : CAUTIOUS;
   }
 
   /** The candidate of least cost, if it beats the one in use by the switch margin. */

@@ -420,6 +420,29 @@ describe("pooled overruns by age", () => {
 });
 
 describe("ensemble choice", () => {
+  it("makes a key's first decision by what keys of its age had: tight where young keys never overran", () => {
+    const options = defaultEnsembleOptions("mem");
+    const pool = new PooledMisses(options.missDecay);
+    const price = new OverrunPrice(options.targetMissRate, options.priceStep);
+    const key = () => new EnsembleForecaster(options, pool, price, histogramOptionsFor("mem"));
+    const firstLimit = (forecaster: EnsembleForecaster, ts: number) => {
+      forecaster.observe(ts, 1e9);
+      return forecaster.limit(ts + 60_000)!;
+    };
+    // The first key has no peers scored: the cautious start (its week's peak × 2).
+    assert.equal(firstLimit(key(), T0), 2e9);
+    // Fifty keys of three steady steps each: at their age nothing overran.
+    for (let k = 0; k < 50; k++) {
+      const forecaster = key();
+      for (let i = 0; i < 3; i++) {
+        const ts = T0 + (k * 3 + i) * 60_000;
+        forecaster.observe(ts, 1e9);
+        forecaster.limit(ts + 60_000);
+      }
+    }
+    assert.equal(firstLimit(key(), T0 + 200 * 60_000), 1e9, "a new key starts at its first step, no margin");
+  });
+
   it("judges a source that appears late by its slack per step, not by the little its short-memory averages have gathered", () => {
     // A wobbling key; at step 300 a prior appears at three times its usage and holds no overrun: its slack
     // is twice the usage, far more than the key's own candidates (a fifth of it), so it is never taken.
@@ -442,7 +465,7 @@ describe("ensemble scoring", () => {
   // The forecaster keeps slack per source and only overruns per candidate;
   // this recomputes every candidate's slack and overruns the plain way, from
   // the limits each decision held and the usage of the steps it held them.
-  // A step above every candidate's limit is nobody's overrun (it still counts in the slack's excess).
+  // A step above every candidate's limit counts against every candidate (only the price ignores it).
   for (const decisionMs of [0, 15 * 60_000]) {
     it(`gives every candidate the slack and overruns of its own limits (decisions every ${decisionMs / 60_000} min)`, () => {
       const options = defaultEnsembleOptions("mem", { decisionMs });
@@ -476,7 +499,7 @@ describe("ensemble scoring", () => {
                 const limit = source * margin;
                 const under = block.filter((u) => u <= limit);
                 slack[c] = slackKeep * (slack[c] ?? 0) + ((1 - slackKeep) * under.reduce((sum, u) => sum + (limit - u), 0)) / n;
-                misses[c] = missKeep * (misses[c] ?? 0) + block.filter((u) => u > limit && u <= reach).length;
+                misses[c] = missKeep * (misses[c] ?? 0) + block.filter((u) => u > limit).length;
               });
             });
             const { sources } = state;
@@ -500,7 +523,8 @@ describe("ensemble scoring", () => {
         block.push(usage(i));
       }
       assert.ok(compared > (decisionMs === 0 ? 300 : 100), `${compared} decisions compared`);
-      assert.ok(misses.some((m) => m > 0) && misses.some((m) => m === 0), "some candidates overran, some did not");
+      const counted = misses.filter((m) => m !== undefined);
+      assert.ok(Math.min(...counted) > 0 && Math.max(...counted) > 2 * Math.min(...counted), "every candidate overran (the jump), some far more often");
       assert.equal(beyondReach, 1, "one step was above every candidate");
     });
   }
