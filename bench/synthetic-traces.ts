@@ -4,7 +4,12 @@
 //                      (40 images × 60 users, a job's memory starting from
 //                      zero, ramping, growing, cycling or noisy);
 //   long-running.csv — 300 workloads of 2–30 h (20 images × 30 users:
-//                      steady, daily, spiky, leaking, on/off batch).
+//                      steady, daily, spiky, leaking, on/off batch);
+//   unique-same.csv  — 20,000 workloads of 20 one-minute steps, each its own
+//                      image and user (no history to learn from but the
+//                      peers'), all drawing CPU and memory from one uniform law;
+//   unique-spread.csv — the same, each at its own level (log-uniform over
+//                      three decades, ±20% from step to step).
 // `node dist/bench/synthetic-traces.js DIR`, then `augur backtest --trace DIR/short-jobs.csv …`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -101,6 +106,19 @@ function longRunning(): Row[] {
   return rows;
 }
 
+function uniquePairs(seed: number, spread: boolean): Row[] {
+  const r = seededRandom(seed);
+  const t0 = Date.UTC(2026, 0, 5);
+  const rows: Row[] = [];
+  for (let w = 0; w < 20_000; w++) {
+    const start = t0 + (w % 1000) * MINUTE;
+    const level = spread ? 10 ** (3 * r() - 2) : 1;
+    const draw = () => level * (spread ? 0.8 + 0.4 * r() : r());
+    for (let k = 0; k < 20; k++) rows.push([start + k * MINUTE, `u${w},img-u${w},user-u${w},${draw().toFixed(4)},${Math.round(1e9 * draw())}`]);
+  }
+  return rows;
+}
+
 const dir = process.argv[2];
 if (!dir) {
   console.error("usage: node dist/bench/synthetic-traces.js DIR");
@@ -109,3 +127,5 @@ if (!dir) {
 mkdirSync(dir, { recursive: true });
 write(join(dir, "short-jobs.csv"), shortJobs());
 write(join(dir, "long-running.csv"), longRunning());
+write(join(dir, "unique-same.csv"), uniquePairs(21, false));
+write(join(dir, "unique-spread.csv"), uniquePairs(22, true));
