@@ -96,6 +96,8 @@ export class Run extends EventEmitter {
   readonly done: Promise<RunExit>;
   private settle!: (exit: RunExit) => void;
   private fail!: (error: Error) => void;
+  /** The process augur spawned (the command once it has joined its cgroup and exec'd). */
+  private leader: ChildProcess | null = null;
 
   constructor(readonly status: RunStatus) {
     super();
@@ -117,6 +119,20 @@ export class Run extends EventEmitter {
 
   finish(exit: RunExit): void {
     this.settle(exit);
+  }
+
+  attach(child: ChildProcess): void {
+    this.leader = child;
+  }
+
+  /**
+   * Signals the process augur spawned, while it lives. Augur's own child,
+   * so safe to signal before it is in the run's cgroup: the join is the
+   * shell's first step, and a stop that comes sooner finds the cgroup empty.
+   */
+  signalLeader(signal: NodeJS.Signals): void {
+    const leader = this.leader;
+    if (leader && leader.exitCode === null && leader.signalCode === null) leader.kill(signal);
   }
 
   abort(error: Error): void {
@@ -318,6 +334,7 @@ export class Launcher {
       child.stdout?.on("data", keep);
       child.stderr?.on("data", keep);
     }
+    run.attach(child);
     run.status.pid = child.pid ?? null;
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
@@ -462,10 +479,15 @@ export class Launcher {
     }
   }
 
-  /** Stops a run: SIGTERM to its processes, SIGKILL to what is left after the grace period. */
+  /**
+   * Stops a run: SIGTERM to its processes (and to the one augur spawned,
+   * which may not have joined the cgroup yet), SIGKILL to what is left after
+   * the grace period.
+   */
   async stop(runId: string, graceSeconds = 5): Promise<void> {
     const run = this.runs.get(runId);
     if (!run || run.status.state !== "running") return;
+    run.signalLeader("SIGTERM");
     for (const pid of this.deps.cgroups.read(run.status.cgroup).pids) {
       try {
         this.processes.signal(pid, "SIGTERM");
@@ -475,7 +497,10 @@ export class Launcher {
     }
     const timeout = new Promise((resolve) => setTimeout(resolve, graceSeconds * 1000).unref());
     await Promise.race([run.done.catch(() => undefined), timeout]);
-    if (run.status.state === "running") this.processes.killCgroup(run.status.cgroup);
+    if (run.status.state === "running") {
+      this.processes.killCgroup(run.status.cgroup);
+      run.signalLeader("SIGKILL");
+    }
     await run.done.catch(() => undefined);
   }
 
