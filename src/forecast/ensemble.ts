@@ -110,7 +110,7 @@ const FEATURE_PERCENTILES = [0, 3, PERCENTILES.length, PERCENTILES.length + 3];
 const MAX_BLOCK = 4096;
 /** The longest peak window with the widest margin: where a key with no prior starts. */
 const CAUTIOUS = WINDOWS_MS.length * MARGINS.length - 1;
-/** The prior as it is: where a key with one starts (the limit it had before its first step). */
+/** The prior as it is: where a key with one starts while no key of its age has been scored (the limit it had before its first step). */
 const PRIOR = PRIOR_AT * MARGINS.length;
 
 /** Time of day and of week on the unit circle, kept for the last timestamp asked (keys share timestamps in a replay). */
@@ -405,9 +405,9 @@ export interface EnsembleLinks {
   /**
    * The key's prior at a time: the level its peers ran at (the hierarchy's
    * cold-start limit), NaN where there is none. Asked when the percentiles
-   * are refreshed; a key that has one starts from it and keeps it as a
-   * candidate, so a key that lives a few steps is not left to what those
-   * few steps say.
+   * are refreshed; a key keeps it as a candidate (and starts from it until
+   * keys of its age have been scored), so a key that lives a few steps is
+   * not left to what those few steps say.
    */
   prior?: ((ts: number) => number) | null;
 }
