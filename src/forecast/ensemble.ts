@@ -807,10 +807,9 @@ export class EnsembleForecaster {
         const above = n - low;
         if (above === 0) break;
         scores[at + EXCESS + m] = scores[at + EXCESS + m]! + (freshPerStep * (total - prefix[low]! - above * limit)) / excessScale;
-        const missed = above;
-        scores[at + MISSES + m] = scores[at + MISSES + m]! + missed / ownScale;
+        scores[at + MISSES + m] = scores[at + MISSES + m]! + above / ownScale;
         const c = ageCandidates + s * MARGINS.length + m;
-        poolMisses[c] = poolMisses[c]! + missed / poolScale;
+        poolMisses[c] = poolMisses[c]! + above / poolScale;
       }
     }
     this.choose();
