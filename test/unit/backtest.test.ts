@@ -308,6 +308,39 @@ describe("augur policy", () => {
   });
 });
 
+describe("augur cold starts", () => {
+  it("where every pair is new, picks the peers' quantile by cost and keeps the service level over first steps too", () => {
+    // 1,500 pairs, each its own image and user, one starting every minute for 20 one-minute steps at
+    // its own level (log-uniform over 0.01–10 cores, ±20%): the peers say little about a new pair.
+    const random = seededRandom(11);
+    const workloads = Array.from({ length: 1500 }, (_, k) => {
+      const level = 10 ** (-2 + 3 * random());
+      return {
+        workload: `w${k}`,
+        image: `i${k}`,
+        user: `u${k}`,
+        ts: Float64Array.from({ length: 20 }, (_, s) => T0 + (k + s) * MIN),
+        values: { cpu: Float64Array.from({ length: 20 }, () => level * (0.8 + 0.4 * random())) },
+        limits: {},
+      };
+    });
+    const result = replay({ name: "unique", rows: 30_000, rejected: [], workloads }, { policies: [augurPolicy()], resources: ["cpu"], sampleWorkloads: 1500 });
+    // First steps overrun more than later ones; they steer the overrun price too, so the whole stays near 0.3%.
+    assert.ok(result.scores.augur!.cpu!.violation_rate <= 0.004, `violations ${result.scores.augur!.cpu!.violation_rate}`);
+    // The service level's rule (P99.7 of the peers × 1.15) would start each pair above the peak of all its
+    // peers; by cost a late pair starts at about two thirds of it.
+    const byStart = [...result.series].sort((a, b) => a.points[0]!.ts - b.points[0]!.ts);
+    let peak = 0;
+    const ratios: number[] = [];
+    for (const series of byStart) {
+      if (peak > 0) ratios.push(series.points[0]!.limits.augur! / peak);
+      for (const point of series.points) peak = Math.max(peak, point.usage);
+    }
+    const late = ratios.slice(-300).sort((a, b) => a - b);
+    assert.ok(late[150]! < 0.9, `late first-step limits at ${late[150]} of the peers' peak`);
+  });
+});
+
 describe("augur backtest CLI", () => {
   it("writes RESULT.json with every metric and a self-contained report", () => {
     const { dir, cleanup } = tempDir();

@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
+import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir } from "../../src/forecast/global-model.js";
@@ -606,5 +607,47 @@ describe("augur-ensemble model", () => {
     state.resources.cpu.forecaster.version = 99;
     assert.throws(() => factory.restore(state), /version/);
     assert.throws(() => factory.restore({ resources: { bogus: {} } }), /unknown resource/);
+  });
+});
+
+describe("cold-start chooser", () => {
+  // Quantiles at a target of 0.003: 0.5 0.75 0.9 0.95 0.98 0.99 0.995 0.997 0.998 0.999 0.9995 1;
+  // their prior overrun rates max(1 − q, 0.003): 0.5 0.25 0.1 0.05 0.02 0.01 0.005 0.003 0.003 …
+  const limitsFor = (chooser: ColdStartChooser) => Float64Array.from(chooser.quantiles, (_, i) => i + 1);
+
+  it("starts at the service level's quantile; then takes the quantile of least slack + price × overrun rate", () => {
+    const chooser = new ColdStartChooser(0.003);
+    const service = chooser.quantiles.indexOf(0.997);
+    assert.equal(chooser.quantiles.length, 12);
+    assert.equal(chooser.choose(0), service, "nothing scored: the service level's quantile, whatever the price");
+    // Ten starts at 0.5 under limits 1, 2, …, 12: slack i + 0.5 per start, no overrun, so each rate is
+    // its prior × 100 / (w + 100), w = Σ 0.999^k (k < 10) = 9.955: × 0.90946.
+    for (let k = 0; k < 10; k++) chooser.score(limitsFor(chooser), 0.5);
+    assert.equal(chooser.choose(0), 0, "overruns free: the least slack");
+    // Price 100: a step up costs 1 of slack and saves 100 × 0.90946 × the fall of the prior:
+    // 22.7, 13.6, 4.5, 2.7 up to q = 0.98, then 0.91 < 1.
+    assert.equal(chooser.quantiles[chooser.choose(100)], 0.98);
+    // Price 1,000: the falls 0.01, 0.005, 0.002 still save 9.1, 4.5, 1.8 > 1; past 0.997 nothing falls.
+    assert.equal(chooser.choose(1000), service);
+  });
+
+  it("counts the overruns each quantile would have had", () => {
+    const chooser = new ColdStartChooser(0.003);
+    // Usage 3.5: limits 1, 2, 3 overrun every time (no slack), 4 leaves 0.5.
+    for (let k = 0; k < 2000; k++) chooser.score(limitsFor(chooser), 3.5);
+    assert.equal(chooser.choose(0), 0, "at no price an overrun costs nothing");
+    // Price 10: q = 0.5 costs ≈ 10 × its measured rate ≈ 10; q = 0.95 0.5 + 10 × 0.05 × 100 / (w + 100) < 1.
+    assert.equal(chooser.quantiles[chooser.choose(10)], 0.95);
+  });
+
+  it("refuses a target outside (0, 1) and ignores a usage or a limit table it cannot score", () => {
+    for (const target of [0, 1, -0.1, Number.NaN]) assert.throws(() => new ColdStartChooser(target), /target miss rate/);
+    const chooser = new ColdStartChooser(0.0005);
+    assert.ok(chooser.quantiles.includes(0.9995));
+    chooser.score(limitsFor(chooser), Number.NaN);
+    chooser.score(limitsFor(chooser), -1);
+    chooser.score(limitsFor(chooser), Infinity);
+    chooser.score(new Float64Array(3), 0.5);
+    assert.equal(chooser.choose(0), chooser.quantiles.indexOf(0.9995), "nothing was scored");
   });
 });

@@ -3,6 +3,7 @@ import { isResource, type Resource } from "../../core/types.js";
 import { userFactor } from "../../core/user-factor.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
 import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type GlobalLearner } from "../../forecast/ensemble.js";
+import { COLD_START_MARGIN, ColdStartChooser } from "../../forecast/cold-start.js";
 import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "../../forecast/global-model.js";
 import type { BacktestPolicy, PairRef } from "../policy.js";
 
@@ -45,8 +46,8 @@ const RETRAINING = { ...TRAINING, steps: 100 };
  * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
  * no history start from the (image, *) level scaled by the user's factor,
  * then (*, user), then (*, *)
- * (a high quantile of what those ran, with the same service level), then
- * the trace's limit or the default. Overrun rates are pooled over all pairs, so a
+ * (a quantile of what those ran, chosen by cost over all pairs' first
+ * steps), then the trace's limit or the default. Overrun rates are pooled over all pairs, so a
  * young pair borrows evidence from its peers.
  */
 export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
@@ -118,23 +119,50 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   };
 
   /**
-   * What the pair's peers ran: a high quantile (the service level's) of the
-   * first level with usage from pairs other than this one, × 1.15; (image, *)
-   * is scaled by the user's factor, (*, user) and (*, *) are the user's or
-   * everyone's own level. NaN when no level has any. The limit of a pair
-   * with no history, and its forecaster's prior after.
+   * The first fallback level with usage from pairs other than this one, and
+   * its scale: (image, *) by the user's factor, (*, user) and (*, *) as
+   * they are. Null when no level has any.
+   */
+  const peersOf = (pair: PairRef, resource: Resource, ts: number): { usage: DecayingHistogram; scale: number } | null => {
+    const levels = pairLevels(pair, resource);
+    for (let l = 0; l < levels.length; l++) {
+      const { usage, sole } = levels[l]!;
+      if (usage.isEmpty() || sole === pair.id) continue;
+      return { usage, scale: COLD_START_MARGIN * (l === 0 ? userFactorOf(pair, resource, ts) : 1) };
+    }
+    return null;
+  };
+
+  /**
+   * What the pair's peers ran: a high quantile (the service level's) of
+   * their level × 1.15 (NaN when no level has any): the forecaster's prior
+   * once the pair has a history of its own.
    */
   const quantiles = new Map<Resource, number>();
   const peerLevel = (pair: PairRef, resource: Resource, ts: number): number => {
     let quantile = quantiles.get(resource);
     if (quantile === undefined) quantiles.set(resource, (quantile = 1 - optionsFor(resource).targetMissRate));
-    const levels = pairLevels(pair, resource);
-    for (let l = 0; l < levels.length; l++) {
-      const { usage, sole } = levels[l]!;
-      if (usage.isEmpty() || sole === pair.id) continue;
-      return usage.percentile(quantile) * 1.15 * (l === 0 ? userFactorOf(pair, resource, ts) : 1);
-    }
-    return Number.NaN;
+    const peers = peersOf(pair, resource, ts);
+    return peers ? peers.usage.percentile(quantile) * peers.scale : Number.NaN;
+  };
+
+  /**
+   * A pair with no history starts at the quantile of its peers' level its
+   * resource's chooser picks (`ColdStartChooser`); the limits every quantile
+   * would have set are kept until the pair's first step scores them.
+   */
+  const coldStarts = new Map<Resource, { chooser: ColdStartChooser; starts: Array<{ ts: number; limits: Float64Array } | undefined> }>();
+  const coldStart = (pair: PairRef, resource: Resource, ts: number): number => {
+    const peers = peersOf(pair, resource, ts);
+    if (!peers) return Number.NaN;
+    let cold = coldStarts.get(resource);
+    if (!cold) coldStarts.set(resource, (cold = { chooser: new ColdStartChooser(optionsFor(resource).targetMissRate), starts: [] }));
+    const { chooser } = cold;
+    const start = (cold.starts[pair.id] ??= { ts, limits: new Float64Array(chooser.quantiles.length) });
+    start.ts = ts;
+    peers.usage.percentiles(chooser.quantiles, start.limits);
+    for (let i = 0; i < start.limits.length; i++) start.limits[i] = start.limits[i]! * peers.scale;
+    return start.limits[chooser.choose(prices.get(resource)?.value ?? Number.NaN)]!;
   };
 
   const forecaster = (pair: PairRef, resource: Resource): EnsembleForecaster => {
@@ -180,11 +208,21 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     limit(pair, resource, ts, fallback) {
       const own = forecaster(pair, resource).limit(ts);
       if (own !== null) return own;
-      const level = peerLevel(pair, resource, ts);
+      const level = coldStart(pair, resource, ts);
       return Number.isNaN(level) ? fallback : level;
     },
-    observe(pair, resource, ts, usage) {
+    observe(pair, resource, ts, usage, _workload, limit) {
       forecaster(pair, resource).observe(ts, usage);
+      const cold = coldStarts.get(resource);
+      const start = cold?.starts[pair.id];
+      if (start) {
+        if (start.ts === ts) {
+          // A first step (of each workload the pair started with): scored for the chooser, and an
+          // overrun of it steers the price like any other decided step.
+          cold!.chooser.score(start.limits, usage);
+          prices.get(resource)?.update(usage > limit);
+        } else cold!.starts[pair.id] = undefined;
+      }
       if (learn) {
         const l = learner(resource);
         const due = l.model === null ? l.reservoir.size >= FIRST_TRAINING_EXAMPLES : l.reservoir.seen - l.trainedAt >= RETRAIN_EVERY_EXAMPLES;
