@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
@@ -47,6 +47,26 @@ describe("trace adapters", () => {
     assert.ok(first.values.gpu_util!.every((v) => Number.isNaN(v) || (v >= 0 && v <= 1)));
     assert.ok(first.values.gpu_mem!.some((v) => v > 1e9));
     assert.deepEqual(trace.unitless, ["mem"]);
+  });
+
+  it("reads the Alibaba metric files that are there, gzipped or as published, and refuses a directory with none", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // Only GPU memory, as the upstream tarball extracts it (plain CSV, its own column order).
+      writeFileSync(join(dir, "pod_gpu_memory_used_bytes_anon.csv"), "timestamp_anon,value,container_ip\n1662858720.0,2e10,abc\n1662858777.0,2.1e10,abc\n");
+      writeFileSync(join(dir, "qps.csv"), "timestamp_anon,value,container_ip,request_type\n1662858720.0,3,abc,x\n");
+      const trace = loadAlibabaGenai(dir);
+      assert.equal(trace.workloads.length, 1);
+      assert.deepEqual(Object.keys(trace.workloads[0]!.values), ["gpu_mem"]);
+      assert.deepEqual([...trace.workloads[0]!.values.gpu_mem!], [2e10, 2.1e10]);
+      assert.deepEqual(trace.unitless, [], "no container-memory fraction in this trace");
+      const empty = join(dir, "empty");
+      mkdirSync(empty);
+      writeFileSync(join(empty, "qps.csv"), "timestamp_anon,value,container_ip,request_type\n");
+      assert.throws(() => loadAlibabaGenai(empty), /no Alibaba GenAI metric file \(pod_gpu_duty_cycle_anon\.csv\[\.gz\]/);
+    } finally {
+      cleanup();
+    }
   });
 
   it("rejects hostile canonical rows with a reason each, and keeps the good ones", () => {

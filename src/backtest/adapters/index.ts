@@ -1,4 +1,5 @@
 import { parse } from "csv-parse/sync";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ValidationError, errorMessage } from "../../core/errors.js";
 import { validateId } from "../../core/keys.js";
@@ -143,16 +144,22 @@ export function loadBitbrains(path: string): Trace {
  */
 export function loadAlibabaGenai(path: string): Trace {
   const rejects = new RejectLog();
-  const resources: Resource[] = ["gpu_util", "gpu_mem", "mem"];
   const dir = traceFiles(path).length > 1 || !/\.csv(\.gz)?$/.test(path) ? path : path.slice(0, path.lastIndexOf("/"));
-  const files: Array<[Resource, string, (v: number) => number]> = [
-    ["gpu_util", "pod_gpu_duty_cycle_anon.csv.gz", (v) => v / 100],
-    ["gpu_mem", "pod_gpu_memory_used_bytes_anon.csv.gz", (v) => v],
-    ["mem", "pod_memory_util_anon.csv.gz", (v) => Math.max(0, v)],
+  // Each metric's file as published (a .csv in a .tar.gz) or gzipped; a metric whose file is absent is not in the trace.
+  const metrics: Array<[Resource, string, (v: number) => number]> = [
+    ["gpu_util", "pod_gpu_duty_cycle_anon", (v) => v / 100],
+    ["gpu_mem", "pod_gpu_memory_used_bytes_anon", (v) => v],
+    ["mem", "pod_memory_util_anon", (v) => Math.max(0, v)],
   ];
+  const present = new Set(existsSync(dir) && statSync(dir).isDirectory() ? readdirSync(dir) : []);
+  const files = metrics.flatMap(([resource, name, convert]) => {
+    const found = [`${name}.csv.gz`, `${name}.csv`].find((file) => present.has(file));
+    return found ? [[resource, join(dir, found), convert] as const] : [];
+  });
+  if (files.length === 0) throw new ValidationError(`${dir}: no Alibaba GenAI metric file (${metrics.map(([, name]) => `${name}.csv[.gz]`).join(", ")})`);
+  const resources = files.map(([resource]) => resource);
   const joined = new Map<string, Map<number, Partial<Record<Resource, number>>>>();
-  for (const [resource, name, convert] of files) {
-    const file = join(dir, name);
+  for (const [resource, file, convert] of files) {
     const rows = parseCsv(readText(file), file);
     const header = (rows[0] ?? []).map((h) => h.trim());
     const at = { value: header.indexOf("value"), ts: header.indexOf("timestamp_anon"), ip: header.indexOf("container_ip") };
@@ -184,7 +191,7 @@ export function loadAlibabaGenai(path: string): Trace {
     builders.set(ip, builder);
     for (const [ts, values] of byTs) builder.push(ts, values, Number.NaN, values.mem !== undefined ? 1 : Number.NaN);
   }
-  return { ...finish(dir, builders, rejects), unitless: ["mem"] };
+  return { ...finish(dir, builders, rejects), unitless: resources.includes("mem") ? ["mem"] : [] };
 }
 
 export function loadTrace(path: string, format: TraceFormat): Trace {
