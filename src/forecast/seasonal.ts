@@ -8,26 +8,56 @@ export const SEASONAL_LAGS_HOURS = [24, 168] as const;
 /** Autocorrelation from which a period is believed (a moderate, common choice). */
 const ACF_THRESHOLD = 0.3;
 
+/** Hours a profile's ring holds at first; it doubles as the series spans more, up to HOURS_KEPT. */
+const FIRST_HOURS = 4;
+
 export class SeasonalProfile {
-  /** Per hour slot: its peak (NaN: no sample), sum and count, side by side (one cache line per step). */
-  private readonly hours = new Float64Array(HOURS_KEPT * 3);
+  /**
+   * A ring of hour slots: per slot its peak (NaN: no sample), sum and
+   * count, side by side (one cache line per step). It holds every hour
+   * from the first to the current one, up to HOURS_KEPT: a key that lives
+   * an hour takes a few slots, not eight days' worth.
+   */
+  private hours = SeasonalProfile.ring(FIRST_HOURS);
   private currentHour = Number.NaN;
   private firstHour = Number.NaN;
   private lastDetectionHour = Number.NaN;
   readonly detected = SEASONAL_LAGS_HOURS.map(() => false);
 
-  constructor() {
-    for (let s = 0; s < HOURS_KEPT; s++) this.hours[3 * s] = Number.NaN;
+  private static ring(slots: number): Float64Array {
+    const hours = new Float64Array(slots * 3);
+    for (let s = 0; s < slots; s++) hours[3 * s] = Number.NaN;
+    return hours;
   }
 
   private slot(hour: number): number {
-    return ((hour % HOURS_KEPT) + HOURS_KEPT) % HOURS_KEPT;
+    const slots = this.hours.length / 3;
+    return ((hour % slots) + slots) % slots;
+  }
+
+  /** Grows the ring to hold the hours from the first to `hour` (up to HOURS_KEPT), each kept hour in its new slot. */
+  private widen(hour: number): void {
+    const slots = this.hours.length / 3;
+    const span = hour - this.firstHour + 1;
+    if (span <= slots || slots >= HOURS_KEPT) return;
+    const old = this.hours;
+    const oldSlot = (h: number) => 3 * (((h % slots) + slots) % slots);
+    this.hours = SeasonalProfile.ring(Math.min(HOURS_KEPT, Math.max(2 * slots, span)));
+    // Every hour from the first to the current one is in the old ring (it held the whole span so far).
+    for (let h = this.firstHour; h <= this.currentHour; h++) {
+      const from = oldSlot(h);
+      const to = 3 * this.slot(h);
+      this.hours[to] = old[from]!;
+      this.hours[to + 1] = old[from + 1]!;
+      this.hours[to + 2] = old[from + 2]!;
+    }
   }
 
   push(ts: number, value: number): void {
     const hour = Math.floor(ts / HOUR);
     if (Number.isNaN(this.currentHour)) this.firstHour = this.currentHour = hour - 1;
     if (hour < this.currentHour) return; // an old sample: hours behind us are settled
+    if (hour > this.currentHour) this.widen(hour);
     for (let h = this.currentHour + 1; h <= hour && h - this.currentHour <= HOURS_KEPT; h++) {
       const s = this.slot(h);
       this.hours[3 * s] = Number.NaN;
@@ -47,8 +77,14 @@ export class SeasonalProfile {
     }
   }
 
+  /** One field of every slot in the saved layout (HOURS_KEPT slots, hour h at h mod HOURS_KEPT), whatever the ring's size. */
   private column(field: number): number[] {
-    return Array.from({ length: HOURS_KEPT }, (_, s) => this.hours[3 * s + field]!);
+    const slots = this.hours.length / 3;
+    if (slots === HOURS_KEPT) return Array.from({ length: HOURS_KEPT }, (_, s) => this.hours[3 * s + field]!);
+    const column = new Array<number>(HOURS_KEPT).fill(field === 0 ? Number.NaN : 0);
+    // A ring short of HOURS_KEPT holds exactly the hours from the first to the current one.
+    for (let h = this.firstHour; h <= this.currentHour; h++) column[((h % HOURS_KEPT) + HOURS_KEPT) % HOURS_KEPT] = this.hours[3 * this.slot(h) + field]!;
+    return column;
   }
 
   /** Peak within ±1 hour of the same time one period ago; NaN when the period is not detected or not covered. */
@@ -78,6 +114,7 @@ export class SeasonalProfile {
 
   static fromState(state: SeasonalState): SeasonalProfile {
     const profile = new SeasonalProfile();
+    profile.hours = SeasonalProfile.ring(HOURS_KEPT);
     const hourly = { length: HOURS_KEPT };
     if (typeof state !== "object" || state === null || !isNumberArray(state.peak, { ...hourly, nullable: true }) || !isNumberArray(state.sum, hourly) || !isNumberArray(state.count, hourly)) {
       throw new RangeError(`seasonal state must hold ${HOURS_KEPT} hourly peaks, sums and counts`);

@@ -52,6 +52,31 @@ describe("seasonal profile", () => {
     assert.throws(() => SeasonalProfile.fromState(null as never), /seasonal state/);
   });
 
+  it("answers exactly as a profile that held eight days of slots from the start, through growth, gaps and late samples", () => {
+    // The restored profile holds every slot (the saved layout); a new one grows its ring with the series.
+    const random = seededRandom(21);
+    for (let run = 0; run < 20; run++) {
+      const growing = new SeasonalProfile();
+      const full = SeasonalProfile.fromState(new SeasonalProfile().toState());
+      let t = T0 + Math.floor(random() * 48) * HOUR + Math.floor(random() * HOUR);
+      for (let step = 0; step < 4000; step++) {
+        const roll = random();
+        // Mostly 5-minute steps; now and then a gap of hours or days (past eight days too), or a sample from the past.
+        t += roll < 0.97 ? 5 * 60_000 : roll < 0.985 ? Math.floor(random() * 30) * HOUR : roll < 0.99 ? Math.floor(random() * 10 * 24) * HOUR : -Math.floor(random() * 3) * HOUR;
+        const value = ((t / HOUR) % 24 < 8 ? 5 : 1) + random();
+        growing.push(t, value);
+        full.push(t, value);
+        if (step % 50 === 0 || roll >= 0.97) {
+          assert.deepEqual(growing.detected, full.detected, `run ${run} step ${step}: detected`);
+          for (const ask of [t, t + HOUR, t + 24 * HOUR, t + 168 * HOUR, t - 30 * HOUR]) {
+            for (const lag of [0, 1]) assert.ok(Object.is(growing.peakAround(ask, lag), full.peakAround(ask, lag)), `run ${run} step ${step}: peak around ${ask}, lag ${lag}`);
+          }
+          assert.deepEqual(growing.toState(), full.toState(), `run ${run} step ${step}: saved state`);
+        }
+      }
+    }
+  });
+
   it("computes autocorrelation, skipping gaps", () => {
     assert.ok(Math.abs(autocorrelation([1, 2, 1, 2, 1, 2, 1, 2], 2) - 0.75) < 1e-9);
     assert.equal(autocorrelation([5, 5, 5], 1), 0);
