@@ -1,4 +1,5 @@
 import type { Resource } from "../core/types.js";
+import type { BlockMeans } from "./blocks.js";
 
 export const ANOMALY_TYPES = ["memory_leak", "cpu_runaway", "spike", "miner", "network_burst", "never_seen"] as const;
 export type AnomalyType = (typeof ANOMALY_TYPES)[number];
@@ -26,6 +27,8 @@ export interface DetectorView {
   memoryLimit: number | null;
   /** The (image, user) profile's expected maximum, where a live profile exists. */
   profileMax(resource: Resource): number | null;
+  /** Block means of the longer past, for the resources that keep them (memory); null for others. */
+  blocks(resource: Resource): BlockMeans | null;
 }
 
 export interface Finding {
@@ -36,6 +39,8 @@ export interface Finding {
   severity: Severity;
   /** Index into `ts` of the step where the anomaly began (0 = oldest kept). */
   startIndex: number;
+  /** Where the evidence began before the steps kept (a trend over hours): the event's start, in place of `startIndex`'s. */
+  startTs?: number;
   message: string;
 }
 

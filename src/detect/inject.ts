@@ -17,6 +17,9 @@ export interface InjectOptions {
 }
 
 
+/** Steps a slow leak's ramp lasts. */
+const SLOW_LEAK_STEPS = { min: 72, max: 144 };
+
 interface History {
   cpuMax: number;
   idleShare: number;
@@ -118,7 +121,7 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
   const durations: Record<AnomalyType, number> = { miner: 12, cpu_runaway: 12, memory_leak: 24, spike: 1, network_burst: 3, never_seen: 6 };
   for (const series of trace.workloads) {
     const n = series.ts.length;
-    const longest = 24 + 2;
+    const longest = SLOW_LEAK_STEPS.max + 2;
     if (n < options.minHistorySteps + longest + 1 || random() >= options.rate) continue;
     const start = options.minHistorySteps + Math.floor(random() * (n - options.minHistorySteps - longest));
     const h = history(series, start, earlier.get(series.workload));
@@ -152,14 +155,21 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
       case "memory_leak": {
         const mem = column(series, "mem");
         const base = Number.isNaN(mem[start - 1]!) ? h.memMax : mem[start - 1]!;
-        const slope = Math.max((1.4 * h.memMax - base) / 3, 0.02 * h.memMax);
+        // Half the leaks are fast (past 1.4 × the most-ever in three steps, then on), half slow: the
+        // working set as it was, noise and all, plus a ramp that adds 0.8–1.5 × the most-ever over
+        // 72–144 steps (6–12 hours of 5-minute steps).
+        const slow = random() < 0.5;
+        const rise = between(0.8, 1.5) * h.memMax;
+        if (slow) end = start + Math.round(between(SLOW_LEAK_STEPS.min, SLOW_LEAK_STEPS.max)) - 1;
+        const slope = slow ? rise / (end - start + 1) : Math.max((1.4 * h.memMax - base) / 3, 0.02 * h.memMax);
         for (let k = 1; start + k - 1 <= end; k++) {
-          const value = base + slope * k;
+          const i = start + k - 1;
+          const value = (slow ? (Number.isNaN(mem[i]!) ? base : mem[i]!) : base) + slope * k;
           if (h.memoryLimit !== null && value >= h.memoryLimit) {
-            end = start + k - 2; // it would be OOM-killed here
+            end = i - 1; // it would be OOM-killed here
             break;
           }
-          mem[start + k - 1] = value;
+          mem[i] = value;
         }
         break;
       }

@@ -1,13 +1,19 @@
 import { expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
 import { mannKendall, theilSen } from "./stats.js";
 
+/** Hourly means before a slow trend that it is compared with, at least (a day). */
+const MIN_REFERENCE_BLOCKS = 24;
+
 /**
  * Memory leak: a sustained upward trend (Mann–Kendall, one-sided, over the
  * last `window` steps, the last `rising` of them each above the one before)
  * that has carried the working set past `factor` × anything the workload
- * (or its profile) held before, rising fast enough to matter. The Theil–Sen slope projects when it hits
- * its memory limit; under an hour is critical.
+ * (or its profile) held before, rising fast enough to matter; or the same
+ * over the hourly means of the last `trendBlocks` hours against the highest
+ * hourly mean before them (a slow leak, see `slow`). The Theil–Sen slope
+ * projects when it hits its memory limit; under an hour is critical.
  */
+
 export class LeakDetector implements Detector {
   readonly type = "memory_leak" as const;
   constructor(
@@ -17,9 +23,17 @@ export class LeakDetector implements Detector {
     private readonly pValue = 0.05,
     /** The last `rising` steps must add at least this share of the most-ever (a leak, not slow cache growth). */
     private readonly minRiseShare = 0.2,
+    /** Hourly means a slow leak's trend is judged over, and the p-value it must reach. */
+    private readonly trendBlocks = 8,
+    private readonly slowPValue = 0.01,
   ) {}
 
   check(view: DetectorView): Finding | null {
+    return this.fast(view) ?? this.slow(view);
+  }
+
+  /** A leak that outruns the working set's own noise: past the most-ever within a few steps. */
+  private fast(view: DetectorView): Finding | null {
     const values = last(view, "mem", this.window);
     if (values.length < this.window || values.some((v) => Number.isNaN(v))) return null;
     const tail = values.slice(-this.rising - 1);
@@ -46,6 +60,57 @@ export class LeakDetector implements Detector {
       startIndex: view.ts.length - values.length + start,
       message:
         `memory rising ${(slopePerMs * 60_000).toPrecision(3)} bytes/min (Mann–Kendall p=${trend.pUp.toPrecision(2)}), now ${current.toPrecision(4)} against a most-ever of ${expected.toPrecision(4)}` +
+        (msToLimit !== null ? `; reaches its limit in ${(msToLimit / 60_000).toFixed(0)} min` : ""),
+    };
+  }
+
+  /**
+   * A slow leak (a few percent an hour, under the step-to-step noise): the
+   * hourly means of the last `trendBlocks` hours rise (Mann–Kendall,
+   * one-sided, p ≤ `slowPValue`; the last `rising` each above the one
+   * before) to `factor` × the highest hourly mean before them, having
+   * added `minRiseShare` of it. The per-step baseline cannot see one: it
+   * learns each step a look-back after it, so it rises along with the leak.
+   */
+  private slow(view: DetectorView): Finding | null {
+    const blocks = view.blocks("mem");
+    if (!blocks) return null;
+    const { means, ends } = blocks;
+    const w = this.trendBlocks;
+    // A day of hours before the trend, at least, to compare it with.
+    if (means.length < w + MIN_REFERENCE_BLOCKS && blocks.before === -Infinity) return null;
+    const trend = means.slice(-w);
+    if (trend.some((v) => Number.isNaN(v))) return null;
+    // Still rising, hour after hour, at half the window's pace at least: a level that jumped and
+    // then held has one or two steep hours among flat ones.
+    const pace = (trend[w - 1]! - trend[0]!) / (w - 1);
+    for (let i = w - this.rising; i < w; i++) if (!(trend[i]! - trend[i - 1]! >= pace / 2)) return null;
+    let reference = blocks.before;
+    for (let i = 0; i < means.length - w; i++) if (means[i]! > reference) reference = means[i]!;
+    const profile = view.profileMax("mem");
+    if (profile !== null && profile > reference) reference = profile;
+    const current = trend[w - 1]!;
+    if (!(reference > 0) || current <= reference * this.factor || current - trend[0]! < reference * this.minRiseShare) return null;
+    const test = mannKendall(trend);
+    if (test.pUp > this.slowPValue) return null;
+    const slopePerMs = theilSen(trend, ends.slice(-w));
+    if (!(slopePerMs > 0)) return null;
+    const limit = view.memoryLimit;
+    const now = view.recent("mem")[view.ts.length - 1]!;
+    const level = Number.isNaN(now) ? current : Math.max(now, current);
+    const msToLimit = limit !== null && limit > level ? (limit - level) / slopePerMs : null;
+    return {
+      resource: "mem",
+      observed: current,
+      expected: reference,
+      score: -Math.log10(Math.max(test.pUp, 1e-12)),
+      severity: msToLimit !== null && msToLimit < 3_600_000 ? "critical" : "warning",
+      // It began before the steps kept: at the trend's first hour at the latest.
+      startIndex: 0,
+      startTs: ends[ends.length - w]! - (ends[ends.length - 1]! - ends[ends.length - 2]!),
+      message:
+        `memory rising slowly, ${(slopePerMs * 3_600_000).toPrecision(3)} bytes/h over ${w} hourly means (Mann–Kendall p=${test.pUp.toPrecision(2)}), ` +
+        `now ${current.toPrecision(4)} against an hourly most-ever of ${reference.toPrecision(4)}` +
         (msToLimit !== null ? `; reaches its limit in ${(msToLimit / 60_000).toFixed(0)} min` : ""),
     };
   }

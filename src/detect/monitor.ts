@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { Resource } from "../core/types.js";
+import { BlockMeans } from "./blocks.js";
 import { gpuCapacity, type AnomalyType, type Baseline, type Detector, type DetectorView, type Severity } from "./detector.js";
 import { createDetectors } from "./registry.js";
 
@@ -21,6 +22,9 @@ export const detectConfig = z
 export type DetectConfig = z.infer<typeof detectConfig>;
 
 const RESOURCES: Resource[] = ["cpu", "mem", "net_rx", "net_tx", "disk_read", "disk_write", "gpu_util", "gpu_mem"];
+/** Steps per block of the slow view (an hour of 5-minute steps) and blocks kept (two days). */
+const BLOCK_STEPS = 12;
+const BLOCKS_KEPT = 48;
 
 /** One anomaly as it leaves the detector: the fields of the Anomaly schema. */
 export interface AnomalyEvent {
@@ -67,6 +71,8 @@ export class WorkloadMonitor {
   private readonly values = new Map<Resource, number[]>();
   private readonly anomalous = new Map<Resource, boolean[]>();
   private readonly baselines = new Map<Resource, Baseline>();
+  /** Hourly (12-step) means of the working set over the last two days, and the highest before: slow leaks. */
+  private readonly memoryBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
   private readonly episodes = new Map<AnomalyType, Episode>();
   /** Step at which the last episode of each type closed. */
   private readonly closed = new Map<AnomalyType, { at: number; peak: number }>();
@@ -109,6 +115,7 @@ export class WorkloadMonitor {
       this.values.get(resource)!.push(value === undefined || !Number.isFinite(value) ? Number.NaN : value);
       this.anomalous.get(resource)!.push(false);
     }
+    this.memoryBlocks.push(step.ts, this.values.get("mem")![this.values.get("mem")!.length - 1]!);
     this.steps++;
     const keep = this.config.recentSteps;
     // The step that falls out of the look-back window is learned (unless it was anomalous).
@@ -129,6 +136,7 @@ export class WorkloadMonitor {
       cpuCapacity: this.cpuCapacity,
       memoryLimit: this.memoryLimit,
       profileMax: this.profileMax,
+      blocks: (resource) => (resource === "mem" ? this.memoryBlocks : null),
     };
     const events: AnomalyEvent[] = [];
     const now = this.ts.length - 1;
@@ -161,7 +169,7 @@ export class WorkloadMonitor {
         resource: finding.resource,
         observed: finding.observed,
         expected: finding.expected,
-        startTs: this.ts[Math.max(0, finding.startIndex)]!,
+        startTs: finding.startTs ?? this.ts[Math.max(0, finding.startIndex)]!,
         detectedTs: this.ts[now]!,
         message: finding.message,
       });

@@ -35,7 +35,11 @@ export function detectTrace(trace: Trace, config: DetectConfig, options: { histo
  * image's workloads (and at least 3) show the same anomaly on the same
  * resource within `windowMs`, the image changed (a deploy, a new model, a traffic
  * shift); none of them left *its* profile. Peer-group comparison, the usual
- * guard against fleet-wide false alarms. Never-seen use is always reported.
+ * guard against fleet-wide false alarms. Two findings of trends that both
+ * span longer than the window (a slow rise over hours) are at once when
+ * their detections are within the shorter of the two spans: a fleet drifting
+ * together is found by each workload some hours apart. Never-seen use is
+ * always reported.
  */
 export function suppressFleetWide(events: AnomalyEvent[], fleet: Map<string, number>, windowMs: number, share: number): AnomalyEvent[] {
   const groups = new Map<string, AnomalyEvent[]>();
@@ -51,11 +55,11 @@ export function suppressFleetWide(events: AnomalyEvent[], fleet: Map<string, num
   for (const group of groups.values()) {
     group.sort((a, b) => a.detectedTs - b.detectedTs);
     const needed = Math.max(3, Math.ceil(share * (fleet.get(group[0]!.image) ?? 1)));
-    let from = 0;
-    for (let to = 0; to < group.length; to++) {
-      while (group[to]!.detectedTs - group[from]!.detectedTs > windowMs) from++;
-      const inWindow = group.slice(from, to + 1);
-      if (new Set(inWindow.map((e) => e.workload)).size >= needed) for (const event of inWindow) dropped.add(event);
+    const span = (event: AnomalyEvent) => event.detectedTs - event.startTs;
+    for (const event of group) {
+      // The findings up to this one, back to its window (the earlier detections of what it joins).
+      const together = group.filter((other) => other.detectedTs <= event.detectedTs && event.detectedTs - other.detectedTs <= Math.max(windowMs, Math.min(span(event), span(other))));
+      if (new Set(together.map((e) => e.workload)).size >= needed) for (const other of together) dropped.add(other);
     }
   }
   return events.filter((event) => !dropped.has(event));
