@@ -3,6 +3,9 @@ import { mannKendall, theilSen } from "./stats.js";
 
 /** Hourly means before a slow trend that it is compared with, at least (a day). */
 const MIN_REFERENCE_BLOCKS = 24;
+/** A slow rise this close to the memory limit (at its pace) needs only clear the hourly most-ever by NEAR_LIMIT_FACTOR. */
+const NEAR_LIMIT_MS = 2 * 3_600_000;
+const NEAR_LIMIT_FACTOR = 1.1;
 
 /**
  * Memory leak: a sustained upward trend (Mann–Kendall, one-sided, over the
@@ -68,8 +71,9 @@ export class LeakDetector implements Detector {
    * A slow leak (a few percent an hour, under the step-to-step noise): the
    * hourly means of the last `trendBlocks` hours rise (Mann–Kendall,
    * one-sided, p ≤ `slowPValue`; the last `rising` each above the one
-   * before) to `factor` × the highest hourly mean before them, having
-   * added `minRiseShare` of it. The per-step baseline cannot see one: it
+   * before) to `factor` × the highest hourly mean before them (1.1 × where
+   * the trend reaches the memory limit within two hours), having added
+   * `minRiseShare` of it. The per-step baseline cannot see one: it
    * learns each step a look-back after it, so it rises along with the leak.
    */
   private slow(view: DetectorView): Finding | null {
@@ -90,7 +94,7 @@ export class LeakDetector implements Detector {
     const profile = view.profileMax("mem");
     if (profile !== null && profile > reference) reference = profile;
     const current = trend[w - 1]!;
-    if (!(reference > 0) || current <= reference * this.factor || current - trend[0]! < reference * this.minRiseShare) return null;
+    if (!(reference > 0) || current <= reference * NEAR_LIMIT_FACTOR || current - trend[0]! < reference * this.minRiseShare) return null;
     const test = mannKendall(trend);
     if (test.pUp > this.slowPValue) return null;
     const slopePerMs = theilSen(trend, ends.slice(-w));
@@ -99,6 +103,10 @@ export class LeakDetector implements Detector {
     const now = view.recent("mem")[view.ts.length - 1]!;
     const level = Number.isNaN(now) ? current : Math.max(now, current);
     const msToLimit = limit !== null && limit > level ? (limit - level) / slopePerMs : null;
+    // Past 1.3 × the hourly most-ever; or, where the limit is near, past it at all: a leak that
+    // started close to its limit is OOM-killed long before it gets that far.
+    const nearLimit = msToLimit !== null && msToLimit < NEAR_LIMIT_MS;
+    if (current <= reference * this.factor && !nearLimit) return null;
     return {
       resource: "mem",
       observed: current,

@@ -105,6 +105,18 @@ describe("detectors on a workload's steps", () => {
     assert.deepEqual(run(noisy, (k) => ({ mem: 2 * noisy(700 + k).mem }), { length: 300, total: 1000 }), [], "a level shift");
   });
 
+  it("finds a slow leak that started near the memory limit before it gets there", () => {
+    // 12 GiB ± 1 GiB of a 16 GiB limit; from step 700 a leak adds 0.04 GiB a step: it reaches the
+    // limit after 100 steps, long before 1.3 × its most-ever (about 17 GiB).
+    const high = (i: number) => ({ cpu: 0.8, mem: GIB * (11 + 2 * wiggle(i * 31)) });
+    const leak = run(high, (k) => ({ mem: high(700 + k).mem + (k + 1) * 0.04 * GIB }), { length: 100, total: 800 });
+    assert.equal(leak.length, 1, JSON.stringify(leak));
+    assert.equal(leak[0]!.type, "memory_leak");
+    assert.ok(delaySteps(leak[0]!) < 100, `found after ${delaySteps(leak[0]!)} steps`);
+    assert.match(leak[0]!.message, /reaches its limit in \d+ min/);
+    assert.deepEqual(run(high, null, { total: 2000 }), [], "the noise alone, near the limit");
+  });
+
   it("finds a spike one step late, and only when it is isolated", () => {
     const [spike] = run(busy, () => ({ cpu: 3.9 }), { length: 1 });
     assert.equal(spike!.type, "spike");
