@@ -138,8 +138,13 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
         const values = column(series, onCpu ? "cpu" : "gpu_util");
         const capacity = onCpu ? h.capacity! : gpuCapacity(h.gpuMax);
         const tx = series.values.net_tx;
+        // Half the miners take the whole machine; half hold back (35–60% of it, and well above
+        // anything the workload ran) where the workload's history leaves room for that.
+        const lowest = Math.max(0.35, (2.5 * (onCpu ? h.cpuMax : h.gpuMax)) / capacity);
+        const held = random() < 0.5 && lowest < 0.6;
+        const [low, high] = held ? [lowest, 0.6] : [0.9, 1];
         for (let i = start; i <= end; i++) {
-          values[i] = capacity * between(0.9, 1);
+          values[i] = capacity * between(low, high);
           if (tx && !Number.isNaN(tx[i]!)) tx[i] = tx[i]! * 1.5;
         }
         break;

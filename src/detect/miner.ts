@@ -10,9 +10,11 @@ export function isMostlyIdle(view: DetectorView, resource: Resource = "cpu"): bo
 }
 
 /**
- * Miner-like behaviour: CPU (or GPU) near the maximum the workload may use, for
- * `steps` consecutive steps, on a workload whose profile is mostly idle and
- * has never run that hot. Unusual outbound network makes it critical.
+ * Miner-like behaviour on a workload whose profile is mostly idle and has
+ * never run hot: CPU (or GPU) near the maximum it may use for `steps`
+ * consecutive steps, or held back (a miner capped to a share of the
+ * machine, to go unnoticed) at `heldShare` of it and `heldFactor` × its
+ * most-ever or more for `heldSteps`. Unusual outbound network is noted.
  */
 export class MinerDetector implements Detector {
   readonly type = "miner" as const;
@@ -21,6 +23,9 @@ export class MinerDetector implements Detector {
     private readonly nearMax = 0.8,
     /** A profile that has ever run above this share of capacity is not "mostly idle" enough to call this mining. */
     private readonly neverAbove = 0.6,
+    private readonly heldSteps = 6,
+    private readonly heldShare = 0.3,
+    private readonly heldFactor = 2,
   ) {}
 
   check(view: DetectorView): Finding | null {
@@ -30,12 +35,18 @@ export class MinerDetector implements Detector {
   private checkResource(view: DetectorView, resource: Resource): Finding | null {
     const capacity = capacityOf(view, resource);
     if (capacity === null || !isMostlyIdle(view, resource)) return null;
-    const values = last(view, resource, this.steps);
-    if (values.length < this.steps) return null;
     const expected = expectedMax(view, resource);
     if (expected > capacity * this.neverAbove) return null;
-    const threshold = Math.max(capacity * this.nearMax, expected * 1.2);
-    if (!values.every((v) => v >= threshold)) return null;
+    // Near the maximum for a few steps, or held back for longer.
+    let steps = this.steps;
+    let threshold = Math.max(capacity * this.nearMax, expected * 1.2);
+    let values = last(view, resource, steps);
+    if (values.length < steps || !values.every((v) => v >= threshold)) {
+      steps = this.heldSteps;
+      threshold = Math.max(capacity * this.heldShare, expected * this.heldFactor);
+      values = last(view, resource, steps);
+      if (values.length < steps || !values.every((v) => v >= threshold)) return null;
+    }
     const observed = Math.min(...values);
     const tx = last(view, "net_tx", 1)[0];
     const txMax = expectedMax(view, "net_tx");
@@ -47,8 +58,8 @@ export class MinerDetector implements Detector {
       expected,
       score: observed / Math.max(expected, 1e-9),
       severity: "critical",
-      startIndex: view.ts.length - this.steps,
-      message: `${resource === "cpu" ? "CPU" : "GPU"} at ${observed.toPrecision(3)} of ${capacity} for ${this.steps} steps on a workload idle ${((idle.idleSteps / idle.steps) * 100).toFixed(0)}% of the time${unusualNetwork ? ", with unusual outbound traffic" : ""}`,
+      startIndex: view.ts.length - steps,
+      message: `${resource === "cpu" ? "CPU" : "GPU"} at ${observed.toPrecision(3)} of ${capacity} for ${steps} steps on a workload idle ${((idle.idleSteps / idle.steps) * 100).toFixed(0)}% of the time${unusualNetwork ? ", with unusual outbound traffic" : ""}`,
     };
   }
 }

@@ -86,6 +86,16 @@ describe("detectors on a workload's steps", () => {
     assert.match(events[0]!.message, /Mann–Kendall p=.*reaches its limit in \d+ min/);
   });
 
+  it("finds a miner that holds back to a share of the machine at its sixth step, not one below that share", () => {
+    const [held, ...rest] = run(idle, () => ({ cpu: 1.5 }), { length: 12 });
+    assert.equal(rest.length, 0);
+    assert.equal(held!.type, "miner");
+    assert.equal(delaySteps(held!), 5);
+    assert.equal(held!.startTs, T0 + 700 * STEP);
+    assert.match(held!.message, /CPU at 1\.50 of 4 for 6 steps on a workload idle/);
+    assert.deepEqual(run(idle, () => ({ cpu: 1 }), { length: 12 }), [], "a quarter of the machine: not called mining");
+  });
+
   it("finds a slow leak under the noise from its hourly means, and not a daily wave or a level shift", () => {
     // ±25% noise around 2 GiB; from step 700 a leak adds 1% of that a step (a quarter of the noise's
     // span per hour) for 150 steps: the last few steps never outrun the noise, the hours do.
@@ -235,7 +245,7 @@ describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, (
     assert.ok(new Set(a.map((label) => label.type)).size >= 5, JSON.stringify(a.map((l) => l.type)));
   });
 
-  it("finds them: recall >= 0.95, precision >= 0.9, fast leaks and runaways within 3 steps, slow leaks before their ramp ends, miners within 1", () => {
+  it("finds them: recall >= 0.95, precision >= 0.9, fast leaks and runaways within 3 steps, slow leaks before their ramp ends, miners within 5", () => {
     for (const seed of [1, 2]) {
       const trace = load();
       const labels = injectAnomalies(trace, { seed, rate: 1, minHistorySteps: 864, types: ANOMALY_TYPES });
@@ -244,13 +254,17 @@ describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, (
       assert.ok(score.recall >= 0.95, `seed ${seed}: recall ${score.recall}`);
       assert.ok(score.precision >= 0.9, `seed ${seed}: precision ${score.precision}`);
       assert.ok(score.byType.cpu_runaway!.medianDelaySteps! <= 3);
-      assert.ok(score.byType.miner!.medianDelaySteps! <= 1);
+      // A miner at the whole machine is found at its second step, one held back at its sixth (steps of about 5 minutes).
+      for (const miner of labels.filter((label) => label.type === "miner")) {
+        const found = events.find((event) => event.type === "miner" && event.workload === miner.workload && event.detectedTs >= miner.startTs);
+        assert.ok(found && found.detectedTs - miner.startTs <= 5.5 * STEP, `seed ${seed}: miner on ${miner.workload} found ${found ? (found.detectedTs - miner.startTs) / STEP : "never"}`);
+      }
       const leaks = labels.filter((label) => label.type === "memory_leak");
       assert.ok(leaks.length > 0);
       for (const leak of leaks) {
         const found = events.find((event) => event.type === "memory_leak" && event.workload === leak.workload && event.detectedTs >= leak.startTs);
         assert.ok(found && found.detectedTs <= leak.endTs, `seed ${seed}: leak on ${leak.workload} over ${(leak.endTs - leak.startTs) / STEP + 1} steps found at ${found ? (found.detectedTs - leak.startTs) / STEP : "no step"}`);
-        if (leak.endTs - leak.startTs < 24 * STEP) assert.ok(found.detectedTs - leak.startTs <= 3 * STEP, `seed ${seed}: a fast leak found after ${(found.detectedTs - leak.startTs) / STEP} steps`);
+        if (leak.endTs - leak.startTs < 24 * STEP) assert.ok(found.detectedTs - leak.startTs <= 3.5 * STEP, `seed ${seed}: a fast leak found after ${(found.detectedTs - leak.startTs) / STEP} steps`);
       }
     }
   });
