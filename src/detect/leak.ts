@@ -1,4 +1,4 @@
-import { expectedMax, last, type Detector, type DetectorView, type Finding } from "./detector.js";
+import { expectedMax, last, type Detector, type DetectorView, type Finding, type Severity } from "./detector.js";
 import { mannKendall, theilSen } from "./stats.js";
 
 /** Hourly means before a slow trend that it is compared with, at least (a day). */
@@ -6,6 +6,23 @@ const MIN_REFERENCE_BLOCKS = 24;
 /** A slow rise this close to the memory limit (at its pace) needs only clear the hourly most-ever by NEAR_LIMIT_FACTOR. */
 const NEAR_LIMIT_MS = 2 * 3_600_000;
 const NEAR_LIMIT_FACTOR = 1.1;
+
+/** A trend's score: how unlikely it is without one (−log10 of its Mann–Kendall p-value). */
+const trendScore = (pUp: number): number => -Math.log10(Math.max(pUp, 1e-12));
+
+/**
+ * Where a leak is going: the time until `level` reaches the memory limit at
+ * this slope (null: no limit, or already past it), critical under an hour,
+ * and the message's note of it.
+ */
+function towardLimit(limit: number | null, level: number, slopePerMs: number): { msToLimit: number | null; severity: Severity; note: string } {
+  const msToLimit = limit !== null && limit > level ? (limit - level) / slopePerMs : null;
+  return {
+    msToLimit,
+    severity: msToLimit !== null && msToLimit < 3_600_000 ? "critical" : "warning",
+    note: msToLimit !== null ? `; reaches its limit in ${(msToLimit / 60_000).toFixed(0)} min` : "",
+  };
+}
 
 /**
  * Memory leak: a sustained upward trend (Mann–Kendall, one-sided, over the
@@ -49,8 +66,7 @@ export class LeakDetector implements Detector {
     const ts = view.ts.slice(-this.window);
     const slopePerMs = theilSen(values, ts);
     if (!(slopePerMs > 0)) return null;
-    const limit = view.memoryLimit;
-    const msToLimit = limit !== null && limit > current ? (limit - current) / slopePerMs : null;
+    const outlook = towardLimit(view.memoryLimit, current, slopePerMs);
     // The trend began where the values first rose above the step before.
     let start = values.length - 1;
     while (start > 0 && values[start - 1]! < values[start]!) start--;
@@ -58,12 +74,12 @@ export class LeakDetector implements Detector {
       resource: "mem",
       observed: current,
       expected,
-      score: -Math.log10(Math.max(trend.pUp, 1e-12)),
-      severity: msToLimit !== null && msToLimit < 3_600_000 ? "critical" : "warning",
+      score: trendScore(trend.pUp),
+      severity: outlook.severity,
       startIndex: view.ts.length - values.length + start,
       message:
         `memory rising ${(slopePerMs * 60_000).toPrecision(3)} bytes/min (Mann–Kendall p=${trend.pUp.toPrecision(2)}), now ${current.toPrecision(4)} against a most-ever of ${expected.toPrecision(4)}` +
-        (msToLimit !== null ? `; reaches its limit in ${(msToLimit / 60_000).toFixed(0)} min` : ""),
+        outlook.note,
     };
   }
 
@@ -99,27 +115,25 @@ export class LeakDetector implements Detector {
     if (test.pUp > this.slowPValue) return null;
     const slopePerMs = theilSen(trend, ends.slice(-w));
     if (!(slopePerMs > 0)) return null;
-    const limit = view.memoryLimit;
     const now = view.recent("mem")[view.ts.length - 1]!;
-    const level = Number.isNaN(now) ? current : Math.max(now, current);
-    const msToLimit = limit !== null && limit > level ? (limit - level) / slopePerMs : null;
+    const outlook = towardLimit(view.memoryLimit, Number.isNaN(now) ? current : Math.max(now, current), slopePerMs);
     // Past 1.3 × the hourly most-ever; or, where the limit is near, past it at all: a leak that
     // started close to its limit is OOM-killed long before it gets that far.
-    const nearLimit = msToLimit !== null && msToLimit < NEAR_LIMIT_MS;
+    const nearLimit = outlook.msToLimit !== null && outlook.msToLimit < NEAR_LIMIT_MS;
     if (current <= reference * this.factor && !nearLimit) return null;
     return {
       resource: "mem",
       observed: current,
       expected: reference,
-      score: -Math.log10(Math.max(test.pUp, 1e-12)),
-      severity: msToLimit !== null && msToLimit < 3_600_000 ? "critical" : "warning",
+      score: trendScore(test.pUp),
+      severity: outlook.severity,
       // It began before the steps kept: at the trend's first hour at the latest.
       startIndex: 0,
       startTs: ends[ends.length - w]! - (ends[ends.length - 1]! - ends[ends.length - 2]!),
       message:
         `memory rising slowly, ${(slopePerMs * 3_600_000).toPrecision(3)} bytes/h over ${w} hourly means (Mann–Kendall p=${test.pUp.toPrecision(2)}), ` +
         `now ${current.toPrecision(4)} against an hourly most-ever of ${reference.toPrecision(4)}` +
-        (msToLimit !== null ? `; reaches its limit in ${(msToLimit / 60_000).toFixed(0)} min` : ""),
+        outlook.note,
     };
   }
 }

@@ -38,15 +38,13 @@ export class MinerDetector implements Detector {
     const expected = expectedMax(view, resource);
     if (expected > capacity * this.neverAbove) return null;
     // Near the maximum for a few steps, or held back for longer.
-    let steps = this.steps;
-    let threshold = Math.max(capacity * this.nearMax, expected * 1.2);
-    let values = last(view, resource, steps);
-    if (values.length < steps || !values.every((v) => v >= threshold)) {
-      steps = this.heldSteps;
-      threshold = Math.max(capacity * this.heldShare, expected * this.heldFactor);
-      values = last(view, resource, steps);
-      if (values.length < steps || !values.every((v) => v >= threshold)) return null;
-    }
+    const allAbove = (steps: number, threshold: number) => {
+      const values = last(view, resource, steps);
+      return values.length === steps && values.every((v) => v >= threshold) ? values : null;
+    };
+    const values = allAbove(this.steps, Math.max(capacity * this.nearMax, expected * 1.2)) ?? allAbove(this.heldSteps, Math.max(capacity * this.heldShare, expected * this.heldFactor));
+    if (!values) return null;
+    const steps = values.length;
     const observed = Math.min(...values);
     const tx = last(view, "net_tx", 1)[0];
     const txMax = expectedMax(view, "net_tx");

@@ -115,7 +115,7 @@ export class WorkloadMonitor {
       this.values.get(resource)!.push(value === undefined || !Number.isFinite(value) ? Number.NaN : value);
       this.anomalous.get(resource)!.push(false);
     }
-    this.memoryBlocks.push(step.ts, this.values.get("mem")![this.values.get("mem")!.length - 1]!);
+    this.memoryBlocks.push(step.ts, step.values.mem ?? Number.NaN);
     this.steps++;
     const keep = this.config.recentSteps;
     // The step that falls out of the look-back window is learned (unless it was anomalous).

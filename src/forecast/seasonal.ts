@@ -11,6 +11,9 @@ const ACF_THRESHOLD = 0.3;
 /** Hours a profile's ring holds at first; it doubles as the series spans more, up to HOURS_KEPT. */
 const FIRST_HOURS = 4;
 
+/** The slot of an hour in a ring of `slots` (hours before the epoch too). */
+const ringSlot = (hour: number, slots: number): number => ((hour % slots) + slots) % slots;
+
 export class SeasonalProfile {
   /**
    * A ring of hour slots: per slot its peak (NaN: no sample), sum and
@@ -31,8 +34,7 @@ export class SeasonalProfile {
   }
 
   private slot(hour: number): number {
-    const slots = this.hours.length / 3;
-    return ((hour % slots) + slots) % slots;
+    return ringSlot(hour, this.hours.length / 3);
   }
 
   /** Grows the ring to hold the hours from the first to `hour` (up to HOURS_KEPT), each kept hour in its new slot. */
@@ -41,11 +43,10 @@ export class SeasonalProfile {
     const span = hour - this.firstHour + 1;
     if (span <= slots || slots >= HOURS_KEPT) return;
     const old = this.hours;
-    const oldSlot = (h: number) => 3 * (((h % slots) + slots) % slots);
     this.hours = SeasonalProfile.ring(Math.min(HOURS_KEPT, Math.max(2 * slots, span)));
     // Every hour from the first to the current one is in the old ring (it held the whole span so far).
     for (let h = this.firstHour; h <= this.currentHour; h++) {
-      const from = oldSlot(h);
+      const from = 3 * ringSlot(h, slots);
       const to = 3 * this.slot(h);
       this.hours[to] = old[from]!;
       this.hours[to + 1] = old[from + 1]!;
@@ -83,7 +84,7 @@ export class SeasonalProfile {
     if (slots === HOURS_KEPT) return Array.from({ length: HOURS_KEPT }, (_, s) => this.hours[3 * s + field]!);
     const column = new Array<number>(HOURS_KEPT).fill(field === 0 ? Number.NaN : 0);
     // A ring short of HOURS_KEPT holds exactly the hours from the first to the current one.
-    for (let h = this.firstHour; h <= this.currentHour; h++) column[((h % HOURS_KEPT) + HOURS_KEPT) % HOURS_KEPT] = this.hours[3 * this.slot(h) + field]!;
+    for (let h = this.firstHour; h <= this.currentHour; h++) column[ringSlot(h, HOURS_KEPT)] = this.hours[3 * this.slot(h) + field]!;
     return column;
   }
 

@@ -215,13 +215,13 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       forecaster(pair, resource).observe(ts, usage);
       const cold = coldStarts.get(resource);
       const start = cold?.starts[pair.id];
-      if (start) {
+      if (cold && start) {
         if (start.ts === ts) {
           // A first step (of each workload the pair started with): scored for the chooser, and an
           // overrun of it steers the price like any other decided step.
-          cold!.chooser.score(start.limits, usage);
+          cold.chooser.score(start.limits, usage);
           prices.get(resource)?.update(usage > limit);
-        } else cold!.starts[pair.id] = undefined;
+        } else cold.starts[pair.id] = undefined;
       }
       if (learn) {
         const l = learner(resource);
