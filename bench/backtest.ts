@@ -32,20 +32,20 @@ writeFileSync(file, syntheticTrace());
 const rows = WORKLOADS * STEPS;
 const samples = rows * 2; // cpu and mem
 
-function best(run: () => void, repeats = 3): number {
+async function best(run: () => unknown, repeats = 3): Promise<number> {
   let fastest = Infinity;
   for (let i = 0; i < repeats; i++) {
     const start = performance.now();
-    run();
+    await run();
     fastest = Math.min(fastest, performance.now() - start);
   }
   return fastest;
 }
 
 await initTensorflow();
-const decodeMs = best(() => loadCanonical(file));
+const decodeMs = await best(() => loadCanonical(file));
 const reference = { name: "decode the same rows, no policy (rows/s)", value: Math.round(rows / (decodeMs / 1000)) };
-const trace = loadCanonical(file);
+const trace = await loadCanonical(file);
 // Every policy with its defaults, then augur deciding once an hour (`--decision-seconds 3600`).
 const runs: Array<[string, string, number | undefined]> = [...Object.keys(POLICIES).map((name): [string, string, undefined] => [name, name, undefined]), ["augur-hourly", "augur", 3_600_000]];
 const report = (label: string, ms: number) => {
@@ -53,7 +53,7 @@ const report = (label: string, ms: number) => {
   console.log(JSON.stringify({ benchmark: `backtest.${label}`, unit: "samples/s", value, reference, ratio: +(value / reference.value).toFixed(4) }));
 };
 for (const [label, name, decisionMs] of runs) {
-  report(label, best(() => replay(trace, { policies: [POLICIES[name]!({ resources: ["cpu", "mem"], decisionMs })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
+  report(label, await best(() => replay(trace, { policies: [POLICIES[name]!({ resources: ["cpu", "mem"], decisionMs })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
 }
 // The default policy with the global models of an earlier run loaded and no
 // training in the measured replay (predictions every step, as above): the
@@ -62,4 +62,4 @@ for (const [label, name, decisionMs] of runs) {
 const learned = augurPolicy();
 replay(trace, { policies: [learned], resources: ["cpu", "mem"], sampleWorkloads: 0 });
 const models = augurModels(learned.exportModels!());
-report("augur-pretrained", best(() => replay(trace, { policies: [augurPolicy({ learn: false, models })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
+report("augur-pretrained", await best(() => replay(trace, { policies: [augurPolicy({ learn: false, models })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));

@@ -12,7 +12,7 @@ if (!format || !source || !out || !(TRACE_FORMATS as readonly string[]).includes
   console.error(`usage: node dist/bench/hourly-trace.js ${TRACE_FORMATS.join("|")} SOURCE OUT.csv`);
   process.exit(2);
 }
-const trace = loadTrace(source, format as TraceFormat);
+const trace = await loadTrace(source, format as TraceFormat);
 const cell = (value: number) => (Number.isNaN(value) ? "" : String(value));
 const lines = ["ts,workload,image,user,cpu,mem,cpu_limit,mem_limit"];
 for (const w of trace.workloads) {

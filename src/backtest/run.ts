@@ -82,8 +82,8 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const models = options.loadModels ? readModels(options.loadModels) : undefined;
   await initTensorflow();
   const started = performance.now();
-  const trace = loadTrace(options.trace, options.format);
-  const train = options.train ? loadTrace(options.train, options.format) : undefined;
+  const trace = await loadTrace(options.trace, options.format);
+  const train = options.train ? await loadTrace(options.train, options.format) : undefined;
   if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
   const level = serviceLevel(options);

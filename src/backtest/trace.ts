@@ -1,6 +1,7 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { createReadStream, openSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
+import { StringDecoder } from "node:string_decoder";
+import { createGunzip } from "node:zlib";
 import { ValidationError } from "../core/errors.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 
@@ -33,22 +34,147 @@ export interface Trace {
 /** Keeps at most this many rejected rows in memory (the count is always exact). */
 export const MAX_REJECTED_KEPT = 10_000;
 
-/** Reads a .csv or .csv.gz file as text. */
-export function readText(path: string): string {
-  let buffer: Buffer;
+/** Bytes read at a time; a line may not be longer than MAX_LINE_CHARS. */
+export const CHUNK_BYTES = 1 << 20;
+/** A longer line (a file with no line breaks, a runaway quoted cell) is refused rather than held in memory. */
+export const MAX_LINE_CHARS = 1 << 24;
+
+/**
+ * Calls `onLine` with each line of a .csv or .csv.gz file and its number
+ * (from 1), without its line break (LF or CRLF) and without a leading BOM,
+ * streamed: a trace may be far larger than one string can hold.
+ */
+export async function forEachLine(path: string, onLine: (line: string, number: number) => void): Promise<void> {
+  let fd: number;
   try {
-    buffer = readFileSync(path);
+    fd = openSync(path, "r");
   } catch (error) {
     throw new ValidationError(`cannot read trace ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
   }
-  if (path.endsWith(".gz")) {
-    try {
-      buffer = gunzipSync(buffer);
-    } catch (error) {
-      throw new ValidationError(`trace ${path} is not valid gzip: ${(error as Error).message}`);
+  const file = createReadStream(path, { fd, highWaterMark: CHUNK_BYTES });
+  const gzipped = path.endsWith(".gz");
+  let stream: NodeJS.ReadableStream = file;
+  let readError: Error | null = null;
+  if (gzipped) {
+    const gunzip = createGunzip({ chunkSize: CHUNK_BYTES });
+    file.on("error", (error) => {
+      readError = error;
+      gunzip.destroy(error);
+    });
+    stream = file.pipe(gunzip);
+  }
+  const decoder = new StringDecoder("utf8");
+  let rest = "";
+  let number = 0;
+  const emit = (line: string) => {
+    number++;
+    if (number === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
+    onLine(line.length > 0 && line.charCodeAt(line.length - 1) === 13 ? line.slice(0, -1) : line, number);
+  };
+  try {
+    for await (const chunk of stream) {
+      const text = rest + decoder.write(chunk as Buffer);
+      let start = 0;
+      for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+        emit(text.slice(start, end));
+        start = end + 1;
+      }
+      rest = text.slice(start);
+      if (rest.length > MAX_LINE_CHARS) throw new ValidationError(`trace ${path}: line ${number + 1} is longer than ${MAX_LINE_CHARS} characters`);
+    }
+  } catch (error) {
+    if (error instanceof ValidationError) throw error;
+    if (gzipped && readError === null) throw new ValidationError(`trace ${path} is not valid gzip: ${(error as Error).message}`);
+    throw new ValidationError(`cannot read trace ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  } finally {
+    file.destroy();
+  }
+  rest += decoder.end();
+  if (rest.length > 0) emit(rest);
+}
+
+/**
+ * The records of a CSV file (RFC 4180: cells separated by commas; a cell in
+ * double quotes may hold commas, line breaks and doubled quotes), streamed,
+ * with the number of the line each starts on. Empty lines are skipped. A
+ * record whose quoting is broken goes to `onBad` with the reason; the rest
+ * of the file is still read.
+ */
+export async function forEachCsvRecord(path: string, onRecord: (cells: string[], line: number) => void, onBad: (reason: string, line: number) => void): Promise<void> {
+  /** A record whose quoted cell goes on past the end of its first line(s). */
+  let pending: string | null = null;
+  let pendingLine = 0;
+  /** Quotes in `pending`: its quoted cell can only have closed once the count is even (a quote inside one is doubled). */
+  let quotes = 0;
+  const parsed = (text: string, line: number): boolean => {
+    const result = parseQuotedRecord(text);
+    if (result === OPEN_QUOTE) return false;
+    if (typeof result === "string") onBad(result, line);
+    else onRecord(result, line);
+    return true;
+  };
+  await forEachLine(path, (line, number) => {
+    let count = 0;
+    for (let at = line.indexOf('"'); at >= 0; at = line.indexOf('"', at + 1)) count++;
+    if (pending === null) {
+      if (count === 0) {
+        if (line.length > 0) onRecord(line.split(","), number);
+      } else if (!parsed(line, number)) {
+        pending = line;
+        pendingLine = number;
+        quotes = count;
+      }
+      return;
+    }
+    pending += "\n" + line;
+    quotes += count;
+    if (quotes % 2 === 0 && parsed(pending, pendingLine)) pending = null;
+    else if (pending.length > MAX_RECORD_CHARS) {
+      onBad(`a quoted cell is not closed within ${MAX_RECORD_CHARS} characters (lines ${pendingLine}–${number} skipped)`, pendingLine);
+      pending = null;
+    }
+  });
+  if (pending !== null) onBad("a quoted cell is not closed before the end of the file", pendingLine);
+}
+
+/** The longest record a quoted cell may stretch over several lines to. */
+const MAX_RECORD_CHARS = 1 << 20;
+
+const OPEN_QUOTE = Symbol("open quote");
+
+/** One CSV record holding quotes: its cells, the reason it is malformed, or OPEN_QUOTE where a quoted cell goes on past the text. */
+function parseQuotedRecord(text: string): string[] | string | typeof OPEN_QUOTE {
+  const cells: string[] = [];
+  let i = 0;
+  for (;;) {
+    if (text.charCodeAt(i) === 34) {
+      let cell = "";
+      let from = i + 1;
+      for (;;) {
+        const quote = text.indexOf('"', from);
+        if (quote < 0) return OPEN_QUOTE;
+        cell += text.slice(from, quote);
+        if (text.charCodeAt(quote + 1) === 34) {
+          cell += '"';
+          from = quote + 2;
+          continue;
+        }
+        i = quote + 1;
+        break;
+      }
+      cells.push(cell);
+      if (i === text.length) return cells;
+      if (text.charCodeAt(i) !== 44) return `text after the closing quote of cell ${cells.length}`;
+      i++;
+    } else {
+      const comma = text.indexOf(",", i);
+      const cell = comma < 0 ? text.slice(i) : text.slice(i, comma);
+      if (cell.indexOf('"') >= 0) return `a quote inside the unquoted cell ${cells.length + 1}`;
+      cells.push(cell);
+      if (comma < 0) return cells;
+      i = comma + 1;
     }
   }
-  return buffer.toString("utf8");
 }
 
 /** A file, or every .csv / .csv.gz in a directory (sorted by name, numerically where possible). */

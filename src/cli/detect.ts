@@ -51,9 +51,9 @@ export function registerDetect(program: Command): void {
       try {
         const labels = flags.labels ? parseLabels(readFileSync(flags.labels, "utf8"), flags.labels) : null;
         const started = performance.now();
-        const trace = loadTrace(flags.trace, flags.format);
+        const trace = await loadTrace(flags.trace, flags.format);
         const config = detectConfig.parse({ warmupSteps: flags.warmupSteps });
-        const history = flags.history ? loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const history = flags.history ? await loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const events = detectTrace(trace, config, { history });
         writeFileSync(flags.out, events.map((event) => eventLine(event) + "\n").join(""));
         const summary: Record<string, unknown> = { trace: trace.name, workloads: trace.workloads.length, samples: trace.rows, events: events.length, elapsed_ms: Math.round(performance.now() - started) };
@@ -79,8 +79,8 @@ export function registerDetect(program: Command): void {
     .option("--history-format <format>", "format of --history (default: --format)", format)
     .action(async (flags: { trace: string; format: TraceFormat; out: string; labels: string; seed: number; rate: number; minHistorySteps: number; types: AnomalyType[]; history?: string; historyFormat?: TraceFormat }) => {
       try {
-        const trace = loadTrace(flags.trace, flags.format);
-        const history = flags.history ? loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const trace = await loadTrace(flags.trace, flags.format);
+        const history = flags.history ? await loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const labels = injectAnomalies(trace, { seed: flags.seed, rate: flags.rate, minHistorySteps: flags.minHistorySteps, types: flags.types, history });
         const file = createWriteStream(flags.out);
         const gzip = flags.out.endsWith(".gz") ? createGzip() : null;

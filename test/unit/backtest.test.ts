@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { loadAlibabaGenai, loadBitbrains, loadCanonical } from "../../src/backtest/adapters/index.js";
@@ -10,6 +11,7 @@ import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
 import { replay } from "../../src/backtest/replay.js";
+import { CHUNK_BYTES, forEachCsvRecord, forEachLine, MAX_LINE_CHARS } from "../../src/backtest/trace.js";
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
@@ -22,8 +24,8 @@ const MIB = 2 ** 20;
 const MIN = 60_000;
 
 describe("trace adapters", () => {
-  it("reads real Bitbrains rows: seconds, cores from %, KB to bytes; skips all-zero rows; rejects duplicate timestamps", () => {
-    const trace = loadBitbrains(join(fixtures, "bitbrains"));
+  it("reads real Bitbrains rows: seconds, cores from %, KB to bytes; skips all-zero rows; rejects duplicate timestamps", async () => {
+    const trace = await loadBitbrains(join(fixtures, "bitbrains"));
     const vm1 = trace.workloads.find((w) => w.workload === "vm-1")!;
     assert.equal(vm1.ts.length, 20);
     assert.equal(vm1.ts[0], 1375308176 * 1000);
@@ -40,8 +42,8 @@ describe("trace adapters", () => {
     assert.ok(trace.rejected.some((r) => /duplicate timestamp/.test(r.reason)));
   });
 
-  it("joins the Alibaba files on (timestamp, container) with duty cycle as GPUs and memory as a fraction", () => {
-    const trace = loadAlibabaGenai(join(fixtures, "alibaba"));
+  it("joins the Alibaba files on (timestamp, container) with duty cycle as GPUs and memory as a fraction", async () => {
+    const trace = await loadAlibabaGenai(join(fixtures, "alibaba"));
     assert.equal(trace.workloads.length, 3);
     const first = trace.workloads[0]!;
     assert.ok(first.values.gpu_util!.every((v) => Number.isNaN(v) || (v >= 0 && v <= 1)));
@@ -49,13 +51,13 @@ describe("trace adapters", () => {
     assert.deepEqual(trace.unitless, ["mem"]);
   });
 
-  it("reads the Alibaba metric files that are there, gzipped or as published, and refuses a directory with none", () => {
+  it("reads the Alibaba metric files that are there, gzipped or as published, and refuses a directory with none", async () => {
     const { dir, cleanup } = tempDir();
     try {
       // Only GPU memory, as the upstream tarball extracts it (plain CSV, its own column order).
       writeFileSync(join(dir, "pod_gpu_memory_used_bytes_anon.csv"), "timestamp_anon,value,container_ip\n1662858720.0,2e10,abc\n1662858777.0,2.1e10,abc\n");
       writeFileSync(join(dir, "qps.csv"), "timestamp_anon,value,container_ip,request_type\n1662858720.0,3,abc,x\n");
-      const trace = loadAlibabaGenai(dir);
+      const trace = await loadAlibabaGenai(dir);
       assert.equal(trace.workloads.length, 1);
       assert.deepEqual(Object.keys(trace.workloads[0]!.values), ["gpu_mem"]);
       assert.deepEqual([...trace.workloads[0]!.values.gpu_mem!], [2e10, 2.1e10]);
@@ -63,13 +65,70 @@ describe("trace adapters", () => {
       const empty = join(dir, "empty");
       mkdirSync(empty);
       writeFileSync(join(empty, "qps.csv"), "timestamp_anon,value,container_ip,request_type\n");
-      assert.throws(() => loadAlibabaGenai(empty), /no Alibaba GenAI metric file \(pod_gpu_duty_cycle_anon\.csv\[\.gz\]/);
+      await assert.rejects(() => loadAlibabaGenai(empty), /no Alibaba GenAI metric file \(pod_gpu_duty_cycle_anon\.csv\[\.gz\]/);
     } finally {
       cleanup();
     }
   });
 
-  it("rejects hostile canonical rows with a reason each, and keeps the good ones", () => {
+  it("streams CSV records: quoted cells with commas, quotes and line breaks, CRLF, a BOM, UTF-8 across chunks; broken quoting costs its record only", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const file = join(dir, "q.csv");
+      const wide = "x" + "€".repeat(700_000); // three-byte characters over the reader's chunks
+      const text = Buffer.from(
+        "\uFEFFa,b,c\r\n" +
+          '1,"x,y","say ""hi"""\r\n' +
+          '2,"two\nlines",z\n' +
+          "\n" +
+          '3,a"b,c\n' +
+          '4,"closed"junk,c\n' +
+          `5,${wide},end\n` +
+          "6,last,row\n" +
+          '7,"never closed,\n8,swallowed,too',
+      );
+      assert.equal(text[CHUNK_BYTES]! & 0xc0, 0x80, "a character straddles the first chunk's end");
+      writeFileSync(file, text);
+      const records: Array<[number, string[]]> = [];
+      const bad: Array<[number, string]> = [];
+      await forEachCsvRecord(file, (cells, line) => records.push([line, cells]), (reason, line) => bad.push([line, reason]));
+      assert.deepEqual(records.slice(0, 3), [
+        [1, ["a", "b", "c"]],
+        [2, ["1", "x,y", 'say "hi"']],
+        [3, ["2", "two\nlines", "z"]],
+      ]);
+      assert.deepEqual(records[3], [8, ["5", wide, "end"]]);
+      assert.deepEqual(records[4], [9, ["6", "last", "row"]]);
+      assert.equal(records.length, 5);
+      assert.deepEqual(bad, [
+        [6, "a quote inside the unquoted cell 2"],
+        [7, "text after the closing quote of cell 2"],
+        [10, "a quoted cell is not closed before the end of the file"],
+      ]);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("refuses a line too long to hold, a truncated gzip and an unreadable path with a clear error", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const long = join(dir, "long.csv");
+      writeFileSync(long, "ts,workload\n" + "x".repeat(MAX_LINE_CHARS + 10));
+      await assert.rejects(() => forEachLine(long, () => {}), /line 2 is longer than/);
+      const rows = ["ts,workload,image,user,cpu", ...Array.from({ length: 20_000 }, (_, i) => `${T0 + i * 60_000},w${i % 7},img,u,${Math.random()}`)].join("\n");
+      const whole = gzipSync(rows);
+      writeFileSync(join(dir, "cut.csv.gz"), whole.subarray(0, whole.length >> 1));
+      await assert.rejects(() => loadCanonical(join(dir, "cut.csv.gz")), /is not valid gzip/);
+      writeFileSync(join(dir, "whole.csv.gz"), whole);
+      assert.equal((await loadCanonical(join(dir, "whole.csv.gz"))).rows, 20_000);
+      await assert.rejects(() => forEachLine(dir, () => {}), /cannot read trace .*EISDIR/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("rejects hostile canonical rows with a reason each, and keeps the good ones", async () => {
     const { dir, cleanup } = tempDir();
     try {
       const file = join(dir, "t.csv");
@@ -88,19 +147,19 @@ describe("trace adapters", () => {
           `${T0},w1,img,u,0.7,1000`,
         ].join("\n"),
       );
-      const trace = loadCanonical(file);
+      const trace = await loadCanonical(file);
       assert.equal(trace.workloads[0]!.ts.length, 2);
       const reasons = trace.rejected.map((r) => r.reason).join("\n");
       for (const pattern of [/cpu is not a finite number/, /cpu is negative/, /epoch milliseconds/, /control character/, /expected 6 cells/, /changes image or user/, /duplicate timestamp/]) {
         assert.match(reasons, pattern);
       }
       writeFileSync(file, "time,who\n1,2\n");
-      assert.throws(() => loadCanonical(file), /header lacks the 'ts' column/);
+      await assert.rejects(() => loadCanonical(file), /header lacks the 'ts' column/);
       writeFileSync(file, "ts,workload,image,user,cpuu\n");
-      assert.throws(() => loadCanonical(file), /unknown columns cpuu/);
-      assert.throws(() => loadCanonical(join(dir, "missing.csv")), /does not exist/);
+      await assert.rejects(() => loadCanonical(file), /unknown columns cpuu/);
+      await assert.rejects(() => loadCanonical(join(dir, "missing.csv")), /does not exist/);
       writeFileSync(join(dir, "bad.csv.gz"), "not gzip");
-      assert.throws(() => loadCanonical(join(dir, "bad.csv.gz")), /not valid gzip/);
+      await assert.rejects(() => loadCanonical(join(dir, "bad.csv.gz")), /not valid gzip/);
     } finally {
       cleanup();
     }

@@ -235,19 +235,19 @@ describe("labels and scores", () => {
 describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, () => {
   const load = () => loadTrace(fixtures + "detect-bitbrains-aug.csv.gz", "canonical");
 
-  it("injects the same anomalies for the same seed", () => {
+  it("injects the same anomalies for the same seed", async () => {
     const options = { rate: 1, minHistorySteps: 864, types: ANOMALY_TYPES };
-    const a = injectAnomalies(load(), { ...options, seed: 3 });
-    const b = injectAnomalies(load(), { ...options, seed: 3 });
-    const c = injectAnomalies(load(), { ...options, seed: 4 });
+    const a = injectAnomalies(await load(), { ...options, seed: 3 });
+    const b = injectAnomalies(await load(), { ...options, seed: 3 });
+    const c = injectAnomalies(await load(), { ...options, seed: 4 });
     assert.deepEqual(a, b);
     assert.notDeepEqual(a, c);
     assert.ok(new Set(a.map((label) => label.type)).size >= 5, JSON.stringify(a.map((l) => l.type)));
   });
 
-  it("finds them: recall >= 0.95, precision >= 0.9, fast leaks and runaways within 3 steps, slow leaks before their ramp ends, miners within 5", () => {
+  it("finds them: recall >= 0.95, precision >= 0.9, fast leaks and runaways within 3 steps, slow leaks before their ramp ends, miners within 5", async () => {
     for (const seed of [1, 2]) {
-      const trace = load();
+      const trace = await load();
       const labels = injectAnomalies(trace, { seed, rate: 1, minHistorySteps: 864, types: ANOMALY_TYPES });
       const events = detectTrace(trace, detectConfig.parse({}));
       const score = scoreDetections(trace, events, labels);
@@ -269,8 +269,8 @@ describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, (
     }
   });
 
-  it("raises at most one false alarm per 100 workload-days on the untouched slice", () => {
-    const trace = load();
+  it("raises at most one false alarm per 100 workload-days on the untouched slice", async () => {
+    const trace = await load();
     const score = scoreDetections(trace, detectTrace(trace, detectConfig.parse({})), []);
     assert.ok(score.falseAlarmsPer100WorkloadDays <= 1, `${score.falseAlarms} alarms in ${score.workloadDays} workload-days`);
   });

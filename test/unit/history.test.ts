@@ -21,7 +21,7 @@ const window = (overrides: Partial<HistoryWindow>): HistoryWindow => ({
 });
 
 describe("history as a trace", () => {
-  it("writes one canonical row per window that the backtest reads back, names with commas and quotes included", () => {
+  it("writes one canonical row per window that the backtest reads back, names with commas and quotes included", async () => {
     const { dir, cleanup } = tempDir();
     try {
       const windows = [
@@ -33,7 +33,7 @@ describe("history as a trace", () => {
       assert.deepEqual({ rows: trace.rows, pairs: trace.pairs, refused: trace.refused }, { rows: 3, pairs: 2, refused: [] });
       const file = join(dir, "history.csv");
       writeFileSync(file, trace.csv);
-      const loaded = loadCanonical(file);
+      const loaded = await loadCanonical(file);
       assert.deepEqual(loaded.rejected, []);
       const amy = loaded.workloads.find((w) => w.user === "amy")!;
       assert.equal(amy.workload, pairWorkload("app", "amy"));
@@ -48,7 +48,7 @@ describe("history as a trace", () => {
       // Another statistic on request.
       const p95File = join(dir, "p95.csv");
       writeFileSync(p95File, historyToCanonical([window({})], "p95").csv);
-      const p95 = loadCanonical(p95File).workloads[0]!;
+      const p95 = (await loadCanonical(p95File)).workloads[0]!;
       assert.deepEqual([p95.values.cpu![0], p95.values.mem![0]], [0.4, 1.9e9]);
     } finally {
       cleanup();

@@ -1,10 +1,9 @@
-import { parse } from "csv-parse/sync";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ValidationError, errorMessage } from "../../core/errors.js";
 import { validateId } from "../../core/keys.js";
 import { RESOURCES, type Resource } from "../../core/types.js";
-import { cellNumber, readText, RejectLog, SeriesBuilder, traceFiles, type Trace } from "../trace.js";
+import { cellNumber, forEachCsvRecord, forEachLine, RejectLog, SeriesBuilder, traceFiles, type Trace } from "../trace.js";
 
 export const TRACE_FORMATS = ["canonical", "bitbrains", "alibaba-genai"] as const;
 export type TraceFormat = (typeof TRACE_FORMATS)[number];
@@ -21,54 +20,64 @@ function finish(name: string, builders: Map<string, SeriesBuilder>, rejects: Rej
   return { name, workloads: workloads.filter((w) => w.ts.length > 0), rows, rejected: rejects.rows.length === rejects.count ? rejects.rows : [...rejects.rows, { source: name, line: 0, reason: `… and ${rejects.count - rejects.rows.length} more` }] };
 }
 
-function parseCsv(text: string, source: string): string[][] {
-  try {
-    return parse(text, { relax_column_count: true, skip_empty_lines: true, bom: true }) as string[][];
-  } catch (error) {
-    throw new ValidationError(`${source}: not a CSV file: ${errorMessage(error)}`);
-  }
-}
-
 /**
  * The canonical format of ../shared/DESIGN.md: a header with `ts` (ms),
  * `workload`, `image`, `user`, any of the resource columns, and optional
  * `cpu_limit`, `mem_limit`. Unknown columns are an error (a typo would
  * silently drop a resource otherwise).
  */
-export function loadCanonical(path: string): Trace {
+export async function loadCanonical(path: string): Promise<Trace> {
   const rejects = new RejectLog();
   const builders = new Map<string, SeriesBuilder>();
+  const known = new Set(["ts", "workload", "image", "user", "cpu_limit", "mem_limit", ...RESOURCES]);
   for (const file of traceFiles(path)) {
-    const rows = parseCsv(readText(file), file);
-    const header = (rows[0] ?? []).map((h) => h.trim());
-    for (const required of ["ts", "workload", "image", "user"]) {
-      if (!header.includes(required)) throw new ValidationError(`${file}: header lacks the '${required}' column (got ${header.join(",") || "nothing"})`);
-    }
-    const known = new Set(["ts", "workload", "image", "user", "cpu_limit", "mem_limit", ...RESOURCES]);
-    const unknown = header.filter((h) => !known.has(h));
-    if (unknown.length > 0) throw new ValidationError(`${file}: unknown columns ${unknown.join(", ")}`);
-    const column = (name: string) => header.indexOf(name);
-    const resources = RESOURCES.filter((r) => header.includes(r));
-    const at = { ts: column("ts"), workload: column("workload"), image: column("image"), user: column("user"), cpuLimit: column("cpu_limit"), memLimit: column("mem_limit") };
-    for (let line = 1; line < rows.length; line++) {
-      const row = rows[line]!;
-      try {
-        if (row.length !== header.length) throw new ValidationError(`expected ${header.length} cells, got ${row.length}`);
-        const ts = cellNumber(row[at.ts], "ts");
-        if (!Number.isInteger(ts) || ts < MIN_TS || ts > MAX_TS) throw new ValidationError(`ts must be epoch milliseconds, got ${row[at.ts]}`);
-        const workload = validateId("workload", row[at.workload]);
-        const image = validateId("image", row[at.image]);
-        const user = validateId("user", row[at.user]);
-        const values: Partial<Record<Resource, number>> = {};
-        for (const resource of resources) values[resource] = cellNumber(row[column(resource)], resource);
-        let builder = builders.get(workload);
-        if (!builder) builders.set(workload, (builder = new SeriesBuilder(workload, image, user, resources)));
-        else if (builder.image !== image || builder.user !== user) throw new ValidationError(`workload ${workload} changes image or user`);
-        builder.push(ts, values, at.cpuLimit >= 0 ? cellNumber(row[at.cpuLimit], "cpu_limit") : Number.NaN, at.memLimit >= 0 ? cellNumber(row[at.memLimit], "mem_limit") : Number.NaN);
-      } catch (error) {
-        rejects.add(file, line + 1, errorMessage(error));
+    let header: string[] | null = null;
+    let resources: Resource[] = [];
+    let resourceAt: number[] = [];
+    let at = { ts: 0, workload: 0, image: 0, user: 0, cpuLimit: -1, memLimit: -1 };
+    const readHeader = (cells: string[]) => {
+      const names = cells.map((h) => h.trim());
+      for (const required of ["ts", "workload", "image", "user"]) {
+        if (!names.includes(required)) throw new ValidationError(`${file}: header lacks the '${required}' column (got ${names.join(",") || "nothing"})`);
       }
-    }
+      const unknown = names.filter((h) => !known.has(h));
+      if (unknown.length > 0) throw new ValidationError(`${file}: unknown columns ${unknown.join(", ")}`);
+      const column = (name: string) => names.indexOf(name);
+      resources = RESOURCES.filter((r) => names.includes(r));
+      resourceAt = resources.map(column);
+      at = { ts: column("ts"), workload: column("workload"), image: column("image"), user: column("user"), cpuLimit: column("cpu_limit"), memLimit: column("mem_limit") };
+      header = names;
+    };
+    const readRow = (row: string[], columns: number) => {
+      if (row.length !== columns) throw new ValidationError(`expected ${columns} cells, got ${row.length}`);
+      const ts = cellNumber(row[at.ts], "ts");
+      if (!Number.isInteger(ts) || ts < MIN_TS || ts > MAX_TS) throw new ValidationError(`ts must be epoch milliseconds, got ${row[at.ts]}`);
+      const workload = validateId("workload", row[at.workload]);
+      const image = validateId("image", row[at.image]);
+      const user = validateId("user", row[at.user]);
+      const values: Partial<Record<Resource, number>> = {};
+      for (let r = 0; r < resources.length; r++) values[resources[r]!] = cellNumber(row[resourceAt[r]!], resources[r]!);
+      let builder = builders.get(workload);
+      if (!builder) builders.set(workload, (builder = new SeriesBuilder(workload, image, user, resources)));
+      else if (builder.image !== image || builder.user !== user) throw new ValidationError(`workload ${workload} changes image or user`);
+      builder.push(ts, values, at.cpuLimit >= 0 ? cellNumber(row[at.cpuLimit], "cpu_limit") : Number.NaN, at.memLimit >= 0 ? cellNumber(row[at.memLimit], "mem_limit") : Number.NaN);
+    };
+    await forEachCsvRecord(
+      file,
+      (row, line) => {
+        if (header === null) return readHeader(row);
+        try {
+          readRow(row, (header as string[]).length);
+        } catch (error) {
+          rejects.add(file, line, errorMessage(error));
+        }
+      },
+      (reason, line) => {
+        if (header === null) throw new ValidationError(`${file}: not a CSV file: ${reason} on line ${line}`);
+        rejects.add(file, line, reason);
+      },
+    );
+    if (header === null) readHeader([]);
   }
   return finish(path, builders, rejects);
 }
@@ -86,22 +95,24 @@ const BITBRAINS_MIN_GAP_MS = 10_000;
  * and the user; the image is the VM's shape (cores and provisioned memory of
  * its first row), so VMs of one shape share an (image, *) profile.
  */
-export function loadBitbrains(path: string): Trace {
+export async function loadBitbrains(path: string): Promise<Trace> {
   const rejects = new RejectLog();
   const builders = new Map<string, SeriesBuilder>();
   const resources: Resource[] = ["cpu", "mem", "disk_read", "disk_write", "net_rx", "net_tx"];
   for (const file of traceFiles(path)) {
     const vm = file.slice(file.lastIndexOf("/") + 1).replace(/\.csv(\.gz)?$/, "");
-    const lines = readText(file).split("\n");
-    if (!/^Timestamp/.test(lines[0] ?? "")) {
-      rejects.add(file, 1, "not a Bitbrains file: the header does not start with 'Timestamp'");
-      continue;
-    }
     let builder: SeriesBuilder | undefined;
     let lastTs = -Infinity;
-    for (let line = 1; line < lines.length; line++) {
-      const text = lines[line]!;
-      if (text.trim() === "") continue;
+    let isBitbrains = false;
+    let lines = 0;
+    await forEachLine(file, (text, line) => {
+      lines = line;
+      if (line === 1) {
+        isBitbrains = /^Timestamp/.test(text);
+        if (!isBitbrains) rejects.add(file, 1, "not a Bitbrains file: the header does not start with 'Timestamp'");
+        return;
+      }
+      if (!isBitbrains || text.trim() === "") return;
       try {
         const cells = text.split(";").map((c) => c.trim());
         if (cells.length !== 11) throw new ValidationError(`expected 11 cells, got ${cells.length}`);
@@ -109,10 +120,10 @@ export function loadBitbrains(path: string): Trace {
         const [seconds, cores, capacityMhz, , usagePercent, memCapacityKb, memUsageKb, diskRead, diskWrite, netRx, netTx] = n as [number, number, number, number, number, number, number, number, number, number, number];
         const ts = seconds * 1000;
         if (!(ts >= MIN_TS && ts <= MAX_TS)) throw new ValidationError(`timestamp ${cells[0]} is not epoch seconds`);
-        if (n.slice(1).every((v) => v === 0)) continue; // VM off or not monitored: missing, not zero demand
+        if (n.slice(1).every((v) => v === 0)) return; // VM off or not monitored: missing, not zero demand
         if (ts - lastTs < BITBRAINS_MIN_GAP_MS) {
-          rejects.add(file, line + 1, `duplicate timestamp (${ts - lastTs} ms after the previous row)`);
-          continue;
+          rejects.add(file, line, `duplicate timestamp (${ts - lastTs} ms after the previous row)`);
+          return;
         }
         lastTs = ts;
         builder ??= builders
@@ -126,9 +137,10 @@ export function loadBitbrains(path: string): Trace {
           memCapacityKb > 0 ? memCapacityKb * KIB : Number.NaN,
         );
       } catch (error) {
-        rejects.add(file, line + 1, errorMessage(error));
+        rejects.add(file, line, errorMessage(error));
       }
-    }
+    });
+    if (lines === 0) rejects.add(file, 1, "not a Bitbrains file: it is empty");
   }
   return finish(path, builders, rejects);
 }
@@ -142,7 +154,7 @@ export function loadBitbrains(path: string): Trace {
  * workload and the user; all serve one image. Tiny negative memory values
  * (−1.2e-5, sensor noise) are clamped to 0.
  */
-export function loadAlibabaGenai(path: string): Trace {
+export async function loadAlibabaGenai(path: string): Promise<Trace> {
   const rejects = new RejectLog();
   const dir = traceFiles(path).length > 1 || !/\.csv(\.gz)?$/.test(path) ? path : path.slice(0, path.lastIndexOf("/"));
   // Each metric's file as published (a .csv in a .tar.gz) or gzipped; a metric whose file is absent is not in the trace.
@@ -160,30 +172,40 @@ export function loadAlibabaGenai(path: string): Trace {
   const resources = files.map(([resource]) => resource);
   const joined = new Map<string, Map<number, Partial<Record<Resource, number>>>>();
   for (const [resource, file, convert] of files) {
-    const rows = parseCsv(readText(file), file);
-    const header = (rows[0] ?? []).map((h) => h.trim());
-    const at = { value: header.indexOf("value"), ts: header.indexOf("timestamp_anon"), ip: header.indexOf("container_ip") };
-    if (at.value < 0 || at.ts < 0 || at.ip < 0) throw new ValidationError(`${file}: expected columns value, timestamp_anon, container_ip`);
-    for (let line = 1; line < rows.length; line++) {
-      const row = rows[line]!;
-      try {
-        const ip = row[at.ip]?.trim() ?? "";
-        if (ip === "") throw new ValidationError("empty container_ip");
-        validateId("container_ip", ip);
-        const ts = Math.round(cellNumber(row[at.ts], "timestamp_anon") * 1000);
-        const raw = Number(row[at.value]);
-        if (!Number.isFinite(raw)) throw new ValidationError(`value is not a number: ${JSON.stringify(row[at.value])}`);
-        if (raw < -1e-3) throw new ValidationError(`value is negative: ${raw}`);
-        let byTs = joined.get(ip);
-        if (!byTs) joined.set(ip, (byTs = new Map()));
-        let cell = byTs.get(ts);
-        if (!cell) byTs.set(ts, (cell = {}));
-        if (cell[resource] !== undefined) throw new ValidationError(`duplicate row for ${ip} at ${ts}`);
-        cell[resource] = convert(raw);
-      } catch (error) {
-        rejects.add(file, line + 1, errorMessage(error));
-      }
-    }
+    let at: { value: number; ts: number; ip: number } | null = null;
+    await forEachCsvRecord(
+      file,
+      (row, line) => {
+        if (at === null) {
+          const header = row.map((h) => h.trim());
+          at = { value: header.indexOf("value"), ts: header.indexOf("timestamp_anon"), ip: header.indexOf("container_ip") };
+          if (at.value < 0 || at.ts < 0 || at.ip < 0) throw new ValidationError(`${file}: expected columns value, timestamp_anon, container_ip`);
+          return;
+        }
+        try {
+          const ip = row[at.ip]?.trim() ?? "";
+          if (ip === "") throw new ValidationError("empty container_ip");
+          validateId("container_ip", ip);
+          const ts = Math.round(cellNumber(row[at.ts], "timestamp_anon") * 1000);
+          const raw = Number(row[at.value]);
+          if (!Number.isFinite(raw)) throw new ValidationError(`value is not a number: ${JSON.stringify(row[at.value])}`);
+          if (raw < -1e-3) throw new ValidationError(`value is negative: ${raw}`);
+          let byTs = joined.get(ip);
+          if (!byTs) joined.set(ip, (byTs = new Map()));
+          let cell = byTs.get(ts);
+          if (!cell) byTs.set(ts, (cell = {}));
+          if (cell[resource] !== undefined) throw new ValidationError(`duplicate row for ${ip} at ${ts}`);
+          cell[resource] = convert(raw);
+        } catch (error) {
+          rejects.add(file, line, errorMessage(error));
+        }
+      },
+      (reason, line) => {
+        if (at === null) throw new ValidationError(`${file}: not a CSV file: ${reason} on line ${line}`);
+        rejects.add(file, line, reason);
+      },
+    );
+    if (at === null) throw new ValidationError(`${file}: expected columns value, timestamp_anon, container_ip`);
   }
   const builders = new Map<string, SeriesBuilder>();
   for (const [ip, byTs] of joined) {
@@ -194,7 +216,7 @@ export function loadAlibabaGenai(path: string): Trace {
   return { ...finish(dir, builders, rejects), unitless: resources.includes("mem") ? ["mem"] : [] };
 }
 
-export function loadTrace(path: string, format: TraceFormat): Trace {
+export function loadTrace(path: string, format: TraceFormat): Promise<Trace> {
   switch (format) {
     case "canonical":
       return loadCanonical(path);
