@@ -5,10 +5,15 @@ import { registerBacktest } from "./backtest.js";
 import { EXIT, fail } from "./common.js";
 import { registerDetect } from "./detect.js";
 import { registerExec } from "./exec.js";
+import { rerunWithLargerHeap } from "./heap.js";
 import { registerHistory } from "./history.js";
 import { registerReplay, registerStage, registerTopics } from "./distributed.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
+
+// A trace command re-runs itself with room for the trace's pairs (src/cli/heap.ts).
+const rerun = await rerunWithLargerHeap();
+if (rerun !== null) process.exit(rerun);
 
 const program = new Command()
   .name("augur")

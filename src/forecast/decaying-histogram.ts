@@ -35,8 +35,33 @@ const NO_WEIGHTS = new Float64Array(0);
 /** Buckets a histogram's window takes at least when it is allocated or grows. */
 const MIN_GROWTH = 8;
 
+/** What histograms of the same options share: the options and the bucket scheme they imply. */
+interface Layout {
+  options: Readonly<HistogramOptions>;
+  numBuckets: number;
+  logRatio: number;
+}
+/** One layout per distinct options: a replay holds hundreds of thousands of histograms of a few kinds. */
+const LAYOUTS = new Map<string, Layout>();
+const MAX_LAYOUTS = 1_000;
+
+function layoutOf(options: HistogramOptions): Layout {
+  const { maxValue, firstBucketSize, ratio, epsilon, halfLifeMs } = options;
+  const key = `${maxValue}|${firstBucketSize}|${ratio}|${epsilon}|${halfLifeMs}`;
+  let layout = LAYOUTS.get(key);
+  if (layout) return layout;
+  if (!(ratio > 1) || !(firstBucketSize > 0) || !(maxValue > firstBucketSize) || !(halfLifeMs > 0)) {
+    throw new RangeError("histogram needs ratio > 1, firstBucketSize > 0, maxValue > firstBucketSize, halfLife > 0");
+  }
+  // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
+  const logRatio = Math.log(ratio);
+  const numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / logRatio) + 1;
+  layout = { options: Object.freeze({ maxValue, firstBucketSize, ratio, epsilon, halfLifeMs }), numBuckets, logRatio };
+  if (LAYOUTS.size < MAX_LAYOUTS) LAYOUTS.set(key, layout);
+  return layout;
+}
+
 export class DecayingHistogram {
-  readonly numBuckets: number;
   /**
    * The weights of buckets offset … offset + weights.length − 1 (every other
    * bucket is empty). The window grows to take the buckets a series uses:
@@ -49,21 +74,23 @@ export class DecayingHistogram {
   private totalWeight = 0;
   private minBucket: number;
   private maxBucket: number;
-  private readonly logRatio: number;
+  private readonly layout: Layout;
   /** The decay factor of the last add's time (many adds share a timestamp in a replay). */
   private factorAt = Number.NaN;
   private factor = 1;
 
-  constructor(readonly options: HistogramOptions) {
-    const { maxValue, firstBucketSize, ratio } = options;
-    if (!(ratio > 1) || !(firstBucketSize > 0) || !(maxValue > firstBucketSize) || !(options.halfLifeMs > 0)) {
-      throw new RangeError("histogram needs ratio > 1, firstBucketSize > 0, maxValue > firstBucketSize, halfLife > 0");
-    }
-    // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
-    this.logRatio = Math.log(ratio);
-    this.numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / this.logRatio) + 1;
-    this.minBucket = this.numBuckets - 1;
+  constructor(options: HistogramOptions) {
+    this.layout = layoutOf(options);
+    this.minBucket = this.layout.numBuckets - 1;
     this.maxBucket = 0;
+  }
+
+  get options(): Readonly<HistogramOptions> {
+    return this.layout.options;
+  }
+
+  get numBuckets(): number {
+    return this.layout.numBuckets;
   }
 
   bucketStart(bucket: number): number {
@@ -75,7 +102,7 @@ export class DecayingHistogram {
   findBucket(value: number): number {
     const { firstBucketSize, ratio } = this.options;
     if (value < firstBucketSize) return 0;
-    const bucket = Math.floor(Math.log((value * (ratio - 1)) / firstBucketSize + 1) / this.logRatio);
+    const bucket = Math.floor(Math.log((value * (ratio - 1)) / firstBucketSize + 1) / this.layout.logRatio);
     return Math.min(bucket, this.numBuckets - 1);
   }
 

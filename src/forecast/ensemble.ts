@@ -972,7 +972,13 @@ export function defaultEnsembleOptions(resource: Resource, settings: { memory?: 
 }
 
 /** Buckets of the percentile candidates: ten times finer than VPA's, 2% growth. */
-export function histogramOptionsFor(resource: Resource): Omit<HistogramOptions, "halfLifeMs"> {
-  const { firstBucketSize, maxValue } = BUCKETS[resource];
-  return { firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6 };
+export function histogramOptionsFor(resource: Resource): Readonly<Omit<HistogramOptions, "halfLifeMs">> {
+  let options = HISTOGRAM_OPTIONS.get(resource);
+  if (!options) {
+    const { firstBucketSize, maxValue } = BUCKETS[resource];
+    HISTOGRAM_OPTIONS.set(resource, (options = Object.freeze({ firstBucketSize: firstBucketSize / 10, maxValue, ratio: 1.02, epsilon: 1e-6 })));
+  }
+  return options;
 }
+/** One per resource, shared by every key's forecaster. */
+const HISTOGRAM_OPTIONS = new Map<Resource, Readonly<Omit<HistogramOptions, "halfLifeMs">>>();

@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
-import { readdirSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { augur } from "../cli.js";
+import { getHeapStatistics } from "node:v8";
+import { HEAP_ENV, largerHeapOption } from "../../src/cli/heap.js";
+import { augur, CLI } from "../cli.js";
 import { tempDir } from "../helpers.js";
 
 describe("augur CLI", () => {
@@ -99,6 +104,55 @@ describe("augur CLI", () => {
       const result = augur(["allocate", "--image", "i", "--user", "u", "--cpu", "100000", "--memory", "1", "--json", "--data-dir", dir]);
       assert.equal(result.status, 1);
       assert.equal(JSON.parse(result.stdout).reason, "capacity");
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe("a trace command's heap", () => {
+  const GIB = 2 ** 30;
+  const base = { args: ["backtest", "--trace", "t.csv"], execArgv: [], env: {}, totalBytes: 24 * GIB, heapLimitBytes: 4.3e9 };
+
+  it("is raised to half the machine's memory unless the user chose one, the machine is small or the command holds no trace", () => {
+    assert.equal(largerHeapOption(base), "--max-old-space-size=12288");
+    assert.equal(largerHeapOption({ ...base, args: ["detect", "--trace", "t.csv"] }), "--max-old-space-size=12288");
+    assert.equal(largerHeapOption({ ...base, args: ["run"] }), null, "the live pipeline keeps node's heap");
+    assert.equal(largerHeapOption({ ...base, args: [] }), null);
+    assert.equal(largerHeapOption({ ...base, execArgv: ["--max-old-space-size=2048"] }), null);
+    assert.equal(largerHeapOption({ ...base, env: { NODE_OPTIONS: "--enable-source-maps --max-old-space-size=3000" } }), null);
+    assert.equal(largerHeapOption({ ...base, env: { [HEAP_ENV]: "1" } }), null, "the re-run process does not re-run again");
+    assert.equal(largerHeapOption({ ...base, totalBytes: 8 * GIB }), null, "half of 8 GiB is no more than node's own limit");
+  });
+
+  it("re-runs the command with it for real, and a signal to augur stops the re-run too", { skip: largerHeapOption({ ...base, totalBytes: totalmem(), heapLimitBytes: getHeapStatistics().heap_size_limit }) === null && "this machine's memory would not raise the heap" }, async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const trace = join(dir, "t.csv");
+      const rows = ["ts,workload,image,user,cpu,mem"];
+      for (let w = 0; w < 400; w++) for (let k = 0; k < 200; k++) rows.push(`${1_767_571_200_000 + k * 60_000},w${w},img${w % 9},u${w % 13},${(w % 7) / 3 + 0.1},${1e8 * (1 + (w % 5))}`);
+      writeFileSync(trace, rows.join("\n") + "\n");
+      const parent = spawn(process.execPath, [CLI, "backtest", "--trace", trace, "--policies", "augur", "--out", join(dir, "r.json")], { stdio: "ignore", env: { ...Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== HEAP_ENV)), NODE_OPTIONS: "" } });
+      const exited = once(parent, "exit");
+      // The re-run: a child of augur's process whose command line carries the heap option.
+      let child: number | null = null;
+      for (let tries = 0; tries < 200 && child === null; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+          try {
+            const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+            const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+            if (ppid === parent.pid && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--max-old-space-size=")) child = Number(pid);
+          } catch {
+            // gone already
+          }
+        }
+      }
+      assert.ok(child !== null, "augur backtest re-ran itself with --max-old-space-size");
+      parent.kill("SIGTERM");
+      const [code] = await exited;
+      assert.equal(code, 143, "augur exits as killed by SIGTERM");
+      assert.equal(existsSync(`/proc/${child}`) && !readFileSync(`/proc/${child}/stat`, "utf8").includes(") Z "), false, "the re-run is stopped too");
     } finally {
       cleanup();
     }

@@ -51,7 +51,14 @@ const RETRAINING = { ...TRAINING, steps: 100 };
  * young pair borrows evidence from its peers.
  */
 export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
-  const optionsFor = options.optionsFor ?? ((resource: Resource) => defaultEnsembleOptions(resource, { decisionMs: options.decisionMs, memory: options.serviceLevel?.memory, rate: options.serviceLevel?.rate }));
+  // One options object per resource, shared by every pair's forecaster.
+  const given = options.optionsFor ?? ((resource: Resource) => defaultEnsembleOptions(resource, { decisionMs: options.decisionMs, memory: options.serviceLevel?.memory, rate: options.serviceLevel?.rate }));
+  const ensembleOptions = new Map<Resource, EnsembleOptions>();
+  const optionsFor = (resource: Resource): EnsembleOptions => {
+    let found = ensembleOptions.get(resource);
+    if (!found) ensembleOptions.set(resource, (found = given(resource)));
+    return found;
+  };
   const learn = options.learn ?? true;
   const learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
   const learner = (resource: Resource) => {
