@@ -52,17 +52,61 @@ export function suppressFleetWide(events: AnomalyEvent[], fleet: Map<string, num
     group.push(event);
   }
   const dropped = new Set<AnomalyEvent>();
-  for (const group of groups.values()) {
-    group.sort((a, b) => a.detectedTs - b.detectedTs);
-    const needed = Math.max(3, Math.ceil(share * (fleet.get(group[0]!.image) ?? 1)));
-    const span = (event: AnomalyEvent) => event.detectedTs - event.startTs;
-    for (const event of group) {
-      // The findings up to this one, back to its window (the earlier detections of what it joins).
-      const together = group.filter((other) => other.detectedTs <= event.detectedTs && event.detectedTs - other.detectedTs <= Math.max(windowMs, Math.min(span(event), span(other))));
-      if (new Set(together.map((e) => e.workload)).size >= needed) for (const other of together) dropped.add(other);
-    }
-  }
+  for (const group of groups.values()) markFleetWide(group, Math.max(3, Math.ceil(share * (fleet.get(group[0]!.image) ?? 1))), windowMs, dropped);
   return events.filter((event) => !dropped.has(event));
+}
+
+/**
+ * One group's findings (one image, type and resource) that are at once with
+ * those of at least `needed` workloads, into `dropped`. A finding e is at
+ * once with every earlier or simultaneous one o detected within
+ * max(windowMs, min(span(e), span(o))) before it. Linear but for trends
+ * longer than the window: those detected within the window of e are a
+ * range of the sorted group (kept with per-workload counts as e advances, and
+ * marked as a range), and only a finding whose own span reaches further
+ * looks back one by one.
+ */
+function markFleetWide(group: AnomalyEvent[], needed: number, windowMs: number, dropped: Set<AnomalyEvent>): void {
+  group.sort((a, b) => a.detectedTs - b.detectedTs);
+  const n = group.length;
+  const span = (event: AnomalyEvent) => event.detectedTs - event.startTs;
+  /** +1 at a marked range's start, −1 after its end. */
+  const marks = new Int32Array(n + 1);
+  const inWindow = new Map<string, number>();
+  const enter = (event: AnomalyEvent) => inWindow.set(event.workload, (inWindow.get(event.workload) ?? 0) + 1);
+  let lo = 0;
+  let hi = 0; // the window is group[lo, hi)
+  for (let i = 0; i < n; i++) {
+    const event = group[i]!;
+    const ts = event.detectedTs;
+    while (hi < n && group[hi]!.detectedTs <= ts) enter(group[hi++]!);
+    while (group[lo]!.detectedTs < ts - windowMs) {
+      const workload = group[lo++]!.workload;
+      const count = inWindow.get(workload)! - 1;
+      if (count === 0) inWindow.delete(workload);
+      else inWindow.set(workload, count);
+    }
+    // Trends that both outlast the window: detections within the shorter span count too.
+    const extra: AnomalyEvent[] = [];
+    const reach = span(event);
+    if (reach > windowMs) {
+      for (let j = lo - 1; j >= 0 && ts - group[j]!.detectedTs <= reach; j--) if (span(group[j]!) >= ts - group[j]!.detectedTs) extra.push(group[j]!);
+    }
+    let workloads = inWindow.size;
+    if (workloads + extra.length >= needed && extra.length > 0) {
+      const more = new Set<string>();
+      for (const other of extra) if (!inWindow.has(other.workload)) more.add(other.workload);
+      workloads += more.size;
+    }
+    if (workloads < needed) continue;
+    marks[lo]!++;
+    marks[hi]!--;
+    for (const other of extra) dropped.add(other);
+  }
+  for (let i = 0, depth = 0; i < n; i++) {
+    depth += marks[i]!;
+    if (depth > 0) dropped.add(group[i]!);
+  }
 }
 
 /** Feeds a series (steps before `untilTs` only) to a monitor; returns its events. */

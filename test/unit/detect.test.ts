@@ -8,6 +8,7 @@ import type { Resource } from "../../src/core/types.js";
 import { BlockMeans } from "../../src/detect/blocks.js";
 import { injectAnomalies } from "../../src/detect/inject.js";
 import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "../../src/detect/monitor.js";
+import { seededRandom } from "../helpers.js";
 import { detectTrace, parseLabels, scoreDetections, suppressFleetWide } from "../../src/detect/offline.js";
 import { mannKendall, mad, median, theilSen } from "../../src/detect/stats.js";
 import { ANOMALY_TYPES } from "../../src/detect/detector.js";
@@ -179,6 +180,43 @@ describe("detectors on a workload's steps", () => {
     // One long trend among short findings an hour apart does not widen their window.
     const mixed = ["a", "b", "c", "d"].map((w, i) => event(w, i * 60, i === 0 ? 480 : 0));
     assert.equal(suppressFleetWide(mixed, fleet, 12 * 60_000, 0.02).length, 4);
+  });
+
+  it("keeps the fleet rule's definition on random fleets, in time that grows with the findings, not their square", () => {
+    // The definition, finding by finding: those detected up to it, back to the window of the two (quadratic).
+    const byDefinition = (events: AnomalyEvent[], fleet: Map<string, number>, windowMs: number, share: number) => {
+      const dropped = new Set<AnomalyEvent>();
+      const span = (event: AnomalyEvent) => event.detectedTs - event.startTs;
+      for (const event of events) {
+        if (event.type === "never_seen") continue;
+        const group = events.filter((other) => other.type !== "never_seen" && other.image === event.image && other.type === event.type && other.resource === event.resource);
+        const needed = Math.max(3, Math.ceil(share * (fleet.get(event.image) ?? 1)));
+        const together = group.filter((other) => other.detectedTs <= event.detectedTs && event.detectedTs - other.detectedTs <= Math.max(windowMs, Math.min(span(event), span(other))));
+        if (new Set(together.map((other) => other.workload)).size >= needed) for (const other of together) dropped.add(other);
+      }
+      return events.filter((event) => !dropped.has(event));
+    };
+    const random = seededRandom(11);
+    const types = ["memory_leak", "cpu_runaway", "never_seen"] as const;
+    for (let round = 0; round < 60; round++) {
+      const fleet = new Map([["a", 20 + Math.floor(random() * 300)], ["b", 50]]);
+      const events: AnomalyEvent[] = Array.from({ length: 5 + Math.floor(random() * 80) }, () => {
+        const detected = Math.floor(random() * 48 * 60) * 60_000; // two days, whole minutes: ties happen
+        const span = random() < 0.3 ? Math.floor(random() * 600) * 60_000 : 0;
+        return {
+          workload: `w${Math.floor(random() * 25)}`, image: random() < 0.8 ? "a" : "b", user: "u", host: "h", type: types[Math.floor(random() * 3)]!, severity: "warning", score: 1, resource: random() < 0.7 ? "mem" : "cpu",
+          observed: 1, expected: 1, startTs: detected - span, detectedTs: detected, message: "",
+        };
+      });
+      const windowMs = (5 + Math.floor(random() * 120)) * 60_000;
+      const share = random() * 0.05;
+      assert.deepEqual(suppressFleetWide(events, fleet, windowMs, share), byDefinition(events, fleet, windowMs, share), `round ${round}`);
+    }
+    // 200,000 findings of one image at once (the definition would compare 4e10 pairs).
+    const many: AnomalyEvent[] = Array.from({ length: 200_000 }, (_, i) => ({
+      workload: `w${i}`, image: "a", user: "u", host: "h", type: "cpu_runaway", severity: "warning", score: 1, resource: "cpu", observed: 1, expected: 1, startTs: i * 1000, detectedTs: i * 1000, message: "",
+    }));
+    assert.deepEqual(suppressFleetWide(many, new Map([["a", 200_000]]), 3_600_000, 0.015), []);
   });
 });
 
