@@ -53,16 +53,16 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
   }
   const file = createReadStream(path, { fd, highWaterMark: CHUNK_BYTES });
   const gzipped = path.endsWith(".gz");
-  let stream: NodeJS.ReadableStream = file;
+  const gunzip = gzipped ? createGunzip({ chunkSize: CHUNK_BYTES }) : null;
   let readError: Error | null = null;
-  if (gzipped) {
-    const gunzip = createGunzip({ chunkSize: CHUNK_BYTES });
+  if (gunzip) {
     file.on("error", (error) => {
       readError = error;
       gunzip.destroy(error);
     });
-    stream = file.pipe(gunzip);
+    file.pipe(gunzip);
   }
+  const stream: NodeJS.ReadableStream = gunzip ?? file;
   const decoder = new StringDecoder("utf8");
   let rest = "";
   let number = 0;
@@ -87,6 +87,7 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
     if (gzipped && readError === null) throw new ValidationError(`trace ${path} is not valid gzip: ${(error as Error).message}`);
     throw new ValidationError(`cannot read trace ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   } finally {
+    gunzip?.destroy();
     file.destroy();
   }
   rest += decoder.end();
