@@ -1,10 +1,11 @@
-import { writeFileSync } from "node:fs";
-import { gzipSync } from "node:zlib";
+import { once } from "node:events";
+import { createWriteStream } from "node:fs";
+import { createGzip } from "node:zlib";
 import type { Command } from "commander";
 import { ConfigError, ValidationError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
-import { historyToCanonical, type HistoryStat } from "../history/export.js";
-import { HISTORY_STATS, readHistory } from "../history/sink.js";
+import { exportHistory, type HistoryStat } from "../history/export.js";
+import { HISTORY_STATS } from "../history/sink.js";
 import { DEFAULT_KAFKA_CONFIG, fail, loadFromFlags } from "./common.js";
 
 /** A point in time from the command line: ISO 8601 (2013-08-01, 2013-08-01T07:00:00Z) or epoch milliseconds. */
@@ -38,11 +39,23 @@ export function registerHistory(program: Command): void {
         const pipeline = loadFromFlags({ config: flags.config });
         const config = pipeline.config.history;
         if (!config) throw new ConfigError(`${pipeline.path}: no history section (kind: influxdb, url, measurement)`);
-        const windows = await readHistory({ url: config.url, measurement: config.measurement, fromMs, toMs, image, user, query: config.query, org: config.org, bucket: config.bucket, token: process.env[config.tokenEnv] });
-        const trace = historyToCanonical(windows, flags.stat as HistoryStat);
-        writeFileSync(flags.out, flags.out.endsWith(".gz") ? gzipSync(trace.csv) : trace.csv);
-        for (const refused of trace.refused.slice(0, 20)) process.stderr.write(`augur: window ${refused.image}|${refused.user} at ${refused.ts} refused: ${refused.reason}\n`);
-        process.stdout.write(`${JSON.stringify({ out: flags.out, windows: windows.length, rows: trace.rows, pairs: trace.pairs, refused: trace.refused.length })}\n`);
+        const query = { url: config.url, measurement: config.measurement, fromMs, toMs, image, user, query: config.query, org: config.org, bucket: config.bucket, token: process.env[config.tokenEnv] };
+        const file = createWriteStream(flags.out);
+        const failed = new Promise<never>((_, reject) => file.once("error", (error) => reject(new ValidationError(`cannot write ${flags.out}: ${error.message}`))));
+        failed.catch(() => {});
+        const gzip = flags.out.endsWith(".gz") ? createGzip() : null;
+        if (gzip) gzip.pipe(file);
+        const sink = gzip ?? file;
+        const summary = await Promise.race([
+          exportHistory(query, flags.stat as HistoryStat, async (line) => {
+            if (!sink.write(line + "\n")) await Promise.race([once(sink, "drain"), failed]);
+          }),
+          failed,
+        ]);
+        sink.end();
+        await Promise.race([once(file, "close"), failed]);
+        for (const refused of summary.refusedKept.slice(0, 20)) process.stderr.write(`augur: window ${refused.image}|${refused.user} at ${refused.ts} refused: ${refused.reason}\n`);
+        process.stdout.write(`${JSON.stringify({ out: flags.out, windows: summary.windows, rows: summary.rows, pairs: summary.pairs, refused: summary.refused })}\n`);
       } catch (error) {
         fail(error);
       }

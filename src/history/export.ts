@@ -6,9 +6,19 @@ import { canonicalLines, SeriesBuilder, type Trace } from "../backtest/trace.js"
 import { ValidationError } from "../core/errors.js";
 import { MAX_ID_LENGTH, validateId } from "../core/keys.js";
 import { RESOURCES, type Resource } from "../core/types.js";
-import { HISTORY_STATS, type HistoryWindow } from "./sink.js";
+import { HISTORY_STATS, listHistoryPairs, readHistory, type HistoryQuery, type HistoryWindow } from "./sink.js";
 
 export type HistoryStat = (typeof HISTORY_STATS)[number];
+
+export interface RefusedWindow {
+  image: string;
+  user: string;
+  ts: number;
+  reason: string;
+}
+
+/** Refused windows kept for the report (the count is always exact). */
+const REFUSED_KEPT = 1_000;
 
 /**
  * The workload of a pair's rows: `image@user`, or a digest of it when that
@@ -27,9 +37,9 @@ export function pairWorkload(image: string, user: string): string {
  * Windows are validated as they are read; a window with a bad id or no
  * statistic at all is refused with the reason.
  */
-export function historyToCanonical(windows: HistoryWindow[], stat: HistoryStat = "max"): { csv: string; rows: number; pairs: number; refused: Array<{ image: string; user: string; ts: number; reason: string }> } {
+export function historyToCanonical(windows: HistoryWindow[], stat: HistoryStat = "max"): { trace: Trace; rows: number; pairs: number; refused: RefusedWindow[] } {
   if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
-  const refused: Array<{ image: string; user: string; ts: number; reason: string }> = [];
+  const refused: RefusedWindow[] = [];
   const refuse = (image: string, user: string, ts: number, reason: string) => refused.push({ image: String(image).slice(0, 80), user: String(user).slice(0, 80), ts, reason });
   const builders = new Map<string, SeriesBuilder>();
   for (const window of windows) {
@@ -57,5 +67,42 @@ export function historyToCanonical(windows: HistoryWindow[], stat: HistoryStat =
     trace.workloads.push(series);
     trace.rows += series.ts.length;
   }
-  return { csv: [...canonicalLines(trace)].join("\n") + "\n", rows: trace.rows, pairs: builders.size, refused };
+  return { trace, rows: trace.rows, pairs: builders.size, refused };
+}
+
+/**
+ * The history of the range as a canonical trace, one pair at a time: the
+ * pairs are listed first, then each pair's windows are read, converted and
+ * handed to `write` line by line (the header first). Memory holds one pair's
+ * windows, not the fleet's: a month of a thousand pairs' windows is far more
+ * than one answer or one process holds at once.
+ */
+export async function exportHistory(
+  query: HistoryQuery,
+  stat: HistoryStat,
+  write: (line: string) => void | Promise<void>,
+): Promise<{ windows: number; rows: number; pairs: number; refused: number; refusedKept: RefusedWindow[] }> {
+  if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
+  const summary = { windows: 0, rows: 0, pairs: 0, refused: 0, refusedKept: [] as RefusedWindow[] };
+  let header = true;
+  for (const pair of await listHistoryPairs(query)) {
+    const windows = await readHistory({ ...query, image: pair.image, user: pair.user });
+    const converted = historyToCanonical(windows, stat);
+    summary.windows += windows.length;
+    summary.rows += converted.rows;
+    summary.pairs += converted.pairs;
+    summary.refused += converted.refused.length;
+    for (const refused of converted.refused) if (summary.refusedKept.length < REFUSED_KEPT) summary.refusedKept.push(refused);
+    let first = true; // each pair's lines start with the header: written once
+    for (const line of canonicalLines(converted.trace)) {
+      if (first) {
+        first = false;
+        if (!header) continue;
+        header = false;
+      }
+      await write(line);
+    }
+  }
+  if (header) await write([...canonicalLines({ name: "history", workloads: [], rows: 0, rejected: [] })][0]!);
+  return summary;
 }

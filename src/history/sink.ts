@@ -150,27 +150,55 @@ export async function readHistory(options: HistoryQuery): Promise<HistoryWindow[
   return windows.result();
 }
 
-/**
- * VictoriaMetrics' Prometheus-style export API (`/api/v1/export`, JSON
- * lines) over data written with line protocol: series
- * `<measurement>_<field>` with the tags as labels.
- */
-async function readExport(options: HistoryQuery, windows: WindowAssembler): Promise<void> {
+/** Label selectors of the measurement's series (and the pair, where given), for the Prometheus-style APIs. */
+function selectorParams(options: HistoryQuery): URLSearchParams {
   const selectors = [`__name__=~"${options.measurement}_.*"`];
   const quote = (value: string) => JSON.stringify(value);
   if (options.image !== undefined) selectors.push(`image=${quote(options.image)}`);
   if (options.user !== undefined) selectors.push(`user=${quote(options.user)}`);
-  const params = new URLSearchParams({ "match[]": `{${selectors.join(",")}}`, start: String(options.fromMs / 1000), end: String(options.toMs / 1000) });
-  const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/export?${params}`);
-  if (!response.ok) throw new TransientError(`history export from ${options.url} failed: HTTP ${response.status} ${await response.text()}`);
+  return new URLSearchParams({ "match[]": `{${selectors.join(",")}}`, start: String(options.fromMs / 1000), end: String(options.toMs / 1000) });
+}
+
+/** The longest line an answer may hold (one series of one field over the range asked for). */
+const MAX_ANSWER_LINE = 1 << 28;
+
+/** Each line of an HTTP answer's body, as it arrives: an answer may be larger than one string can hold. */
+async function forEachBodyLine(response: Response, source: string, onLine: (line: string) => void): Promise<void> {
+  if (!response.body) return;
+  const decoder = new TextDecoder();
+  let rest = "";
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    const text = rest + decoder.decode(chunk, { stream: true });
+    let start = 0;
+    for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
+      onLine(text.slice(start, end));
+      start = end + 1;
+    }
+    rest = text.slice(start);
+    if (rest.length > MAX_ANSWER_LINE) throw new ValidationError(`${source} returned a line longer than ${MAX_ANSWER_LINE} characters`);
+  }
+  rest += decoder.decode();
+  if (rest.length > 0) onLine(rest);
+}
+
+/**
+ * VictoriaMetrics' Prometheus-style export API (`/api/v1/export`, JSON
+ * lines) over data written with line protocol: series
+ * `<measurement>_<field>` with the tags as labels. The answer is read as it
+ * arrives.
+ */
+async function readExport(options: HistoryQuery, windows: WindowAssembler): Promise<void> {
+  const source = `history export from ${options.url}`;
+  const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/export?${selectorParams(options)}`);
+  if (!response.ok) throw new TransientError(`${source} failed: HTTP ${response.status} ${(await response.text()).slice(0, 400)}`);
   const prefix = `${options.measurement}_`;
-  for (const line of (await response.text()).split("\n")) {
-    if (!line.trim()) continue;
+  await forEachBodyLine(response, source, (line) => {
+    if (!line.trim()) return;
     let series: { metric: Record<string, string>; values: number[]; timestamps: number[] };
     try {
       series = JSON.parse(line);
     } catch {
-      throw new ValidationError(`history export from ${options.url} returned a line that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+      throw new ValidationError(`${source} returned a line that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
     }
     if (
       typeof series?.metric !== "object" ||
@@ -181,15 +209,48 @@ async function readExport(options: HistoryQuery, windows: WindowAssembler): Prom
       !series.timestamps.every((ts) => Number.isFinite(ts)) ||
       !series.values.every((value) => typeof value === "number")
     ) {
-      throw new ValidationError(`history export from ${options.url} returned a series that is not {metric, values[], timestamps[]} of equal length`);
+      throw new ValidationError(`${source} returned a series that is not {metric, values[], timestamps[]} of equal length`);
     }
     const name = series.metric.__name__ ?? "";
     const image = series.metric.image;
     const user = series.metric.user;
-    if (!name.startsWith(prefix) || image === undefined || user === undefined) continue;
+    if (!name.startsWith(prefix) || image === undefined || user === undefined) return;
     const field = name.slice(prefix.length);
     series.timestamps.forEach((ts, i) => windows.add(image, user, ts, field, series.values[i]!));
+  });
+}
+
+/**
+ * The (image, user) pairs with windows in the range (and matching the
+ * image and user given), sorted: VictoriaMetrics' series API, or a Flux
+ * query counting each pair's windows.
+ */
+export async function listHistoryPairs(options: HistoryQuery): Promise<Array<{ image: string; user: string }>> {
+  const pairs = new Map<string, { image: string; user: string }>();
+  const add = (image: unknown, user: unknown, source: string) => {
+    if (typeof image !== "string" || typeof user !== "string") throw new ValidationError(`${source} returned a series without string image and user labels`);
+    pairs.set(JSON.stringify([image, user]), { image, user });
+  };
+  if (options.query === "flux") {
+    const source = `history query at ${options.url}`;
+    await fluxRows(options, fluxPairsQuery(options), (row) => add(row.image, row.user, source));
+  } else {
+    const source = `history series list from ${options.url}`;
+    const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/series?${selectorParams(options)}`);
+    if (!response.ok) throw new TransientError(`${source} failed: HTTP ${response.status} ${(await response.text()).slice(0, 400)}`);
+    let answer: { status?: string; data?: unknown };
+    try {
+      answer = (await response.json()) as typeof answer;
+    } catch {
+      throw new ValidationError(`${source} is not JSON`);
+    }
+    if (answer?.status !== "success" || !Array.isArray(answer.data)) throw new ValidationError(`${source} is not {status: "success", data: [...]}`);
+    for (const labels of answer.data as Array<Record<string, unknown> | null>) {
+      if (typeof labels !== "object" || labels === null) throw new ValidationError(`${source} returned a series that is not a label set`);
+      add(labels.image, labels.user, source);
+    }
   }
+  return [...pairs.values()].sort((a, b) => a.image.localeCompare(b.image) || a.user.localeCompare(b.user));
 }
 
 /**
@@ -198,24 +259,42 @@ async function readExport(options: HistoryQuery, windows: WindowAssembler): Prom
  * query only through the client's `flux` template, which quotes them.
  */
 async function readFlux(options: HistoryQuery, windows: WindowAssembler): Promise<void> {
+  const query = flux`${fluxRange(options)}
+  |> keep(columns: ["_time", "_field", "_value", "image", "user"])`;
+  await fluxRows(options, query, (row) => {
+    const { _time: time, _field: field, _value: value, image, user } = row;
+    const ts = typeof time === "string" ? Date.parse(time) : Number.NaN;
+    if (typeof field !== "string" || typeof image !== "string" || typeof user !== "string" || !Number.isFinite(ts) || typeof value !== "number") {
+      throw new ValidationError(`history query at ${options.url} returned a row that is not {_time, _field, numeric _value, image, user}: ${JSON.stringify(row).slice(0, 160)}`);
+    }
+    windows.add(image, user, ts, field, value);
+  });
+}
+
+/** The measurement's rows in the range, of the pair where given (values enter only through the `flux` template, which quotes them). */
+function fluxRange(options: HistoryQuery): ReturnType<typeof flux> {
   const filters = [flux`r._measurement == ${options.measurement}`];
   if (options.image !== undefined) filters.push(flux`r.image == ${options.image}`);
   if (options.user !== undefined) filters.push(flux`r.user == ${options.user}`);
-  const query = flux`from(bucket: ${options.bucket ?? "augur"})
+  return flux`from(bucket: ${options.bucket ?? "augur"})
   |> range(start: ${fluxDateTime(new Date(options.fromMs).toISOString())}, stop: ${fluxDateTime(new Date(options.toMs + 1).toISOString())})
-  |> filter(fn: (r) => ${fluxExpression(filters.map(String).join(" and "))})
-  |> keep(columns: ["_time", "_field", "_value", "image", "user"])`;
+  |> filter(fn: (r) => ${fluxExpression(filters.map(String).join(" and "))})`;
+}
+
+/** One row per pair: its windows (the `samples` field) counted. */
+function fluxPairsQuery(options: HistoryQuery): ReturnType<typeof flux> {
+  return flux`${fluxRange(options)}
+  |> filter(fn: (r) => r._field == "samples")
+  |> group(columns: ["image", "user"])
+  |> count()
+  |> keep(columns: ["image", "user", "_value"])`;
+}
+
+/** Runs a Flux query, row by row as the answer arrives; errors sorted into worth retrying or not. */
+async function fluxRows(options: HistoryQuery, query: ReturnType<typeof flux>, onRow: (row: Record<string, unknown>) => void): Promise<void> {
   const api = new InfluxDB({ url: options.url, token: options.token ?? "", timeout: 60_000 }).getQueryApi(options.org ?? "augur");
   try {
-    for await (const { values, tableMeta } of api.iterateRows(query)) {
-      const row = tableMeta.toObject(values) as Record<string, unknown>;
-      const { _time: time, _field: field, _value: value, image, user } = row;
-      const ts = typeof time === "string" ? Date.parse(time) : Number.NaN;
-      if (typeof field !== "string" || typeof image !== "string" || typeof user !== "string" || !Number.isFinite(ts) || typeof value !== "number") {
-        throw new ValidationError(`history query at ${options.url} returned a row that is not {_time, _field, numeric _value, image, user}: ${JSON.stringify(row).slice(0, 160)}`);
-      }
-      windows.add(image, user, ts, field, value);
-    }
+    for await (const { values, tableMeta } of api.iterateRows(query)) onRow(tableMeta.toObject(values) as Record<string, unknown>);
   } catch (error) {
     if (error instanceof ValidationError) throw error;
     const status = error instanceof HttpError ? error.statusCode : 0;

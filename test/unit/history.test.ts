@@ -4,8 +4,9 @@ import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { loadCanonical } from "../../src/backtest/adapters/index.js";
-import { historyToCanonical, pairWorkload } from "../../src/history/export.js";
-import { readHistory, type HistoryWindow } from "../../src/history/sink.js";
+import { canonicalLines } from "../../src/backtest/trace.js";
+import { exportHistory, historyToCanonical, pairWorkload } from "../../src/history/export.js";
+import { listHistoryPairs, readHistory, type HistoryWindow } from "../../src/history/sink.js";
 import { augur, REPO } from "../cli.js";
 import { T0, tempDir } from "../helpers.js";
 
@@ -32,7 +33,7 @@ describe("history as a trace", () => {
       const trace = historyToCanonical(windows);
       assert.deepEqual({ rows: trace.rows, pairs: trace.pairs, refused: trace.refused }, { rows: 3, pairs: 2, refused: [] });
       const file = join(dir, "history.csv");
-      writeFileSync(file, trace.csv);
+      writeFileSync(file, [...canonicalLines(trace.trace)].join("\n") + "\n");
       const loaded = await loadCanonical(file);
       assert.deepEqual(loaded.rejected, []);
       const amy = loaded.workloads.find((w) => w.user === "amy")!;
@@ -47,7 +48,7 @@ describe("history as a trace", () => {
       assert.ok(oddMem === undefined || Number.isNaN(oddMem[0]!), "a resource the window lacks is not measured, not zero");
       // Another statistic on request.
       const p95File = join(dir, "p95.csv");
-      writeFileSync(p95File, historyToCanonical([window({})], "p95").csv);
+      writeFileSync(p95File, [...canonicalLines(historyToCanonical([window({})], "p95").trace)].join("\n") + "\n");
       const p95 = (await loadCanonical(p95File)).workloads[0]!;
       assert.deepEqual([p95.values.cpu![0], p95.values.mem![0]], [0.4, 1.9e9]);
     } finally {
@@ -89,6 +90,94 @@ describe("history as a trace", () => {
       await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /not JSON/);
       await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /equal length/);
       await assert.rejects(readHistory({ url, measurement: "m", fromMs: 0, toMs: 1 }), /equal length/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("exports a pair at a time: the series listed, each pair's windows asked for alone, answers read as they arrive", async () => {
+    const requests: string[] = [];
+    const pairs = [
+      { image: "app", user: "amy" },
+      { image: "app", user: "bëëëëëëëb" }, // two-byte characters: some split between the answer's pieces
+      { image: 'we"ird,img', user: "amy" },
+    ];
+    // Each pair's series: cpu_max and samples over three windows; the answer is sent in 7-byte pieces.
+    const seriesOf = (image: string, user: string) =>
+      ["cpu_max", "samples"]
+        .map((field, f) => JSON.stringify({ metric: { __name__: `m_${field}`, image, user }, values: [0, 1, 2].map((i) => (f === 0 ? 0.25 * (i + 1) + (user === "amy" ? 0 : 1) : 3)), timestamps: [0, 1, 2].map((i) => T0 + i * 300_000) }))
+        .join("\n") + "\n";
+    let seriesAnswer: string | null = null;
+    const server = createServer((request, response) => {
+      const url = new URL(request.url ?? "/", "http://x");
+      requests.push(`${url.pathname} ${url.searchParams.get("match[]")}`);
+      if (url.pathname === "/api/v1/series") {
+        response.end(seriesAnswer ?? JSON.stringify({ status: "success", data: [...pairs, pairs[0]].flatMap((pair) => ["m_cpu_max", "m_samples"].map((name) => ({ __name__: name, ...pair }))) }));
+        return;
+      }
+      const match = url.searchParams.get("match[]") ?? "";
+      const pair = pairs.find((p) => match.includes(`image=${JSON.stringify(p.image)}`) && match.includes(`user=${JSON.stringify(p.user)}`));
+      const body = Buffer.from(pair ? seriesOf(pair.image, pair.user) : "");
+      let at = 0;
+      const send = () => {
+        if (at >= body.length) return void response.end();
+        response.write(body.subarray(at, (at += 7)));
+        setImmediate(send);
+      };
+      send();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const query = { url, measurement: "m", fromMs: T0, toMs: T0 + 3_600_000 };
+    try {
+      assert.deepEqual(await listHistoryPairs(query), [pairs[0], pairs[1], pairs[2]], "each pair once, sorted");
+      const lines: string[] = [];
+      const summary = await exportHistory(query, "max", (line) => void lines.push(line));
+      assert.deepEqual({ windows: summary.windows, rows: summary.rows, pairs: summary.pairs, refused: summary.refused }, { windows: 9, rows: 9, pairs: 3, refused: 0 });
+      assert.equal(lines.filter((line) => line.startsWith("ts,")).length, 1, "one header");
+      assert.equal(lines.length, 10);
+      const exports = requests.filter((line) => line.startsWith("/api/v1/export"));
+      assert.equal(exports.length, 3, "one export request per pair");
+      for (const pair of pairs) assert.ok(exports.some((line) => line.includes(`image=${JSON.stringify(pair.image)}`) && line.includes(`user=${JSON.stringify(pair.user)}`)));
+      // Read back by the backtest: the pairs' peaks, the odd image quoted.
+      const { dir, cleanup } = tempDir();
+      try {
+        writeFileSync(join(dir, "h.csv"), lines.join("\n") + "\n");
+        const trace = await loadCanonical(join(dir, "h.csv"));
+        assert.deepEqual(trace.rejected, []);
+        assert.deepEqual([...trace.workloads.find((w) => w.user === "bëëëëëëëb")!.values.cpu!], [1.25, 1.5, 1.75]);
+        assert.ok(trace.workloads.some((w) => w.image === 'we"ird,img'));
+      } finally {
+        cleanup();
+      }
+      // The same through Flux: one count per pair.
+      const fluxServer = createServer((request, response) => {
+        let body = "";
+        request.on("data", (chunk: Buffer) => (body += chunk.toString()));
+        request.on("end", () => {
+          const flux = (JSON.parse(body) as { query: string }).query;
+          assert.ok(flux.includes('r._field == "samples"') && flux.includes('group(columns: ["image", "user"])') && flux.includes("count()"), flux);
+          response.writeHead(200, { "content-type": "text/csv" }).end(["#datatype,string,long,long,string,string", ",result,table,_value,image,user", ",_result,0,3,app,amy", ",_result,1,3,app,bëëëëëëëb", ""].join("\r\n"));
+        });
+      });
+      await new Promise<void>((resolve) => fluxServer.listen(0, "127.0.0.1", resolve));
+      try {
+        const fluxUrl = `http://127.0.0.1:${(fluxServer.address() as { port: number }).port}`;
+        assert.deepEqual(await listHistoryPairs({ ...query, url: fluxUrl, query: "flux" }), [pairs[0], pairs[1]]);
+      } finally {
+        fluxServer.close();
+      }
+      seriesAnswer = "<html>busy</html>";
+      await assert.rejects(listHistoryPairs(query), /series list .* is not JSON/);
+      seriesAnswer = JSON.stringify({ status: "success", data: [{ __name__: "m_cpu_max", image: "app" }] });
+      await assert.rejects(listHistoryPairs(query), /without string image and user labels/);
+      seriesAnswer = JSON.stringify({ status: "error", error: "bad match" });
+      await assert.rejects(listHistoryPairs(query), /is not \{status: "success"/);
+      // Nothing in the range: a trace of a header alone.
+      seriesAnswer = JSON.stringify({ status: "success", data: [] });
+      const empty: string[] = [];
+      assert.equal((await exportHistory(query, "max", (line) => void empty.push(line))).rows, 0);
+      assert.deepEqual(empty.map((line) => line.split(",")[0]), ["ts"]);
     } finally {
       server.close();
     }
