@@ -49,6 +49,14 @@ export interface EnsembleState {
   decision: { held: Array<number | null>; at: number } | null;
   /** The decaying percentiles and the prior as last computed, and the steps since (they are refreshed every few steps). */
   percentiles: { since: number; values: number[]; prior: number | null };
+  /**
+   * Blocks folded in since the first decision (one in `sampleEvery` gives
+   * the global model an example), and the global model's features at the
+   * last decision with the scale they are in (null where there are none):
+   * a restored key samples the same examples as one never stopped. Older
+   * states lack them (sampling starts afresh).
+   */
+  global?: { blocks: number; features: Array<number | null> | null; scale: number };
 }
 
 export interface EnsembleOptions {
@@ -550,6 +558,7 @@ export class EnsembleForecaster {
       pending: { ts: [...this.blockTs.subarray(0, this.blockLength)], values: [...this.block.subarray(0, this.blockLength)] },
       decision: this.decided ? { held: toJsonNumbers(this.perSource(HELD)), at: this.decidedAt } : null,
       percentiles: { since: this.sincePercentiles, values: [...this.sources.subarray(WINDOWS_MS.length, SEASONAL_AT)], prior: toJsonNumbers([this.sources[PRIOR_AT]!])[0] ?? null },
+      global: { blocks: this.blocks, features: this.featuresReady ? toJsonNumbers(this.features) : null, scale: this.scale },
     };
   }
 
@@ -595,6 +604,17 @@ export class EnsembleForecaster {
     ) {
       throw new RangeError("ensemble state has malformed percentiles");
     }
+    const global = state.global;
+    if (
+      global !== undefined &&
+      (typeof global !== "object" ||
+        global === null ||
+        !(Number.isSafeInteger(global.blocks) && global.blocks >= 0) ||
+        !(typeof global.scale === "number" && global.scale > 0 && Number.isFinite(global.scale)) ||
+        (global.features !== null && !isNumberArray(global.features, { length: GLOBAL_FEATURES, nullable: true })))
+    ) {
+      throw new RangeError("ensemble state's global-model features are malformed");
+    }
     this.peaks = PeakWindows.fromState(WINDOWS_MS, state.peaks);
     this.histograms = state.histograms.map((h, i) => DecayingHistogram.fromState({ ...this.histogramOptions, halfLifeMs: HALF_LIVES_MS[i]! }, h));
     this.seasonal = SeasonalProfile.fromState(state.seasonal);
@@ -619,6 +639,10 @@ export class EnsembleForecaster {
     this.decidedAt = decision?.at ?? -Infinity;
     this.setPerSource(HELD, decision ? fromJsonNumbers(decision.held) : new Array<number>(SOURCES).fill(Number.NaN));
     this.reach = this.highestLimit();
+    this.blocks = global?.blocks ?? 0;
+    this.featuresReady = global?.features != null;
+    if (global?.features) this.features.set(fromJsonNumbers(global.features));
+    this.scale = global?.scale ?? 1;
     this.blockLength = 0;
     for (let i = 0; i < pending.ts.length; i++) this.append(pending.ts[i]!, pending.values[i]!);
   }

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
-import { ExampleReservoir } from "../../src/forecast/global-model.js";
+import { ExampleReservoir, GLOBAL_FEATURES, GlobalQuantileModel, initTensorflow } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
@@ -274,6 +274,68 @@ describe("ensemble forecaster state", () => {
       for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
     });
   }
+});
+
+describe("ensemble forecaster state with the global model", () => {
+  before(async () => void (await initTensorflow()));
+
+  it("restored at any step, predicts and samples the global model's examples as without a restart", () => {
+    const options = defaultEnsembleOptions("cpu");
+    const usage = (i: number) => 2 * (1 + 0.4 * Math.sin(i / 13)) + (i % 23 === 0 ? 1.5 : 0) + (i > 300 ? 1 : 0);
+    // A model to predict with: trained on another key's examples.
+    const teacher = { model: null, reservoir: new ExampleReservoir(5_000), sampleEvery: 1 };
+    const pool = new PooledMisses(options.missDecay);
+    const price = new OverrunPrice(options.targetMissRate, options.priceStep);
+    const other = new EnsembleForecaster(options, pool, price, histogramOptionsFor("cpu"), { learner: teacher });
+    for (let i = 0; i < 600; i++) {
+      other.limit(T0 + i * 300_000);
+      other.observe(T0 + i * 300_000, usage(i + 50) * 0.7);
+    }
+    const model = GlobalQuantileModel.train(teacher.reservoir, { steps: 20, batch: 64, learningRate: 0.01, seed: 3 });
+    const run = (restartAt: number | null) => {
+      const learner = { model, reservoir: new ExampleReservoir(1_000), sampleEvery: 4 };
+      const fresh = () => ({ pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) });
+      let shared = fresh();
+      let forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("cpu"), { learner });
+      const limits: number[] = [];
+      for (let i = 0; i < 400; i++) {
+        const ts = T0 + i * 300_000;
+        if (i === restartAt) {
+          const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, priceUsage: shared.price.usageState(), pool: shared.pool.toState() }));
+          shared = fresh();
+          shared.price.value = saved.price;
+          shared.price.restoreUsage(saved.priceUsage);
+          shared.pool.restore(saved.pool);
+          forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("cpu"), { learner });
+          forecaster.restore(saved.state);
+        }
+        const limit = forecaster.limit(ts);
+        if (limit !== null) limits.push(limit);
+        forecaster.observe(ts, usage(i));
+      }
+      const { seen, size } = learner.reservoir;
+      return { limits, seen, examples: [...learner.reservoir.features.subarray(0, size * GLOBAL_FEATURES)], targets: [...learner.reservoir.targets.subarray(0, size)] };
+    };
+    const uninterrupted = run(null);
+    assert.ok(uninterrupted.seen > 50, `examples sampled: ${uninterrupted.seen}`);
+    for (const restartAt of [2, 3, 57, 58, 59, 60, 201, 333]) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
+  });
+
+  it("refuses malformed global-model features, and restores a state saved without them", () => {
+    const options = defaultEnsembleOptions("cpu");
+    const forecaster = new EnsembleForecaster(options, new PooledMisses(options.missDecay), new OverrunPrice(options.targetMissRate, options.priceStep), histogramOptionsFor("cpu"));
+    for (let i = 0; i < 20; i++) {
+      forecaster.limit(T0 + i * 60_000);
+      forecaster.observe(T0 + i * 60_000, 1 + (i % 3));
+    }
+    const state = forecaster.toState();
+    for (const global of [{ blocks: -1, features: null, scale: 1 }, { blocks: 1, features: [1, 2], scale: 1 }, { blocks: 1, features: null, scale: 0 }, { blocks: 1.5, features: null, scale: 1 }, "x"]) {
+      assert.throws(() => forecaster.restore({ ...state, global } as never), /global-model features are malformed/, JSON.stringify(global));
+    }
+    const { global: _dropped, ...older } = state;
+    forecaster.restore(older);
+    assert.equal(forecaster.limit(T0 + 20 * 60_000), forecaster.limit(T0 + 20 * 60_000));
+  });
 });
 
 describe("peak windows", () => {
