@@ -1,6 +1,6 @@
 // V8 caps its heap at about 4 GB whatever the machine holds. A replay keeps
 // every (image, user) pair's state of every policy in memory (about 21 KB a
-// pair for augur's CPU and memory, 8 KB for VPA's or Autopilot's): a trace of
+// pair for augur's CPU and memory, 2 KB for VPA's or Autopilot's): a trace of
 // a few hundred thousand pairs stops with "JavaScript heap out of memory" on a
 // machine with memory to spare. The commands that replay a trace so re-run
 // themselves with a heap limit of half the machine's memory, unless the user
