@@ -13,6 +13,8 @@ export class BlockMeans {
   readonly ends: number[] = [];
   /** The highest mean of the blocks no longer kept (−∞ before one left). */
   before = -Infinity;
+  /** Blocks completed since the first step. */
+  completed = 0;
   private sum = 0;
   private count = 0;
   private steps = 0;
@@ -32,6 +34,7 @@ export class BlockMeans {
     }
     if (++this.steps < this.blockSteps) return;
     this.means.push(this.count > 0 ? this.sum / this.count : Number.NaN);
+    this.completed++;
     this.ends.push(ts);
     this.sum = 0;
     this.count = 0;

@@ -27,7 +27,7 @@ export interface DetectorView {
   memoryLimit: number | null;
   /** The (image, user) profile's expected maximum, where a live profile exists. */
   profileMax(resource: Resource): number | null;
-  /** Block means of the longer past, for the resources that keep them (memory); null for others. */
+  /** Block means of the longer past, for the resources that keep them (memory, CPU, GPUs); null for others. */
   blocks(resource: Resource): BlockMeans | null;
 }
 

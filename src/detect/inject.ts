@@ -19,6 +19,8 @@ export interface InjectOptions {
 
 /** Steps a slow leak's ramp lasts. */
 const SLOW_LEAK_STEPS = { min: 72, max: 144 };
+/** A stuck thread spins for 3–6 hours of 5-minute steps. */
+const THREAD_RUNAWAY_STEPS = { min: 36, max: 72 };
 
 interface History {
   cpuMax: number;
@@ -86,11 +88,20 @@ const cpuMinerEligible = (h: History) => h.capacity !== null && h.idleShare >= 0
 const gpuMinerEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare >= 0.95 && h.gpuMax <= 0.5 * gpuCapacity(h.gpuMax);
 const cpuRunawayEligible = (h: History) => h.capacity !== null && h.idleShare < 0.85 && h.cpuMax > 0 && h.cpuMax <= 0.45 * h.capacity;
 const gpuRunawayEligible = (h: History) => h.gpuMeasured && h.gpuIdleShare < 0.85 && h.gpuMax <= 0.45 * gpuCapacity(h.gpuMax);
+/** A stuck thread's cores: one, half the machine at most. */
+const threadCores = (capacity: number) => Math.min(1, 0.5 * capacity);
+/**
+ * A stuck thread: a workload of two cores or more whose busiest step leaves
+ * room for one more core, and that is not so idle that a core more reads as
+ * a miner holding back to a third of the machine or more.
+ */
+const threadRunawayEligible = (h: History) =>
+  h.capacity !== null && h.capacity >= 2 && h.cpuMax > 0 && h.cpuMax + threadCores(h.capacity) <= h.capacity && !(h.idleShare >= 0.85 && threadCores(h.capacity) >= 0.3 * h.capacity);
 
 function eligible(h: History): AnomalyType[] {
   const out: AnomalyType[] = [];
   if (cpuMinerEligible(h) || gpuMinerEligible(h)) out.push("miner");
-  if (cpuRunawayEligible(h) || gpuRunawayEligible(h)) out.push("cpu_runaway");
+  if (cpuRunawayEligible(h) || gpuRunawayEligible(h) || threadRunawayEligible(h)) out.push("cpu_runaway");
   if (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 2 < h.memoryLimit)) out.push("memory_leak");
   if ((h.capacity !== null && h.cpuMax > 0 && h.cpuMax <= 0.3 * h.capacity) || (h.memMax > 0 && (h.memoryLimit === null || h.memMax * 3.5 < h.memoryLimit))) out.push("spike");
   if (h.netTxMax >= 1024) out.push("network_burst");
@@ -151,10 +162,21 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
       }
       case "cpu_runaway": {
         // The type keeps its schema name; on a GPU-only trace the runaway is the GPU's.
-        const onCpu = cpuRunawayEligible(h);
+        const onCpu = cpuRunawayEligible(h) || !gpuRunawayEligible(h);
         const values = column(series, onCpu ? "cpu" : "gpu_util");
         const capacity = onCpu ? h.capacity! : gpuCapacity(h.gpuMax);
-        for (let i = start; i <= end; i++) values[i] = capacity * between(0.85, 1);
+        // Half take the machine (every thread spinning) where its history leaves room to see that; the
+        // rest are one stuck thread: the workload as it was, plus a core (half the capacity at most)
+        // for 3–6 hours — often below what it ever peaked at.
+        const whole = onCpu ? cpuRunawayEligible(h) : true;
+        if (whole && (!onCpu || !threadRunawayEligible(h) || random() < 0.5)) {
+          for (let i = start; i <= end; i++) values[i] = capacity * between(0.85, 1);
+        } else {
+          end = start + Math.round(between(THREAD_RUNAWAY_STEPS.min, THREAD_RUNAWAY_STEPS.max)) - 1;
+          const thread = threadCores(capacity);
+          const usual = onCpu ? h.cpuMax : h.gpuMax;
+          for (let i = start; i <= end; i++) values[i] = Math.min(capacity, (Number.isNaN(values[i]!) ? usual / 2 : values[i]!) + thread * between(0.95, 1));
+        }
         break;
       }
       case "memory_leak": {

@@ -73,6 +73,9 @@ export class WorkloadMonitor {
   private readonly baselines = new Map<Resource, Baseline>();
   /** Hourly (12-step) means of the working set over the last two days, and the highest before: slow leaks. */
   private readonly memoryBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
+  /** The same for CPU and GPUs: a runaway that adds a thread's worth for hours (below the peaks a workload has had). */
+  private readonly cpuBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
+  private readonly gpuBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
   private readonly episodes = new Map<AnomalyType, Episode>();
   /** Step at which the last episode of each type closed. */
   private readonly closed = new Map<AnomalyType, { at: number; peak: number }>();
@@ -116,6 +119,8 @@ export class WorkloadMonitor {
       this.anomalous.get(resource)!.push(false);
     }
     this.memoryBlocks.push(step.ts, step.values.mem ?? Number.NaN);
+    this.cpuBlocks.push(step.ts, step.values.cpu ?? Number.NaN);
+    this.gpuBlocks.push(step.ts, step.values.gpu_util ?? Number.NaN);
     this.steps++;
     const keep = this.config.recentSteps;
     // The step that falls out of the look-back window is learned (unless it was anomalous).
@@ -136,7 +141,7 @@ export class WorkloadMonitor {
       cpuCapacity: this.cpuCapacity,
       memoryLimit: this.memoryLimit,
       profileMax: this.profileMax,
-      blocks: (resource) => (resource === "mem" ? this.memoryBlocks : null),
+      blocks: (resource) => (resource === "mem" ? this.memoryBlocks : resource === "cpu" ? this.cpuBlocks : resource === "gpu_util" ? this.gpuBlocks : null),
     };
     const events: AnomalyEvent[] = [];
     const now = this.ts.length - 1;
