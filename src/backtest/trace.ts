@@ -1,7 +1,8 @@
-import { createReadStream, openSync, readdirSync, statSync } from "node:fs";
+import { once } from "node:events";
+import { createReadStream, createWriteStream, openSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
-import { createGunzip } from "node:zlib";
+import { createGunzip, createGzip } from "node:zlib";
 import { ValidationError } from "../core/errors.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 
@@ -283,5 +284,57 @@ export function* canonicalLines(trace: Trace): Generator<string> {
       for (const limit of [series.limits.cpu?.[i], series.limits.mem?.[i]]) cells.push(limit === undefined || Number.isNaN(limit) ? "" : String(limit));
       yield cells.join(",");
     }
+  }
+}
+
+/** Lines gathered before one write: a write per line costs a system call (and a compression call) each. */
+const WRITE_CHUNK_CHARS = 1 << 20;
+
+/**
+ * A text file written line by line, gzipped when its name ends in `.gz`:
+ * lines are gathered into large writes, a full stream is waited for, and a
+ * file that cannot be written is a ValidationError naming it (at the first
+ * write or at `close`).
+ */
+export class LineFile {
+  private readonly file: ReturnType<typeof createWriteStream>;
+  private readonly sink: NodeJS.WritableStream;
+  private readonly failed: Promise<never>;
+  private pending: string[] = [];
+  private pendingChars = 0;
+
+  constructor(readonly path: string) {
+    let fd: number;
+    try {
+      fd = openSync(path, "w");
+    } catch (error) {
+      throw new ValidationError(`cannot write ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    }
+    this.file = createWriteStream(path, { fd });
+    this.failed = new Promise<never>((_, reject) => this.file.once("error", (error) => reject(new ValidationError(`cannot write ${path}: ${error.message}`))));
+    this.failed.catch(() => {});
+    const gzip = path.endsWith(".gz") ? createGzip() : null;
+    if (gzip) gzip.pipe(this.file);
+    this.sink = gzip ?? this.file;
+  }
+
+  async write(line: string): Promise<void> {
+    this.pending.push(line);
+    this.pendingChars += line.length + 1;
+    if (this.pendingChars >= WRITE_CHUNK_CHARS) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const text = this.pending.join("\n") + "\n";
+    this.pending = [];
+    this.pendingChars = 0;
+    if (!this.sink.write(text)) await Promise.race([once(this.sink, "drain"), this.failed]);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.sink.end();
+    await Promise.race([once(this.file, "close"), this.failed]);
   }
 }

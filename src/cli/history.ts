@@ -1,7 +1,5 @@
-import { once } from "node:events";
-import { createWriteStream } from "node:fs";
-import { createGzip } from "node:zlib";
 import type { Command } from "commander";
+import { LineFile } from "../backtest/trace.js";
 import { ConfigError, ValidationError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
 import { exportHistory, type HistoryStat } from "../history/export.js";
@@ -40,20 +38,9 @@ export function registerHistory(program: Command): void {
         const config = pipeline.config.history;
         if (!config) throw new ConfigError(`${pipeline.path}: no history section (kind: influxdb, url, measurement)`);
         const query = { url: config.url, measurement: config.measurement, fromMs, toMs, image, user, query: config.query, org: config.org, bucket: config.bucket, token: process.env[config.tokenEnv] };
-        const file = createWriteStream(flags.out);
-        const failed = new Promise<never>((_, reject) => file.once("error", (error) => reject(new ValidationError(`cannot write ${flags.out}: ${error.message}`))));
-        failed.catch(() => {});
-        const gzip = flags.out.endsWith(".gz") ? createGzip() : null;
-        if (gzip) gzip.pipe(file);
-        const sink = gzip ?? file;
-        const summary = await Promise.race([
-          exportHistory(query, flags.stat as HistoryStat, async (line) => {
-            if (!sink.write(line + "\n")) await Promise.race([once(sink, "drain"), failed]);
-          }),
-          failed,
-        ]);
-        sink.end();
-        await Promise.race([once(file, "close"), failed]);
+        const out = new LineFile(flags.out);
+        const summary = await exportHistory(query, flags.stat as HistoryStat, (line) => out.write(line));
+        await out.close();
         for (const refused of summary.refusedKept.slice(0, 20)) process.stderr.write(`augur: window ${refused.image}|${refused.user} at ${refused.ts} refused: ${refused.reason}\n`);
         process.stdout.write(`${JSON.stringify({ out: flags.out, windows: summary.windows, rows: summary.rows, pairs: summary.pairs, refused: summary.refused })}\n`);
       } catch (error) {

@@ -11,7 +11,7 @@ import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
 import { replay } from "../../src/backtest/replay.js";
-import { CHUNK_BYTES, forEachCsvRecord, forEachLine, MAX_LINE_CHARS } from "../../src/backtest/trace.js";
+import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS } from "../../src/backtest/trace.js";
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
@@ -105,6 +105,25 @@ describe("trace adapters", () => {
         [7, "text after the closing quote of cell 2"],
         [10, "a quoted cell is not closed before the end of the file"],
       ]);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("writes lines in large chunks, gzipped by name, and names a file it cannot write", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const lines = Array.from({ length: 200_000 }, (_, i) => `${i},w${i % 13},é€`); // several chunks
+      for (const name of ["out.csv", "out.csv.gz"]) {
+        const out = new LineFile(join(dir, name));
+        for (const line of lines) await out.write(line);
+        await out.close();
+        const back: string[] = [];
+        await forEachLine(join(dir, name), (line) => void back.push(line));
+        assert.deepEqual(back, lines, name);
+      }
+      assert.equal(readFileSync(join(dir, "out.csv.gz"))[0], 0x1f, "gzip magic");
+      assert.throws(() => new LineFile(join(dir, "no", "such", "dir.csv")), /cannot write .*ENOENT/);
     } finally {
       cleanup();
     }
