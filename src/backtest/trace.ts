@@ -270,9 +270,12 @@ export function csvCell(value: string): string {
   return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }
 
+/** The header line of the canonical format. */
+export const CANONICAL_HEADER = CANONICAL_COLUMNS.join(",");
+
 /** Writes a trace in the canonical format (DESIGN.md), rows in time order per workload. */
 export function* canonicalLines(trace: Trace): Generator<string> {
-  yield CANONICAL_COLUMNS.join(",");
+  yield CANONICAL_HEADER;
   for (const series of trace.workloads) {
     const ids = [csvCell(series.workload), csvCell(series.image), csvCell(series.user)];
     for (let i = 0; i < series.ts.length; i++) {

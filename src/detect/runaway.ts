@@ -14,7 +14,8 @@ const SUSTAINED_FACTOR = 1.25;
  * Runaway: `steps` consecutive steps of CPU (or GPU) use far above anything the
  * workload (or its profile) has done: more than `factor` × its historical
  * maximum and at least `minShare` of its capacity. A workload whose profile
- * is mostly idle is left to the miner detector.
+ * is mostly idle is left to the miner detector. Or a stuck thread: a
+ * sustained rise of hourly means (see `sustained`), idle workloads included.
  */
 export class RunawayDetector implements Detector {
   readonly type = "cpu_runaway" as const;
@@ -52,11 +53,13 @@ export class RunawayDetector implements Detector {
 
   /**
    * A stuck thread: the last SUSTAINED_HOURS hourly means each above both
-   * 1.5 × and half a core (or GPU) more than the highest hourly mean before
-   * them, and no step of the last hour back down to it — a loop spinning for
-   * hours, often below the peaks of the workload's busiest minutes (which the
-   * step path needs to clear). Idle workloads too: one busy core on an idle
-   * machine is below what the miner detector calls mining.
+   * 1.25 × and half a core (or GPU) more than the highest hourly mean before
+   * them (the hour before them left out: it may hold the start; three days
+   * of hours at least), and no step of the last hour back down to it — a
+   * loop spinning for hours, often below the peaks of the workload's busiest
+   * minutes (which the step path needs to clear). Idle workloads too: one
+   * busy core on an idle machine is below what the miner detector calls
+   * mining.
    */
   private sustained(view: DetectorView, resource: Resource): Finding | null {
     const blocks = view.blocks(resource);
@@ -89,5 +92,4 @@ export class RunawayDetector implements Detector {
       message: `${resource === "cpu" ? "CPU" : "GPU"} averaged at least ${observed.toPrecision(3)} ${unit} for ${SUSTAINED_HOURS} hours, without a step back down to ${before.toPrecision(3)}, its highest hourly mean before`,
     };
   }
-
 }

@@ -2,7 +2,7 @@
 // what the history stage kept trains and scores policies with `augur
 // backtest --trace/--train`, exactly like a trace from elsewhere.
 import { createHash } from "node:crypto";
-import { canonicalLines, SeriesBuilder, type Trace } from "../backtest/trace.js";
+import { CANONICAL_HEADER, canonicalLines, SeriesBuilder, type Trace } from "../backtest/trace.js";
 import { ValidationError } from "../core/errors.js";
 import { MAX_ID_LENGTH, validateId } from "../core/keys.js";
 import { RESOURCES, type Resource } from "../core/types.js";
@@ -30,6 +30,10 @@ export function pairWorkload(image: string, user: string): string {
   return joined.length <= MAX_ID_LENGTH ? joined : `pair-${createHash("sha256").update(joined).digest("hex").slice(0, 16)}`;
 }
 
+function checkStat(stat: HistoryStat): void {
+  if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
+}
+
 /**
  * One row per window: ts = window start, each resource's `stat` over the
  * window (its peak by default: a limit has to cover the window's peak), the
@@ -38,7 +42,7 @@ export function pairWorkload(image: string, user: string): string {
  * statistic at all is refused with the reason.
  */
 export function historyToCanonical(windows: HistoryWindow[], stat: HistoryStat = "max"): { trace: Trace; rows: number; pairs: number; refused: RefusedWindow[] } {
-  if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
+  checkStat(stat);
   const refused: RefusedWindow[] = [];
   const refuse = (image: string, user: string, ts: number, reason: string) => refused.push({ image: String(image).slice(0, 80), user: String(user).slice(0, 80), ts, reason });
   const builders = new Map<string, SeriesBuilder>();
@@ -82,7 +86,7 @@ export async function exportHistory(
   stat: HistoryStat,
   write: (line: string) => void | Promise<void>,
 ): Promise<{ windows: number; rows: number; pairs: number; refused: number; refusedKept: RefusedWindow[] }> {
-  if (!HISTORY_STATS.includes(stat)) throw new ValidationError(`stat must be one of ${HISTORY_STATS.join(", ")}, got '${String(stat).slice(0, 40)}'`);
+  checkStat(stat);
   const summary = { windows: 0, rows: 0, pairs: 0, refused: 0, refusedKept: [] as RefusedWindow[] };
   let header = true;
   for (const pair of await listHistoryPairs(query)) {
@@ -93,16 +97,14 @@ export async function exportHistory(
     summary.pairs += converted.pairs;
     summary.refused += converted.refused.length;
     for (const refused of converted.refused) if (summary.refusedKept.length < REFUSED_KEPT) summary.refusedKept.push(refused);
-    let first = true; // each pair's lines start with the header: written once
+    if (header) await write(CANONICAL_HEADER);
+    header = false;
+    let first = true;
     for (const line of canonicalLines(converted.trace)) {
-      if (first) {
-        first = false;
-        if (!header) continue;
-        header = false;
-      }
-      await write(line);
+      if (first) first = false; // its own header: written once, above
+      else await write(line);
     }
   }
-  if (header) await write([...canonicalLines({ name: "history", workloads: [], rows: 0, rejected: [] })][0]!);
+  if (header) await write(CANONICAL_HEADER);
   return summary;
 }
