@@ -5,7 +5,7 @@ import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses } from "../../src/forecast/ensemble.js";
+import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir, GLOBAL_FEATURES, GlobalQuantileModel, initTensorflow } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
@@ -241,6 +241,34 @@ describe("multi-percentile walk", () => {
   });
 });
 
+/**
+ * A forecaster's limits over `steps` steps of `usage`, saved (with its
+ * shared pool and price, through JSON) and restored into a new one before
+ * step `restartAt`: a restarted stage.
+ */
+function runRestarted(options: EnsembleOptions, resource: "cpu" | "mem", links: EnsembleLinks, steps: number, stepMs: number, usage: (i: number) => number, restartAt: number | null): number[] {
+  const fresh = () => ({ pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) });
+  let shared = fresh();
+  let forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor(resource), links);
+  const limits: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const ts = T0 + i * stepMs;
+    if (i === restartAt) {
+      const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, priceUsage: shared.price.usageState(), pool: shared.pool.toState() }));
+      shared = fresh();
+      shared.price.value = saved.price;
+      shared.price.restoreUsage(saved.priceUsage);
+      shared.pool.restore(saved.pool);
+      forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor(resource), links);
+      forecaster.restore(saved.state);
+    }
+    const limit = forecaster.limit(ts);
+    if (limit !== null) limits.push(limit);
+    forecaster.observe(ts, usage(i));
+  }
+  return limits;
+}
+
 describe("ensemble forecaster state", () => {
   // A restarted stage restores each key from its saved state and must go on
   // exactly as if it had never stopped, whatever step it stopped at.
@@ -248,28 +276,7 @@ describe("ensemble forecaster state", () => {
     it(`restored at any step, gives the same limits as without a restart (decisions every ${decisionMs / 60_000} min)`, () => {
       const options = defaultEnsembleOptions("mem", { decisionMs });
       const usage = (i: number) => 1e9 * (1 + 0.3 * Math.sin(i / 9)) + (i % 17 === 0 ? 6e8 : 0) + (i > 150 ? 1.5e9 : 0);
-      const run = (restartAt: number | null): number[] => {
-        const fresh = () => ({ pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) });
-        let shared = fresh();
-        let forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
-        const limits: number[] = [];
-        for (let i = 0; i < 240; i++) {
-          const ts = T0 + i * 5 * 60_000;
-          if (i === restartAt) {
-            const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, priceUsage: shared.price.usageState(), pool: shared.pool.toState() }));
-            shared = fresh();
-            shared.price.value = saved.price;
-            shared.price.restoreUsage(saved.priceUsage);
-            shared.pool.restore(saved.pool);
-            forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("mem"));
-            forecaster.restore(saved.state);
-          }
-          const limit = forecaster.limit(ts);
-          if (limit !== null) limits.push(limit);
-          forecaster.observe(ts, usage(i));
-        }
-        return limits;
-      };
+      const run = (restartAt: number | null) => runRestarted(options, "mem", {}, 240, 5 * 60_000, usage, restartAt);
       const uninterrupted = run(null);
       for (let restartAt = 1; restartAt < 240; restartAt += 7) assert.deepEqual(run(restartAt), uninterrupted, `restored at step ${restartAt}`);
     });
@@ -294,25 +301,7 @@ describe("ensemble forecaster state with the global model", () => {
     const model = GlobalQuantileModel.train(teacher.reservoir, { steps: 20, batch: 64, learningRate: 0.01, seed: 3 });
     const run = (restartAt: number | null) => {
       const learner = { model, reservoir: new ExampleReservoir(1_000), sampleEvery: 4 };
-      const fresh = () => ({ pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) });
-      let shared = fresh();
-      let forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("cpu"), { learner });
-      const limits: number[] = [];
-      for (let i = 0; i < 400; i++) {
-        const ts = T0 + i * 300_000;
-        if (i === restartAt) {
-          const saved = JSON.parse(JSON.stringify({ state: forecaster.toState(), price: shared.price.value, priceUsage: shared.price.usageState(), pool: shared.pool.toState() }));
-          shared = fresh();
-          shared.price.value = saved.price;
-          shared.price.restoreUsage(saved.priceUsage);
-          shared.pool.restore(saved.pool);
-          forecaster = new EnsembleForecaster(options, shared.pool, shared.price, histogramOptionsFor("cpu"), { learner });
-          forecaster.restore(saved.state);
-        }
-        const limit = forecaster.limit(ts);
-        if (limit !== null) limits.push(limit);
-        forecaster.observe(ts, usage(i));
-      }
+      const limits = runRestarted(options, "cpu", { learner }, 400, 300_000, usage, restartAt);
       const { seen, size } = learner.reservoir;
       return { limits, seen, examples: [...learner.reservoir.features.subarray(0, size * GLOBAL_FEATURES)], targets: [...learner.reservoir.targets.subarray(0, size)] };
     };
