@@ -1,8 +1,8 @@
 // V8 caps its heap at about 4 GB whatever the machine holds. A replay keeps
-// every (image, user) pair's state of every policy in memory (about 21 KB a
-// pair for augur's CPU and memory, 2 KB for VPA's or Autopilot's): a trace of
-// a few hundred thousand pairs stops with "JavaScript heap out of memory" on a
-// machine with memory to spare. The commands that replay a trace so re-run
+// the trace and every (image, user) pair's state of every policy in memory
+// (about 2 KB a pair for VPA's or Autopilot's; augur's 21 KB, or 1–3 KB once
+// put away idle): a trace of a few hundred thousand pairs stops with
+// "JavaScript heap out of memory" on a machine with memory to spare. The commands that replay a trace so re-run
 // themselves with a heap limit of half the machine's memory, unless the user
 // chose one.
 

@@ -11,7 +11,7 @@ import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
 import { replay } from "../../src/backtest/replay.js";
-import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS } from "../../src/backtest/trace.js";
+import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, type WorkloadSeries } from "../../src/backtest/trace.js";
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
@@ -318,6 +318,37 @@ function bucketEdge(x: number): number {
 }
 
 describe("augur policy", () => {
+  it("puts idle pairs away and brings them back exactly: the same limits as with every pair kept", () => {
+    // 40 pairs (8 images, 5 users), the first starting every half hour, each running three times 8 hours apart: idle in between.
+    const random = seededRandom(5);
+    const workloads: WorkloadSeries[] = [];
+    for (let p = 0; p < 40; p++) {
+      const level = 0.2 + 2 * random();
+      for (let run = 0; run < 3; run++) {
+        const start = T0 + p * 30 * MIN + run * 8 * 60 * MIN;
+        const steps = 30 + Math.floor(random() * 30);
+        workloads.push({
+          workload: `w${p}-${run}`,
+          image: `img${p % 8}`,
+          user: `u${p % 5}`,
+          ts: Float64Array.from({ length: steps }, (_, k) => start + k * 5 * MIN),
+          values: { cpu: Float64Array.from({ length: steps }, (_, k) => level * (0.6 + 0.8 * random()) + (k === 20 ? level : 0)), mem: Float64Array.from({ length: steps }, (_, k) => 1e9 * level * (1 + k / steps) * (0.9 + 0.2 * random())) },
+          limits: {},
+        });
+      }
+    }
+    const trace = { name: "runs", rows: workloads.reduce((n, w) => n + w.ts.length, 0), rejected: [], workloads };
+    const scored = (policy: BacktestPolicy) => {
+      const result = replay(trace, { policies: [policy], resources: ["cpu", "mem"], sampleWorkloads: 40 });
+      return { scores: result.scores, series: result.series };
+    };
+    const keptAll = scored(augurPolicy());
+    const sweeps: number[] = [];
+    const putAway = scored(augurPolicy({ keepPairs: 6, idleMs: 60 * MIN, onPutAway: (pairs) => sweeps.push(pairs) }));
+    assert.ok(sweeps.reduce((a, b) => a + b, 0) >= 40, `pairs put away: ${sweeps.join(",")}`);
+    assert.deepEqual(putAway, keptAll);
+  });
+
   it("tracks a steady workload tightly and raises the limit at once after an overrun", () => {
     const policy = augurPolicy();
     let limit = 0;

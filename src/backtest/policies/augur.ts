@@ -1,8 +1,9 @@
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { ValidationError } from "../../core/errors.js";
 import { isResource, type Resource } from "../../core/types.js";
 import { userFactor } from "../../core/user-factor.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type GlobalLearner } from "../../forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type EnsembleState, type GlobalLearner } from "../../forecast/ensemble.js";
 import { COLD_START_MARGIN, ColdStartChooser } from "../../forecast/cold-start.js";
 import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "../../forecast/global-model.js";
 import type { BacktestPolicy, PairRef } from "../policy.js";
@@ -27,9 +28,25 @@ export interface AugurPolicyOptions {
   models?: Partial<Record<Resource, GlobalModelState>>;
   /** Event time a limit decision holds (with the default options); default every step. */
   decisionMs?: number;
+  /** Pairs whose forecasters stay in memory before idle ones are put away (default KEEP_PAIRS). */
+  keepPairs?: number;
+  /** Event time without a sample after which a pair may be put away (default IDLE_MS). */
+  idleMs?: number;
+  /** Told how many pairs each sweep put away. */
+  onPutAway?: (pairs: number) => void;
   /** Fractions of steps allowed above the memory and rate limits (with the default options); default augur's. */
   serviceLevel?: { memory: number; rate: number };
 }
+
+/**
+ * Beyond this many pairs in memory, a pair idle for IDLE_MS of event time is
+ * put away: its forecasters' saved states, deflated (0.9–2.9 KB a resource
+ * against ~10 KB live), restored exactly when it runs again. A trace of
+ * hundreds of thousands of short-lived pairs then holds the running ones
+ * and the put-away states, not every pair's whole state.
+ */
+const KEEP_PAIRS = 50_000;
+const IDLE_MS = 3_600_000;
 
 /** Examples needed before the first training, and new examples between retrainings. */
 const FIRST_TRAINING_EXAMPLES = 5_000;
@@ -114,11 +131,14 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     const ratios: number[] = [];
     const byPair = forecasters.get(resource)!;
     const byPairLevels = levelsOf.get(resource)!;
+    const awayOf = putAway.get(resource);
     for (const id of pairsOfUser.get(resource)?.[pair.userId] ?? []) {
       const own = byPair[id];
+      const away = own ? undefined : awayOf?.[id];
       const image = byPairLevels[id]?.[0]?.usage;
-      if (id === pair.id || !own || own.observed === 0 || !image || image.isEmpty()) continue;
-      ratios.push(own.usageQuantile(0.9) / image.percentile(0.9));
+      const observed = own ? own.observed : (away?.observed ?? 0);
+      if (id === pair.id || observed === 0 || !image || image.isEmpty()) continue;
+      ratios.push((own ? own.usageQuantile(0.9) : away!.p90) / image.percentile(0.9));
     }
     const value = userFactor(ratios);
     byUser[pair.userId] = { at: ts, value };
@@ -172,14 +192,50 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     return start.limits[chooser.choose(prices.get(resource)?.value ?? Number.NaN)]!;
   };
 
-  const forecaster = (pair: PairRef, resource: Resource): EnsembleForecaster => {
+  /**
+   * Pairs put away, per resource: the forecaster's saved state (deflated
+   * JSON) and what the user's factor reads of it (its observations and its
+   * usage P90, which no later time changes while nothing is added).
+   */
+  const putAway = new Map<Resource, Array<{ state: Buffer; observed: number; p90: number } | undefined>>();
+  /** Pairs with a forecaster in memory, and the event time each was last asked about. */
+  const live = new Set<number>();
+  const lastSeen: number[] = [];
+  const keepPairs = options.keepPairs ?? KEEP_PAIRS;
+  const idleMs = options.idleMs ?? IDLE_MS;
+  let sweepAbove = keepPairs;
+  /** Puts away every pair idle for idleMs; if few were, sweeps again only after a tenth more pairs. */
+  const sweep = (ts: number) => {
+    let count = 0;
+    for (const id of live) {
+      if (!(ts - lastSeen[id]! >= idleMs)) continue;
+      for (const [resource, byPair] of forecasters) {
+        const f = byPair[id];
+        if (!f) continue;
+        let away = putAway.get(resource);
+        if (!away) putAway.set(resource, (away = []));
+        const p90 = f.observed > 0 ? f.usageQuantile(0.9) : 0;
+        // Copied out of zlib's 16 KB output chunk, which the slice would otherwise keep alive.
+        away[id] = { state: Buffer.from(deflateRawSync(JSON.stringify(f.toState()), { level: 1 })), observed: f.observed, p90 };
+        byPair[id] = undefined;
+      }
+      live.delete(id);
+      count++;
+    }
+    sweepAbove = Math.max(keepPairs, live.size + Math.ceil(keepPairs / 10));
+    options.onPutAway?.(count);
+  };
+
+  const forecaster = (pair: PairRef, resource: Resource, ts: number): EnsembleForecaster => {
+    lastSeen[pair.id] = ts;
     let byPair = forecasters.get(resource);
     if (!byPair) forecasters.set(resource, (byPair = []));
     let f = byPair[pair.id];
     if (!f) {
+      const away = putAway.get(resource)?.[pair.id];
       let byUser = pairsOfUser.get(resource);
       if (!byUser) pairsOfUser.set(resource, (byUser = []));
-      (byUser[pair.userId] ??= []).push(pair.id);
+      if (!away) (byUser[pair.userId] ??= []).push(pair.id);
       const opts = optionsFor(resource);
       let pool = pools.get(resource);
       if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
@@ -197,6 +253,14 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       };
       const prior = (ts: number) => peerLevel(pair, resource, ts);
       byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), { learner: learner(resource), onBlock, prior });
+      if (away) {
+        f.restore(JSON.parse(inflateRawSync(away.state).toString("utf8")) as EnsembleState);
+        putAway.get(resource)![pair.id] = undefined;
+      }
+      if (!live.has(pair.id)) {
+        live.add(pair.id);
+        if (live.size > sweepAbove) sweep(ts);
+      }
     }
     return f;
   };
@@ -213,13 +277,13 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       return { kind: "augur-global-models", version: GLOBAL_MODEL_VERSION, models: out };
     },
     limit(pair, resource, ts, fallback) {
-      const own = forecaster(pair, resource).limit(ts);
+      const own = forecaster(pair, resource, ts).limit(ts);
       if (own !== null) return own;
       const level = coldStart(pair, resource, ts);
       return Number.isNaN(level) ? fallback : level;
     },
     observe(pair, resource, ts, usage, _workload, limit) {
-      forecaster(pair, resource).observe(ts, usage);
+      forecaster(pair, resource, ts).observe(ts, usage);
       const cold = coldStarts.get(resource);
       const start = cold?.starts[pair.id];
       if (cold && start) {
