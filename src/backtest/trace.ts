@@ -1,9 +1,9 @@
 import { once } from "node:events";
 import { createReadStream, createWriteStream, openSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { StringDecoder } from "node:string_decoder";
 import { createGunzip, createGzip } from "node:zlib";
 import { ValidationError } from "../core/errors.js";
+import { forEachLineOfChunks } from "../core/lines.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 
 /** One workload's rows, columnar and sorted by time. NaN means "not measured". */
@@ -63,26 +63,14 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
     });
     file.pipe(gunzip);
   }
-  const stream: NodeJS.ReadableStream = gunzip ?? file;
-  const decoder = new StringDecoder("utf8");
-  let rest = "";
+  const stream = (gunzip ?? file) as AsyncIterable<Buffer>;
   let number = 0;
   const emit = (line: string) => {
     number++;
-    if (number === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
     onLine(line.length > 0 && line.charCodeAt(line.length - 1) === 13 ? line.slice(0, -1) : line, number);
   };
   try {
-    for await (const chunk of stream) {
-      const text = rest + decoder.write(chunk as Buffer);
-      let start = 0;
-      for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
-        emit(text.slice(start, end));
-        start = end + 1;
-      }
-      rest = text.slice(start);
-      if (rest.length > MAX_LINE_CHARS) throw new ValidationError(`trace ${path}: line ${number + 1} is longer than ${MAX_LINE_CHARS} characters`);
-    }
+    await forEachLineOfChunks(stream, MAX_LINE_CHARS, () => new ValidationError(`trace ${path}: line ${number + 1} is longer than ${MAX_LINE_CHARS} characters`), emit);
   } catch (error) {
     if (error instanceof ValidationError) throw error;
     if (gzipped && readError === null) throw new ValidationError(`trace ${path} is not valid gzip: ${(error as Error).message}`);
@@ -91,8 +79,6 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
     gunzip?.destroy();
     file.destroy();
   }
-  rest += decoder.end();
-  if (rest.length > 0) emit(rest);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { flux, fluxDateTime, fluxExpression, HttpError, InfluxDB, Point, type WriteApi } from "@influxdata/influxdb-client";
 import { errorMessage, TransientError, ValidationError } from "../core/errors.js";
+import { forEachLineOfChunks } from "../core/lines.js";
 import type { Metrics } from "../core/metrics.js";
 import { RESOURCES, type Resource, type WindowAggregate } from "../core/types.js";
 import type { HistoryConfig } from "../config/pipeline.js";
@@ -162,25 +163,6 @@ function selectorParams(options: HistoryQuery): URLSearchParams {
 /** The longest line an answer may hold (one series of one field over the range asked for). */
 const MAX_ANSWER_LINE = 1 << 28;
 
-/** Each line of an HTTP answer's body, as it arrives: an answer may be larger than one string can hold. */
-async function forEachBodyLine(response: Response, source: string, onLine: (line: string) => void): Promise<void> {
-  if (!response.body) return;
-  const decoder = new TextDecoder();
-  let rest = "";
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    const text = rest + decoder.decode(chunk, { stream: true });
-    let start = 0;
-    for (let end = text.indexOf("\n"); end >= 0; end = text.indexOf("\n", start)) {
-      onLine(text.slice(start, end));
-      start = end + 1;
-    }
-    rest = text.slice(start);
-    if (rest.length > MAX_ANSWER_LINE) throw new ValidationError(`${source} returned a line longer than ${MAX_ANSWER_LINE} characters`);
-  }
-  rest += decoder.decode();
-  if (rest.length > 0) onLine(rest);
-}
-
 /**
  * VictoriaMetrics' Prometheus-style export API (`/api/v1/export`, JSON
  * lines) over data written with line protocol: series
@@ -192,7 +174,9 @@ async function readExport(options: HistoryQuery, windows: WindowAssembler): Prom
   const response = await fetch(`${options.url.replace(/\/$/, "")}/api/v1/export?${selectorParams(options)}`);
   if (!response.ok) throw new TransientError(`${source} failed: HTTP ${response.status} ${(await response.text()).slice(0, 400)}`);
   const prefix = `${options.measurement}_`;
-  await forEachBodyLine(response, source, (line) => {
+  if (!response.body) return;
+  const tooLong = () => new ValidationError(`${source} returned a line longer than ${MAX_ANSWER_LINE} characters`);
+  await forEachLineOfChunks(response.body as unknown as AsyncIterable<Uint8Array>, MAX_ANSWER_LINE, tooLong, (line) => {
     if (!line.trim()) return;
     let series: { metric: Record<string, string>; values: number[]; timestamps: number[] };
     try {
