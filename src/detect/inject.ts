@@ -168,14 +168,13 @@ export function injectAnomalies(trace: Trace, options: InjectOptions): Label[] {
         // Half take the machine (every thread spinning) where its history leaves room to see that; the
         // rest are one stuck thread: the workload as it was, plus a core (half the capacity at most)
         // for 3–6 hours — often below what it ever peaked at.
-        const whole = onCpu ? cpuRunawayEligible(h) : true;
-        if (whole && (!onCpu || !threadRunawayEligible(h) || random() < 0.5)) {
+        const thread = onCpu && threadRunawayEligible(h) && (!cpuRunawayEligible(h) || random() >= 0.5);
+        if (!thread) {
           for (let i = start; i <= end; i++) values[i] = capacity * between(0.85, 1);
         } else {
           end = start + Math.round(between(THREAD_RUNAWAY_STEPS.min, THREAD_RUNAWAY_STEPS.max)) - 1;
-          const thread = threadCores(capacity);
-          const usual = onCpu ? h.cpuMax : h.gpuMax;
-          for (let i = start; i <= end; i++) values[i] = Math.min(capacity, (Number.isNaN(values[i]!) ? usual / 2 : values[i]!) + thread * between(0.95, 1));
+          const cores = threadCores(capacity);
+          for (let i = start; i <= end; i++) values[i] = Math.min(capacity, (Number.isNaN(values[i]!) ? h.cpuMax / 2 : values[i]!) + cores * between(0.95, 1));
         }
         break;
       }

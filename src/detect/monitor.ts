@@ -25,6 +25,8 @@ const RESOURCES: Resource[] = ["cpu", "mem", "net_rx", "net_tx", "disk_read", "d
 /** Steps per block of the slow view (an hour of 5-minute steps) and blocks kept (two days). */
 const BLOCK_STEPS = 12;
 const BLOCKS_KEPT = 48;
+/** Resources whose hourly means the detectors judge trends and sustained levels on. */
+const BLOCK_RESOURCES: readonly Resource[] = ["mem", "cpu", "gpu_util"];
 
 /** One anomaly as it leaves the detector: the fields of the Anomaly schema. */
 export interface AnomalyEvent {
@@ -71,11 +73,12 @@ export class WorkloadMonitor {
   private readonly values = new Map<Resource, number[]>();
   private readonly anomalous = new Map<Resource, boolean[]>();
   private readonly baselines = new Map<Resource, Baseline>();
-  /** Hourly (12-step) means of the working set over the last two days, and the highest before: slow leaks. */
-  private readonly memoryBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
-  /** The same for CPU and GPUs: a runaway that adds a thread's worth for hours (below the peaks a workload has had). */
-  private readonly cpuBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
-  private readonly gpuBlocks = new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT);
+  /**
+   * Hourly (12-step) means over the last two days, and the highest before:
+   * of the working set (slow leaks), of CPU and GPUs (a stuck thread, below
+   * the peaks a workload has had).
+   */
+  private readonly blocks = new Map<Resource, BlockMeans>(BLOCK_RESOURCES.map((resource) => [resource, new BlockMeans(BLOCK_STEPS, BLOCKS_KEPT)]));
   private readonly episodes = new Map<AnomalyType, Episode>();
   /** Step at which the last episode of each type closed. */
   private readonly closed = new Map<AnomalyType, { at: number; peak: number }>();
@@ -118,9 +121,7 @@ export class WorkloadMonitor {
       this.values.get(resource)!.push(value === undefined || !Number.isFinite(value) ? Number.NaN : value);
       this.anomalous.get(resource)!.push(false);
     }
-    this.memoryBlocks.push(step.ts, step.values.mem ?? Number.NaN);
-    this.cpuBlocks.push(step.ts, step.values.cpu ?? Number.NaN);
-    this.gpuBlocks.push(step.ts, step.values.gpu_util ?? Number.NaN);
+    for (const [resource, blocks] of this.blocks) blocks.push(step.ts, step.values[resource] ?? Number.NaN);
     this.steps++;
     const keep = this.config.recentSteps;
     // The step that falls out of the look-back window is learned (unless it was anomalous).
@@ -141,7 +142,7 @@ export class WorkloadMonitor {
       cpuCapacity: this.cpuCapacity,
       memoryLimit: this.memoryLimit,
       profileMax: this.profileMax,
-      blocks: (resource) => (resource === "mem" ? this.memoryBlocks : resource === "cpu" ? this.cpuBlocks : resource === "gpu_util" ? this.gpuBlocks : null),
+      blocks: (resource) => this.blocks.get(resource) ?? null,
     };
     const events: AnomalyEvent[] = [];
     const now = this.ts.length - 1;
