@@ -31,7 +31,8 @@ export async function loadCanonical(path: string): Promise<Trace> {
   const builders = new Map<string, SeriesBuilder>();
   const known = new Set(["ts", "workload", "image", "user", "cpu_limit", "mem_limit", ...RESOURCES]);
   for (const file of traceFiles(path)) {
-    let header: string[] | null = null;
+    /** Cells of the header; 0 until it is read. */
+    let columns = 0;
     let resources: Resource[] = [];
     let resourceAt: number[] = [];
     let at = { ts: 0, workload: 0, image: 0, user: 0, cpuLimit: -1, memLimit: -1 };
@@ -46,9 +47,9 @@ export async function loadCanonical(path: string): Promise<Trace> {
       resources = RESOURCES.filter((r) => names.includes(r));
       resourceAt = resources.map(column);
       at = { ts: column("ts"), workload: column("workload"), image: column("image"), user: column("user"), cpuLimit: column("cpu_limit"), memLimit: column("mem_limit") };
-      header = names;
+      columns = names.length;
     };
-    const readRow = (row: string[], columns: number) => {
+    const readRow = (row: string[]) => {
       if (row.length !== columns) throw new ValidationError(`expected ${columns} cells, got ${row.length}`);
       const ts = cellNumber(row[at.ts], "ts");
       if (!Number.isInteger(ts) || ts < MIN_TS || ts > MAX_TS) throw new ValidationError(`ts must be epoch milliseconds, got ${row[at.ts]}`);
@@ -65,19 +66,19 @@ export async function loadCanonical(path: string): Promise<Trace> {
     await forEachCsvRecord(
       file,
       (row, line) => {
-        if (header === null) return readHeader(row);
+        if (columns === 0) return readHeader(row);
         try {
-          readRow(row, (header as string[]).length);
+          readRow(row);
         } catch (error) {
           rejects.add(file, line, errorMessage(error));
         }
       },
       (reason, line) => {
-        if (header === null) throw new ValidationError(`${file}: not a CSV file: ${reason} on line ${line}`);
+        if (columns === 0) throw new ValidationError(`${file}: not a CSV file: ${reason} on line ${line}`);
         rejects.add(file, line, reason);
       },
     );
-    if (header === null) readHeader([]);
+    if (columns === 0) readHeader([]);
   }
   return finish(path, builders, rejects);
 }
