@@ -9,7 +9,11 @@
 //                      image and user (no history to learn from but the
 //                      peers'), all drawing CPU and memory from one uniform law;
 //   unique-spread.csv — the same, each at its own level (log-uniform over
-//                      three decades, ±20% from step to step).
+//                      three decades, ±20% from step to step);
+//   fast-irregular.csv — 200 workloads over 12 h sampled every 7–13 s (as an
+//                      agent polling cgroups would), with five-minute gaps:
+//                      steady, bursty CPU, a collected heap (sawtooth
+//                      memory), memory in stairs.
 // `node dist/bench/synthetic-traces.js DIR`, then `augur backtest --trace DIR/short-jobs.csv …`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -119,6 +123,43 @@ function uniquePairs(seed: number, spread: boolean): Row[] {
   return rows;
 }
 
+function fastIrregular(): Row[] {
+  const r = seededRandom(5);
+  const t0 = Date.UTC(2026, 0, 5);
+  const end = t0 + 12 * 3_600_000;
+  const rows: Row[] = [];
+  for (let w = 0; w < 200; w++) {
+    const kind = w % 4;
+    const cpuLevel = 0.2 + 2 * r();
+    const memLevel = 3e8 + 4e9 * r();
+    let heap = memLevel / 2;
+    let stair = memLevel;
+    for (let t = t0 + Math.floor(r() * 10 * MINUTE); t < end; t += 7_000 + Math.floor(r() * 6_000)) {
+      if (r() < 0.0005) t += 5 * MINUTE; // the agent missed a few polls
+      let cpu: number;
+      let mem: number;
+      if (kind === 0) {
+        cpu = cpuLevel * (0.9 + 0.2 * r());
+        mem = memLevel * (0.98 + 0.04 * r());
+      } else if (kind === 1) {
+        cpu = cpuLevel * (r() < 0.03 ? 3 : 0.4 + 0.2 * r());
+        mem = memLevel * (0.9 + 0.1 * r());
+      } else if (kind === 2) {
+        cpu = cpuLevel * (1 + 0.5 * Math.sin((t - t0) / 3_600_000)) * (0.8 + 0.4 * r());
+        heap += memLevel * 0.01 * (1 + r());
+        if (heap > memLevel) heap = memLevel / 2; // collected
+        mem = heap;
+      } else {
+        cpu = cpuLevel * (0.5 + r());
+        if (r() < 0.002) stair = memLevel * (0.5 + 1.5 * r());
+        mem = stair * (0.97 + 0.03 * r());
+      }
+      rows.push([t, `w${w},img${w % 25},user${w % 40},${cpu.toFixed(4)},${Math.round(mem)}`]);
+    }
+  }
+  return rows;
+}
+
 const dir = process.argv[2];
 if (!dir) {
   console.error("usage: node dist/bench/synthetic-traces.js DIR");
@@ -129,3 +170,4 @@ write(join(dir, "short-jobs.csv"), shortJobs());
 write(join(dir, "long-running.csv"), longRunning());
 write(join(dir, "unique-same.csv"), uniquePairs(21, false));
 write(join(dir, "unique-spread.csv"), uniquePairs(22, true));
+write(join(dir, "fast-irregular.csv"), fastIrregular());
