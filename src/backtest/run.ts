@@ -84,7 +84,14 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const started = performance.now();
   const trace = await loadTrace(options.trace, options.format);
   const train = options.train ? await loadTrace(options.train, options.format) : undefined;
-  if (trace.workloads.length === 0) throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected)`);
+  const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
+  if (trace.workloads.length === 0) {
+    // The reasons are what the user needs most here: written before refusing.
+    writeRejected(options.rejectedOut, rejected);
+    const first = trace.rejected[0];
+    const why = first ? `; first: ${first.source} line ${first.line}: ${first.reason}` : "";
+    throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected${why})`);
+  }
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
   const level = serviceLevel(options);
   const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level }));
@@ -94,7 +101,6 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     train,
     onProgress: options.onProgress,
   });
-  const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
   const result: BacktestResult = {
     trace: options.trace,
     train: options.train ?? null,
@@ -114,8 +120,13 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     const saved = Object.fromEntries(policies.flatMap((policy) => (policy.exportModels ? [[policy.name, policy.exportModels()]] : [])));
     writeFileSync(options.saveModels, JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: saved }) + "\n");
   }
-  if (options.rejectedOut && rejected.length > 0) writeFileSync(options.rejectedOut, rejected.map((row) => JSON.stringify(row)).join("\n") + "\n");
+  writeRejected(options.rejectedOut, rejected);
   return { result, replayed };
+}
+
+/** `--rejected`: one JSON object per rejected row, with its reason (nothing written when none was). */
+function writeRejected(path: string | undefined, rejected: readonly RejectedRow[]): void {
+  if (path && rejected.length > 0) writeFileSync(path, rejected.map((row) => JSON.stringify(row)).join("\n") + "\n");
 }
 
 function readModels(path: string): Record<string, unknown> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
@@ -542,6 +542,36 @@ describe("augur backtest CLI", () => {
       assert.ok(loose.policies.augur.cpu.slack < defaults.policies.augur.cpu.slack, `cpu slack ${loose.policies.augur.cpu.slack} vs ${defaults.policies.augur.cpu.slack}`);
       assert.ok(loose.policies.augur.cpu.violation_rate > defaults.policies.augur.cpu.violation_rate);
       assert.ok(loose.policies.augur.mem.slack < defaults.policies.augur.mem.slack, `mem slack ${loose.policies.augur.mem.slack} vs ${defaults.policies.augur.mem.slack}`);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("writes every rejected row with its reason, also when no row was usable, and names the first in the refusal", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const rejected = join(dir, "rejected.jsonl");
+      const run = (name: string, lines: string[]) => {
+        const trace = join(dir, name);
+        writeFileSync(trace, ["ts,workload,image,user,cpu,mem", ...lines].join("\n") + "\n");
+        rmSync(rejected, { force: true });
+        const result = augur(["backtest", "--trace", trace, "--policies", "static", "--out", join(dir, "r.json"), "--rejected", rejected]);
+        const written = existsSync(rejected) ? readFileSync(rejected, "utf8").trim().split("\n").map((line) => JSON.parse(line)) : [];
+        return { result, written };
+      };
+      // Seconds where milliseconds belong, and a control character in an id: nothing usable.
+      const none = run("none.csv", ["1700000000,w,i,u,1,1", `${T0},w\u0000,i,u,1,1`]);
+      assert.equal(none.result.status, 2, none.result.stderr);
+      assert.match(none.result.stderr, /no usable rows \(2 rejected; first: .*none\.csv line 2: ts must be epoch milliseconds/);
+      assert.deepEqual(none.written.map((row) => row.line), [2, 3]);
+      assert.match(none.written[1].reason, /control character/);
+      const some = run("some.csv", [`${T0},w,i,u,1,1`, `${T0 + MIN},w,i,u,-1,1`, `${T0 + 2 * MIN},w,i,u,1,1`]);
+      assert.equal(some.result.status, 0, some.result.stderr);
+      assert.deepEqual(some.written.map((row) => row.line), [3]);
+      assert.match(some.written[0].reason, /cpu/);
+      const clean = run("clean.csv", [`${T0},w,i,u,1,1`]);
+      assert.equal(clean.result.status, 0, clean.result.stderr);
+      assert.equal(existsSync(rejected), false, "nothing rejected, nothing written");
     } finally {
       cleanup();
     }
