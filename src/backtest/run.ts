@@ -4,7 +4,7 @@ import { missRate } from "../forecast/ensemble-model.js";
 import { initTensorflow } from "../forecast/global-model.js";
 import { ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
-import { loadTrace, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
+import { loadTrace, requireUsable, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
 import { POLICIES, POLICY_NAMES } from "./policies/index.js";
 import { replay, type ReplayResult } from "./replay.js";
 import { clairvoyantSlack } from "./metrics.js";
@@ -85,13 +85,10 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const trace = await loadTrace(options.trace, options.format);
   const train = options.train ? await loadTrace(options.train, options.format) : undefined;
   const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
-  if (trace.workloads.length === 0) {
-    // The reasons are what the user needs most here: written before refusing.
-    writeRejected(options.rejectedOut, rejected);
-    const first = trace.rejected[0];
-    const why = first ? `; first: ${first.source} line ${first.line}: ${first.reason}` : "";
-    throw new ValidationError(`trace ${options.trace} has no usable rows (${trace.rejected.length} rejected${why})`);
-  }
+  // Where no row was usable, the reasons are what the user needs most: written before refusing.
+  if (trace.workloads.length === 0 || train?.workloads.length === 0) writeRejected(options.rejectedOut, rejected);
+  requireUsable(trace, options.trace);
+  if (train) requireUsable(train, options.train!);
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
   const level = serviceLevel(options);
   const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level }));

@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { loadTrace, TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
+import { loadTrace, requireUsable, TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ValidationError } from "../core/errors.js";
 import { ANOMALY_TYPES, type AnomalyType } from "../detect/detector.js";
 import { canonicalLines, LineFile } from "../backtest/trace.js";
@@ -34,6 +34,18 @@ function types(value: string): AnomalyType[] {
   return list as AnomalyType[];
 }
 
+async function loadUsable(path: string, format: TraceFormat) {
+  return requireUsable(await loadTrace(path, format), path);
+}
+
+function readLabels(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ValidationError(`cannot read labels ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+}
+
 export function registerDetect(program: Command): void {
   program
     .command("detect")
@@ -47,14 +59,21 @@ export function registerDetect(program: Command): void {
     .option("--warmup-steps <n>", "steps of a workload's history before it is judged", integer("warmup-steps", 1, 1_000_000), 576)
     .action(async (flags: { trace: string; format: TraceFormat; out: string; labels?: string; history?: string; historyFormat?: TraceFormat; warmupSteps: number }) => {
       try {
-        const labels = flags.labels ? parseLabels(readFileSync(flags.labels, "utf8"), flags.labels) : null;
+        const labels = flags.labels ? parseLabels(readLabels(flags.labels), flags.labels) : null;
         const started = performance.now();
-        const trace = await loadTrace(flags.trace, flags.format);
+        const trace = await loadUsable(flags.trace, flags.format);
         const config = detectConfig.parse({ warmupSteps: flags.warmupSteps });
-        const history = flags.history ? await loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const history = flags.history ? await loadUsable(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const events = detectTrace(trace, config, { history });
         writeFileSync(flags.out, events.map((event) => eventLine(event) + "\n").join(""));
-        const summary: Record<string, unknown> = { trace: trace.name, workloads: trace.workloads.length, samples: trace.rows, events: events.length, elapsed_ms: Math.round(performance.now() - started) };
+        const summary: Record<string, unknown> = {
+          trace: trace.name,
+          workloads: trace.workloads.length,
+          samples: trace.rows,
+          rejected: trace.rejected.length + (history?.rejected.length ?? 0),
+          events: events.length,
+          elapsed_ms: Math.round(performance.now() - started),
+        };
         if (labels) summary.score = scoreDetections(trace, events, labels);
         process.stdout.write(JSON.stringify(summary, null, 2) + "\n");
       } catch (error) {
@@ -77,8 +96,8 @@ export function registerDetect(program: Command): void {
     .option("--history-format <format>", "format of --history (default: --format)", format)
     .action(async (flags: { trace: string; format: TraceFormat; out: string; labels: string; seed: number; rate: number; minHistorySteps: number; types: AnomalyType[]; history?: string; historyFormat?: TraceFormat }) => {
       try {
-        const trace = await loadTrace(flags.trace, flags.format);
-        const history = flags.history ? await loadTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const trace = await loadUsable(flags.trace, flags.format);
+        const history = flags.history ? await loadUsable(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const labels = injectAnomalies(trace, { seed: flags.seed, rate: flags.rate, minHistorySteps: flags.minHistorySteps, types: flags.types, history });
         const out = new LineFile(flags.out);
         for (const line of canonicalLines(trace)) await out.write(line);
@@ -86,7 +105,7 @@ export function registerDetect(program: Command): void {
         writeFileSync(flags.labels, labelLines(labels).join("\n") + "\n");
         const byType: Record<string, number> = {};
         for (const label of labels) byType[label.type] = (byType[label.type] ?? 0) + 1;
-        process.stdout.write(JSON.stringify({ trace: trace.name, workloads: trace.workloads.length, injected: labels.length, byType }, null, 2) + "\n");
+        process.stdout.write(JSON.stringify({ trace: trace.name, workloads: trace.workloads.length, rejected: trace.rejected.length, injected: labels.length, byType }, null, 2) + "\n");
       } catch (error) {
         fail(error);
       }

@@ -547,7 +547,7 @@ describe("augur backtest CLI", () => {
     }
   });
 
-  it("writes every rejected row with its reason, also when no row was usable, and names the first in the refusal", () => {
+  it("writes every rejected row with its reason, also when no row was usable, and names the first in the refusal (backtest, detect, inject)", () => {
     const { dir, cleanup } = tempDir();
     try {
       const rejected = join(dir, "rejected.jsonl");
@@ -572,6 +572,27 @@ describe("augur backtest CLI", () => {
       const clean = run("clean.csv", [`${T0},w,i,u,1,1`]);
       assert.equal(clean.result.status, 0, clean.result.stderr);
       assert.equal(existsSync(rejected), false, "nothing rejected, nothing written");
+      // A training trace, a detection history and inject's input with no usable row are refused alike.
+      const good = join(dir, "clean.csv");
+      const bad = join(dir, "none.csv");
+      const out = join(dir, "o");
+      const refusals = [
+        augur(["backtest", "--trace", good, "--train", bad, "--policies", "static", "--out", out, "--rejected", rejected]),
+        augur(["detect", "--trace", bad, "--out", out]),
+        augur(["detect", "--trace", good, "--history", bad, "--out", out]),
+        augur(["inject", "--trace", bad, "--out", join(dir, "o.csv"), "--labels", out]),
+      ];
+      for (const result of refusals) {
+        assert.equal(result.status, 2, result.stderr);
+        assert.match(result.stderr, /none\.csv has no usable rows \(2 rejected; first: .* line 2: ts must be epoch milliseconds/);
+      }
+      assert.equal(readFileSync(rejected, "utf8").trim().split("\n").length, 2, "the training trace's rejected rows are written before the refusal");
+      const missingLabels = augur(["detect", "--trace", good, "--out", out, "--labels", join(dir, "missing.csv")]);
+      assert.equal(missingLabels.status, 2, missingLabels.stderr);
+      assert.match(missingLabels.stderr, /cannot read labels .*missing\.csv: ENOENT/);
+      const detected = augur(["detect", "--trace", join(dir, "some.csv"), "--out", out, "--warmup-steps", "1"]);
+      assert.equal(detected.status, 0, detected.stderr);
+      assert.equal(JSON.parse(detected.stdout).rejected, 1, "detect counts the rows it could not use");
     } finally {
       cleanup();
     }

@@ -217,6 +217,18 @@ export async function loadAlibabaGenai(path: string): Promise<Trace> {
   return { ...finish(dir, builders, rejects), unitless: resources.includes("mem") ? ["mem"] : [] };
 }
 
+/**
+ * Refuses a trace none of whose rows could be used, naming the first
+ * rejected row's reason (a whole file in seconds, or in another format, is
+ * told apart from an empty one); returns it otherwise.
+ */
+export function requireUsable(trace: Trace, path: string): Trace {
+  if (trace.workloads.length > 0) return trace;
+  const first = trace.rejected[0];
+  const why = first ? `; first: ${first.source} line ${first.line}: ${first.reason}` : "";
+  throw new ValidationError(`trace ${path} has no usable rows (${trace.rejected.length} rejected${why})`);
+}
+
 export function loadTrace(path: string, format: TraceFormat): Promise<Trace> {
   switch (format) {
     case "canonical":
