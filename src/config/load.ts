@@ -7,6 +7,7 @@ const MAX_CONFIG_BYTES = 1 << 20;
 
 function describe(value: unknown): string {
   if (value === undefined) return "nothing";
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value); // JSON would say null
   const text = JSON.stringify(value);
   return text === undefined ? String(value) : text.length > 60 ? text.slice(0, 60) + "…" : text;
 }

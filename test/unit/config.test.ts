@@ -63,6 +63,7 @@ describe("pipeline config", () => {
 
   it("names unknown fields with their path", () => expectConfigError("aggregate:\n  windw: {}\n", /aggregate: Unrecognized key.*"windw"/));
   it("says what it expected and what it got", () => expectConfigError("aggregate:\n  allowedLatenessSeconds: lots\n", /aggregate\.allowedLatenessSeconds: Expected number, received string \(got "lots"\)/));
+  it("shows a number too large for a double as what YAML made of it", () => expectConfigError("aggregate:\n  window:\n    sizeSeconds: 1e400\n", /aggregate\.window\.sizeSeconds: Number must be less than or equal to \d+ \(got Infinity\)/));
   it("rejects malformed YAML with a position", () => expectConfigError("api: [unclosed\n", /pipeline\.yaml: .*(line|at)/i));
   it("rejects duplicate keys", () => expectConfigError("name: a\nname: b\n", /[Dd]uplicate|unique/));
   it("rejects a top level that is not a mapping", () => expectConfigError("- a\n- b\n", /mapping/));
