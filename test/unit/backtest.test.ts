@@ -547,7 +547,7 @@ describe("augur backtest CLI", () => {
     }
   });
 
-  it("writes every rejected row with its reason, also when no row was usable, and names the first in the refusal (backtest, detect, inject)", () => {
+  it("writes every rejected row with its reason, also when no row was usable, and names the first in the refusal (backtest, detect, inject, replay)", () => {
     const { dir, cleanup } = tempDir();
     try {
       const rejected = join(dir, "rejected.jsonl");
@@ -572,7 +572,7 @@ describe("augur backtest CLI", () => {
       const clean = run("clean.csv", [`${T0},w,i,u,1,1`]);
       assert.equal(clean.result.status, 0, clean.result.stderr);
       assert.equal(existsSync(rejected), false, "nothing rejected, nothing written");
-      // A training trace, a detection history and inject's input with no usable row are refused alike.
+      // A training trace, a detection history, inject's and replay's input with no usable row are refused alike.
       const good = join(dir, "clean.csv");
       const bad = join(dir, "none.csv");
       const out = join(dir, "o");
@@ -581,6 +581,7 @@ describe("augur backtest CLI", () => {
         augur(["detect", "--trace", bad, "--out", out]),
         augur(["detect", "--trace", good, "--history", bad, "--out", out]),
         augur(["inject", "--trace", bad, "--out", join(dir, "o.csv"), "--labels", out]),
+        augur(["replay", "--trace", bad, "--data-dir", join(dir, "data")]),
       ];
       for (const result of refusals) {
         assert.equal(result.status, 2, result.stderr);
