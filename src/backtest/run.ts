@@ -85,10 +85,14 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const trace = await loadTrace(options.trace, options.format);
   const train = options.train ? await loadTrace(options.train, options.format) : undefined;
   const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
-  // Where no row was usable, the reasons are what the user needs most: written before refusing.
-  if (trace.workloads.length === 0 || train?.workloads.length === 0) writeRejected(options.rejectedOut, rejected);
-  requireUsable(trace, options.trace);
-  if (train) requireUsable(train, options.train!);
+  try {
+    requireUsable(trace, options.trace);
+    if (train) requireUsable(train, options.train!);
+  } catch (error) {
+    // Where no row was usable, the reasons are what the user needs most: written before refusing.
+    writeRejected(options.rejectedOut, rejected);
+    throw error;
+  }
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
   const level = serviceLevel(options);
   const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level }));

@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import type { Command } from "commander";
-import { loadTrace, requireUsable, TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
+import { loadUsableTrace, TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ValidationError } from "../core/errors.js";
 import { ANOMALY_TYPES, type AnomalyType } from "../detect/detector.js";
 import { canonicalLines, LineFile } from "../backtest/trace.js";
@@ -34,10 +34,6 @@ function types(value: string): AnomalyType[] {
   return list as AnomalyType[];
 }
 
-async function loadUsable(path: string, format: TraceFormat) {
-  return requireUsable(await loadTrace(path, format), path);
-}
-
 function readLabels(path: string): string {
   try {
     return readFileSync(path, "utf8");
@@ -61,9 +57,9 @@ export function registerDetect(program: Command): void {
       try {
         const labels = flags.labels ? parseLabels(readLabels(flags.labels), flags.labels) : null;
         const started = performance.now();
-        const trace = await loadUsable(flags.trace, flags.format);
+        const trace = await loadUsableTrace(flags.trace, flags.format);
         const config = detectConfig.parse({ warmupSteps: flags.warmupSteps });
-        const history = flags.history ? await loadUsable(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const history = flags.history ? await loadUsableTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const events = detectTrace(trace, config, { history });
         writeFileSync(flags.out, events.map((event) => eventLine(event) + "\n").join(""));
         const summary: Record<string, unknown> = {
@@ -96,8 +92,8 @@ export function registerDetect(program: Command): void {
     .option("--history-format <format>", "format of --history (default: --format)", format)
     .action(async (flags: { trace: string; format: TraceFormat; out: string; labels: string; seed: number; rate: number; minHistorySteps: number; types: AnomalyType[]; history?: string; historyFormat?: TraceFormat }) => {
       try {
-        const trace = await loadUsable(flags.trace, flags.format);
-        const history = flags.history ? await loadUsable(flags.history, flags.historyFormat ?? flags.format) : undefined;
+        const trace = await loadUsableTrace(flags.trace, flags.format);
+        const history = flags.history ? await loadUsableTrace(flags.history, flags.historyFormat ?? flags.format) : undefined;
         const labels = injectAnomalies(trace, { seed: flags.seed, rate: flags.rate, minHistorySteps: flags.minHistorySteps, types: flags.types, history });
         const out = new LineFile(flags.out);
         for (const line of canonicalLines(trace)) await out.write(line);

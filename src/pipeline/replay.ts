@@ -1,4 +1,4 @@
-import { loadTrace, requireUsable, type TraceFormat } from "../backtest/adapters/index.js";
+import { loadUsableTrace, type TraceFormat } from "../backtest/adapters/index.js";
 import type { Trace } from "../backtest/trace.js";
 import type { LoadedPipeline } from "../config/pipeline.js";
 import { ConfigError } from "../core/errors.js";
@@ -102,7 +102,7 @@ export function checkRetention(topics: { retentionHours: number; overrides: Reco
  * dashboard see them as they would a collector's.
  */
 export async function publishTrace(transport: Transport, options: Pick<ReplayOptions, "trace" | "format" | "speedup" | "batch" | "onProgress">): Promise<{ samples: number; rejectedRows: number }> {
-  const trace = requireUsable(await loadTrace(options.trace, options.format), options.trace);
+  const trace = await loadUsableTrace(options.trace, options.format);
   const samples = await publishSamples(transport, traceSamples(trace), trace.rows, { ...options, bus: "embedded" });
   return { samples, rejectedRows: trace.rejected.length };
 }
@@ -114,7 +114,7 @@ export async function publishTrace(transport: Transport, options: Pick<ReplayOpt
  * stages in this process into the config's data directory.
  */
 export async function replayTrace(pipeline: LoadedPipeline, options: ReplayOptions): Promise<ReplaySummary> {
-  const trace = requireUsable(await loadTrace(options.trace, options.format), options.trace);
+  const trace = await loadUsableTrace(options.trace, options.format);
   const total = trace.rows;
   const started = Date.now();
   const summary = (samples: number, profiles?: number): ReplaySummary => {

@@ -27,10 +27,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** A node process that keeps about `cores` busy (duty cycle) and holds `megabytes` of touched memory. */
 /** The aggregate window of the pipeline under test, in seconds. */
 const WINDOW_SECONDS = 3;
 
+/** A node process that keeps about `cores` busy (duty cycle) and holds `megabytes` of touched memory. */
 function loadScript(cores: number, megabytes: number): string {
   return `
     const held = Buffer.alloc(${megabytes} * 1e6, 1);

@@ -229,6 +229,11 @@ export function requireUsable(trace: Trace, path: string): Trace {
   throw new ValidationError(`trace ${path} has no usable rows (${trace.rejected.length} rejected${why})`);
 }
 
+/** `loadTrace`, refusing a trace with no usable row (`requireUsable`). */
+export async function loadUsableTrace(path: string, format: TraceFormat): Promise<Trace> {
+  return requireUsable(await loadTrace(path, format), path);
+}
+
 export function loadTrace(path: string, format: TraceFormat): Promise<Trace> {
   switch (format) {
     case "canonical":
