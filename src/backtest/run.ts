@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { SERVICE_LEVEL } from "../forecast/ensemble.js";
 import { missRate } from "../forecast/ensemble-model.js";
 import { initTensorflow } from "../forecast/global-model.js";
-import { ValidationError } from "../core/errors.js";
+import { cannotRead, ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
 import { loadTrace, requireUsable, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
 import { POLICIES, POLICY_NAMES } from "./policies/index.js";
@@ -135,7 +135,7 @@ function readModels(path: string): Record<string, unknown> {
   try {
     parsed = JSON.parse(readFileSync(path, "utf8"));
   } catch (error) {
-    throw new ValidationError(`cannot read models ${path}: ${(error as Error).message}`);
+    throw new ValidationError(cannotRead("models", path, error));
   }
   if (parsed?.kind !== "augur-backtest-models" || parsed.version !== 1 || typeof parsed.policies !== "object" || parsed.policies === null) {
     throw new ValidationError(`${path} is not a models file written by augur backtest --save-models (version 1)`);

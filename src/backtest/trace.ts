@@ -2,7 +2,7 @@ import { once } from "node:events";
 import { createReadStream, createWriteStream, openSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { createGunzip, createGzip } from "node:zlib";
-import { ValidationError } from "../core/errors.js";
+import { cannotRead, ValidationError } from "../core/errors.js";
 import { forEachLineOfChunks } from "../core/lines.js";
 import { RESOURCES, type Resource } from "../core/types.js";
 
@@ -50,7 +50,7 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
   try {
     fd = openSync(path, "r");
   } catch (error) {
-    throw new ValidationError(`cannot read trace ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new ValidationError(cannotRead("trace", path, error));
   }
   const file = createReadStream(path, { fd, highWaterMark: CHUNK_BYTES });
   const gzipped = path.endsWith(".gz");
@@ -74,7 +74,7 @@ export async function forEachLine(path: string, onLine: (line: string, number: n
   } catch (error) {
     if (error instanceof ValidationError) throw error;
     if (gzipped && readError === null) throw new ValidationError(`trace ${path} is not valid gzip: ${(error as Error).message}`);
-    throw new ValidationError(`cannot read trace ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new ValidationError(cannotRead("trace", path, error));
   } finally {
     gunzip?.destroy();
     file.destroy();

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import type { Command } from "commander";
 import { loadUsableTrace, TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
-import { ValidationError } from "../core/errors.js";
+import { cannotRead, ValidationError } from "../core/errors.js";
 import { ANOMALY_TYPES, type AnomalyType } from "../detect/detector.js";
 import { canonicalLines, LineFile } from "../backtest/trace.js";
 import { injectAnomalies, labelLines } from "../detect/inject.js";
@@ -38,7 +38,7 @@ function readLabels(path: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch (error) {
-    throw new ValidationError(`cannot read labels ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    throw new ValidationError(cannotRead("labels", path, error));
   }
 }
 

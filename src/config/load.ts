@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
 import { z } from "zod";
-import { ConfigError } from "../core/errors.js";
+import { cannotRead, ConfigError } from "../core/errors.js";
 
 const MAX_CONFIG_BYTES = 1 << 20;
 
@@ -42,7 +42,7 @@ export function readConfigFile(path: string): string {
   try {
     text = readFileSync(path, "utf8");
   } catch (error) {
-    throw new ConfigError(`cannot read config ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new ConfigError(cannotRead("config", path, error));
   }
   if (text.length > MAX_CONFIG_BYTES) throw new ConfigError(`${path}: config larger than ${MAX_CONFIG_BYTES} bytes`);
   if (text.includes("\0")) throw new ConfigError(`${path}: config contains a NUL byte`);

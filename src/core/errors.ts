@@ -58,3 +58,9 @@ export class TransientError extends AugurError {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** "cannot read WHAT PATH: REASON", the reason being the system's error code (ENOENT, EISDIR…) where there is one, else the message. */
+export function cannotRead(what: string, path: string, error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return `cannot read ${what} ${path}: ${typeof code === "string" ? code : errorMessage(error)}`;
+}

@@ -512,6 +512,11 @@ describe("augur backtest CLI", () => {
         assert.equal(result.status, 2, result.stderr);
         assert.match(result.stderr, /models/);
       }
+      const missing = augur([...args, "--load-models", join(dir, "none.json")]);
+      assert.equal(missing.status, 2, missing.stderr);
+      assert.match(missing.stderr, /cannot read models .*none\.json: ENOENT/);
+      writeFileSync(models, "{");
+      assert.match(augur([...args, "--load-models", models]).stderr, /cannot read models .*models\.json: .*JSON/);
     } finally {
       cleanup();
     }
