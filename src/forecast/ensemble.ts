@@ -233,10 +233,19 @@ const FLOOR_SHARE = 0.05;
 /** Per-observation decay of the mean usage under the price's floor (a memory of about 100,000 observations). */
 const USAGE_MEAN_DECAY = 0.99999;
 
-/** The mean usage under an overrun price's floor: its decayed sum and weight. */
+/**
+ * The controller's own target never falls below this share of the service
+ * level, however many overruns no candidate could have avoided: past it the
+ * price would wind up without bound on misses it cannot prevent.
+ */
+const MIN_STEERED_SHARE = 0.5;
+
+/** The mean usage under an overrun price's floor (its decayed sum and weight), and the decayed rate of overruns past every candidate's reach. */
 export interface PriceUsageState {
   sum: number;
   weight: number;
+  /** Older states lack it (the rate starts afresh). */
+  unreachable?: number;
 }
 
 /**
@@ -248,11 +257,19 @@ export interface PriceUsageState {
  * target allows. Cheap overruns cost more than they look:
  * each one raises the limit for an hour (the bump) and sends the key after
  * tighter candidates that overrun again.
+ *
+ * Overruns past every candidate's reach (a burst above any limit the key's
+ * history offered) do not move the price: no choice could have avoided them.
+ * They still count against the service level: their rate (decayed like the
+ * mean usage) is taken off the rate the price steers to, down to half the
+ * target, so the overruns of both kinds together meet the target.
  */
 export class OverrunPrice {
   value = Number.NaN;
   private usageSum = 0;
   private usageWeight = 0;
+  /** Decayed count of overruns past reach, over the same weight as the mean usage. */
+  private unreachableSum = 0;
   constructor(
     readonly targetMissRate: number,
     readonly step: number,
@@ -262,25 +279,37 @@ export class OverrunPrice {
     if (!(usage >= 0 && usage < Infinity)) return;
     this.usageSum = this.usageSum * USAGE_MEAN_DECAY + usage;
     this.usageWeight = this.usageWeight * USAGE_MEAN_DECAY + 1;
+    this.unreachableSum *= USAGE_MEAN_DECAY;
     if (Number.isNaN(this.value) && usage > 0) this.value = usage * PRICE_PER_USAGE;
   }
-  update(missed: boolean): void {
+  /** The rate the price steers the avoidable overruns to: the target less the unavoidable ones' rate, at least half the target. */
+  steeredRate(): number {
+    const unreachable = this.usageWeight > 0 ? this.unreachableSum / this.usageWeight : 0;
+    return Math.max(this.targetMissRate - unreachable, this.targetMissRate * MIN_STEERED_SHARE);
+  }
+  /** Takes the outcome of a step scored against a limit: no overrun, an overrun a candidate could have avoided, or one past every candidate's reach. */
+  update(missed: boolean, reachable = true): void {
     if (Number.isNaN(this.value)) return;
-    this.value *= Math.exp(this.step * ((missed ? 1 : 0) - this.targetMissRate));
+    if (missed && !reachable) {
+      this.unreachableSum += 1;
+      return;
+    }
+    this.value *= Math.exp(this.step * ((missed ? 1 : 0) - this.steeredRate()));
     const floor = this.usageWeight > 0 ? (FLOOR_SHARE * this.usageSum) / this.usageWeight / this.targetMissRate : 0;
     if (this.value < floor) this.value = floor;
   }
 
   usageState(): PriceUsageState {
-    return { sum: this.usageSum, weight: this.usageWeight };
+    return { sum: this.usageSum, weight: this.usageWeight, unreachable: this.unreachableSum };
   }
 
   restoreUsage(state: PriceUsageState): void {
-    if (!(state && isNumberArray([state.sum, state.weight], { min: 0 }))) {
+    if (!(state && isNumberArray([state.sum, state.weight, state.unreachable ?? 0], { min: 0 }))) {
       throw new RangeError("the overrun price's usage must be a finite sum and weight ≥ 0");
     }
     this.usageSum = state.sum;
     this.usageWeight = state.weight;
+    this.unreachableSum = state.unreachable ?? 0;
   }
 }
 
@@ -943,7 +972,7 @@ export class EnsembleForecaster {
     this.price.see(usage);
     if (!Number.isNaN(this.previousLimit)) {
       const missed = usage > this.previousLimit;
-      if (!missed || usage <= this.reach) this.price.update(missed);
+      this.price.update(missed, usage <= this.reach);
       if (missed) {
         this.bumpFloor = usage * (1 + this.options.missBump);
         this.bumpUntil = ts + this.options.missBumpMs;

@@ -386,6 +386,41 @@ describe("overrun price", () => {
     assert.ok(Math.abs(price.usageState().weight - (twos + 1)) < 1e-6);
     assert.ok(Math.abs(price.usageState().sum - (2 * twos + 4)) < 1e-6);
   });
+
+  it("leaves overruns past every candidate's reach out of the price but takes their rate off the rate it steers to, down to half the target", () => {
+    const price = new OverrunPrice(0.01, 0.05);
+    for (let i = 0; i < 1000; i++) price.see(1);
+    price.value = 50; // above the floor (5)
+    assert.equal(price.steeredRate(), 0.01);
+    price.update(true, false);
+    assert.equal(price.value, 50, "an unavoidable overrun does not move the price");
+    // One unavoidable overrun in a decayed weight of ~995 observations: the steered rate is the target less ~0.001.
+    const weight = price.usageState().weight;
+    assert.ok(Math.abs(price.steeredRate() - (0.01 - 1 / weight)) < 1e-12, `${price.steeredRate()}`);
+    // A step without an overrun lowers the price by the steered rate, not the target.
+    const steered = price.steeredRate();
+    price.update(false);
+    assert.ok(Math.abs(price.value - 50 * Math.exp(-0.05 * steered)) < 1e-9, `${price.value}`);
+    // An avoidable overrun raises it.
+    const before = price.value;
+    price.update(true, true);
+    assert.ok(Math.abs(price.value - before * Math.exp(0.05 * (1 - steered))) < 1e-9);
+    // Unavoidable overruns at 2% (twice the target) still leave half the target to steer to.
+    for (let i = 0; i < 2000; i++) {
+      price.see(1);
+      price.update(i % 50 === 0, false);
+    }
+    assert.equal(price.steeredRate(), 0.005);
+    // Saved and restored with the rate; a state saved before the rate was kept restores with none.
+    const restored = new OverrunPrice(0.01, 0.05);
+    restored.restoreUsage(JSON.parse(JSON.stringify(price.usageState())));
+    assert.equal(restored.steeredRate(), price.steeredRate());
+    const older = new OverrunPrice(0.01, 0.05);
+    older.restoreUsage({ sum: 10, weight: 10 });
+    assert.equal(older.steeredRate(), 0.01);
+    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: -1 }), /finite sum and weight/);
+    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: Number.NaN }), /finite sum and weight/);
+  });
 });
 
 describe("ensemble examples for the global model", () => {
