@@ -305,7 +305,7 @@ export class OverrunPrice {
 
   restoreUsage(state: PriceUsageState): void {
     if (!(state && isNumberArray([state.sum, state.weight, state.unreachable ?? 0], { min: 0 }))) {
-      throw new RangeError("the overrun price's usage must be a finite sum and weight ≥ 0");
+      throw new RangeError("the overrun price's usage must be a finite sum, weight and count of overruns past reach, each ≥ 0");
     }
     this.usageSum = state.sum;
     this.usageWeight = state.weight;

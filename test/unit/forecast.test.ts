@@ -418,8 +418,8 @@ describe("overrun price", () => {
     const older = new OverrunPrice(0.01, 0.05);
     older.restoreUsage({ sum: 10, weight: 10 });
     assert.equal(older.steeredRate(), 0.01);
-    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: -1 }), /finite sum and weight/);
-    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: Number.NaN }), /finite sum and weight/);
+    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: -1 }), /finite sum, weight and count of overruns past reach/);
+    assert.throws(() => older.restoreUsage({ sum: 10, weight: 10, unreachable: Number.NaN }), /finite sum, weight and count of overruns past reach/);
   });
 });
 
