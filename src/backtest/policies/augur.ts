@@ -1,11 +1,10 @@
 import { deflateRawSync, inflateRawSync } from "node:zlib";
-import { ValidationError } from "../../core/errors.js";
-import { isResource, type Resource } from "../../core/types.js";
+import type { Resource } from "../../core/types.js";
 import { userFactor } from "../../core/user-factor.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type EnsembleState, type GlobalLearner } from "../../forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type EnsembleState } from "../../forecast/ensemble.js";
 import { COLD_START_MARGIN, ColdStartChooser } from "../../forecast/cold-start.js";
-import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "../../forecast/global-model.js";
+import { GlobalLearners, parseGlobalModels, type GlobalModels } from "../../forecast/global-learners.js";
 import type { BacktestPolicy, PairRef } from "../policy.js";
 
 const DAY = 24 * 3_600_000;
@@ -25,7 +24,7 @@ export interface AugurPolicyOptions {
   /** Learn the global model from the replay (default true). */
   learn?: boolean;
   /** Global models saved by an earlier run (`exportModels`), per resource. */
-  models?: Partial<Record<Resource, GlobalModelState>>;
+  models?: GlobalModels;
   /** Event time a limit decision holds (with the default options); default every step. */
   decisionMs?: number;
   /** Pairs whose forecasters stay in memory before idle ones are put away (default KEEP_PAIRS). */
@@ -48,16 +47,6 @@ export interface AugurPolicyOptions {
 const KEEP_PAIRS = 50_000;
 const IDLE_MS = 3_600_000;
 
-/** Examples needed before the first training, and new examples between retrainings. */
-const FIRST_TRAINING_EXAMPLES = 5_000;
-const RETRAIN_EVERY_EXAMPLES = 100_000;
-const TRAINING = { steps: 400, batch: 512, learningRate: 0.01, seed: 7 };
-/**
- * A retraining goes on from the last model's weights: a quarter of the steps
- * reaches the loss of a training from scratch (checked on examples whose
- * relation drifted between the two trainings).
- */
-const RETRAINING = { ...TRAINING, steps: 100 };
 
 /**
  * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
@@ -76,22 +65,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     if (!found) ensembleOptions.set(resource, (found = given(resource)));
     return found;
   };
-  const learn = options.learn ?? true;
-  const learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
-  const learner = (resource: Resource) => {
-    let found = learners.get(resource);
-    if (!found) {
-      const saved = options.models?.[resource];
-      found = { model: saved ? GlobalQuantileModel.fromState(saved) : null, reservoir: new ExampleReservoir(50_000), sampleEvery: 4, trainedAt: 0 };
-      learners.set(resource, found);
-    }
-    return found;
-  };
-  const train = (resource: Resource) => {
-    const l = learner(resource);
-    l.model = GlobalQuantileModel.train(l.reservoir, l.model ? RETRAINING : TRAINING, l.model);
-    l.trainedAt = l.reservoir.seen;
-  };
+  const learners = new GlobalLearners({ learn: options.learn, models: options.models });
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
   const pools = new Map<Resource, PooledMisses>();
   const prices = new Map<Resource, OverrunPrice>();
@@ -252,7 +226,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
         }
       };
       const prior = (ts: number) => peerLevel(pair, resource, ts);
-      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), { learner: learner(resource), onBlock, prior });
+      byPair[pair.id] = f = new EnsembleForecaster(opts, pool, price, histogramOptionsFor(resource), { learner: learners.of(resource), onBlock, prior });
       if (away) {
         f.restore(JSON.parse(inflateRawSync(away.state).toString("utf8")) as EnsembleState);
         putAway.get(resource)![pair.id] = undefined;
@@ -268,13 +242,10 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   return {
     name: "augur",
     endOfTraining() {
-      if (!learn) return;
-      for (const [resource, l] of learners) if (l.reservoir.size >= FIRST_TRAINING_EXAMPLES / 5) train(resource);
+      learners.trainWhatCan();
     },
     exportModels() {
-      const out: Partial<Record<Resource, GlobalModelState>> = {};
-      for (const [resource, l] of learners) if (l.model) out[resource] = l.model.toState();
-      return { kind: "augur-global-models", version: GLOBAL_MODEL_VERSION, models: out };
+      return learners.export();
     },
     limit(pair, resource, ts, fallback) {
       const own = forecaster(pair, resource, ts).limit(ts);
@@ -294,31 +265,10 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
           prices.get(resource)?.update(usage > limit);
         } else cold.starts[pair.id] = undefined;
       }
-      if (learn) {
-        const l = learner(resource);
-        const due = l.model === null ? l.reservoir.size >= FIRST_TRAINING_EXAMPLES : l.reservoir.seen - l.trainedAt >= RETRAIN_EVERY_EXAMPLES;
-        if (due) train(resource);
-      }
+      learners.trainIfDue(resource);
     },
   };
 }
 
 /** Checks what `exportModels` wrote (and a user may have edited) before it is trusted. */
-export function augurModels(saved: unknown): AugurPolicyOptions["models"] {
-  if (saved === undefined) return undefined;
-  const file = saved as { kind?: string; version?: number; models?: Record<string, GlobalModelState> };
-  if (file?.kind !== "augur-global-models" || file.version !== GLOBAL_MODEL_VERSION || typeof file.models !== "object" || file.models === null) {
-    throw new ValidationError(`not augur global models of version ${GLOBAL_MODEL_VERSION}`);
-  }
-  const out: AugurPolicyOptions["models"] = {};
-  for (const [resource, state] of Object.entries(file.models)) {
-    if (!isResource(resource)) throw new ValidationError(`global models name an unknown resource '${resource}'`);
-    try {
-      GlobalQuantileModel.fromState(state);
-    } catch (error) {
-      throw new ValidationError(`global model for ${resource}: ${(error as Error).message}`);
-    }
-    out[resource] = state;
-  }
-  return out;
-}
+export const augurModels = parseGlobalModels;
