@@ -13,6 +13,8 @@ import {
 } from "./ensemble.js";
 import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
+import { GlobalLearners, parseGlobalModels } from "./global-learners.js";
+import { initTensorflow } from "./global-model.js";
 
 const DAY_MS = 86_400_000;
 
@@ -29,6 +31,13 @@ export const ensembleModelConfig = z
     requestPercentile: z.number().gt(0).lt(1).default(0.9),
     /** Event time a decision holds (0: every window); see EnsembleOptions.decisionMs. */
     decisionSeconds: z.number().min(0).max(86_400).default(0),
+    /**
+     * Learn the global model (one network per resource, trained with tfjs on
+     * examples from every pair this process forecasts) and offer its
+     * quantiles to every pair, as the backtest's augur policy does; saved in
+     * the data directory. false: the pairs' own history only.
+     */
+    learnGlobalModel: z.boolean().default(true),
   })
   .strict();
 export type EnsembleModelConfig = z.infer<typeof ensembleModelConfig>;
@@ -65,12 +74,16 @@ interface EnsembleModelState {
  * The backtest's augur policy as a live model: each window is one step whose
  * usage is the window's peak; the limit is the ensemble's limit for the next
  * window. In a live pipeline each profile key learns alone, so its overrun
- * price and pooled rates are its own (the backtest shares them across keys).
+ * price and pooled rates are its own (the backtest shares them across keys);
+ * the global model is the one thing the keys of a factory share (`learners`).
  */
 class EnsembleModel implements ForecastModel {
   private readonly entries = new Map<Resource, ResourceEntry>();
 
-  constructor(private readonly config: EnsembleModelConfig) {}
+  constructor(
+    private readonly config: EnsembleModelConfig,
+    private readonly learners: GlobalLearners | null,
+  ) {}
 
   private entry(resource: Resource): ResourceEntry {
     let entry = this.entries.get(resource);
@@ -79,7 +92,7 @@ class EnsembleModel implements ForecastModel {
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
       const pool = new PooledMisses(options.missDecay, 1);
       entry = {
-        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource)),
+        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource), { learner: this.learners?.of(resource) ?? null }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
         price,
         pool,
@@ -98,6 +111,7 @@ class EnsembleModel implements ForecastModel {
       const entry = this.entry(resource);
       entry.forecaster.limit(window.windowStart); // what this window would have been given
       entry.forecaster.observe(window.windowStart, stats.max);
+      this.learners?.trainIfDue(resource);
       foldSketch(entry.usage, stats.sketch, window.windowEnd);
       entry.samples += stats.count;
       entry.nextTs = window.windowEnd;
@@ -141,8 +155,8 @@ class EnsembleModel implements ForecastModel {
     return { resources };
   }
 
-  static restore(config: EnsembleModelConfig, state: unknown): EnsembleModel {
-    const model = new EnsembleModel(config);
+  static restore(config: EnsembleModelConfig, learners: GlobalLearners | null, state: unknown): EnsembleModel {
+    const model = new EnsembleModel(config, learners);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
       if (saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
@@ -162,10 +176,21 @@ class EnsembleModel implements ForecastModel {
 }
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
+  const learners = config.learnGlobalModel ? new GlobalLearners() : null;
   return {
     name: "augur-ensemble",
     stateVersion: 6,
-    create: () => new EnsembleModel(config),
-    restore: (state) => EnsembleModel.restore(config, state),
+    create: () => new EnsembleModel(config, learners),
+    restore: (state) => EnsembleModel.restore(config, learners, state),
+    shared: learners
+      ? {
+          get generation() {
+            return learners.trainings;
+          },
+          toState: () => learners.export(),
+          restore: (state) => learners.load(parseGlobalModels(state) ?? {}),
+          prepare: async () => void (await initTensorflow()),
+        }
+      : undefined,
   };
 }

@@ -13,6 +13,21 @@ export interface ForecastModel {
   toState(): unknown;
 }
 
+/**
+ * What a factory's models share and learn together (one model learned from
+ * every key's windows): the forecast stage saves it beside the keys' states
+ * whenever `generation` moved, and restores it before the first window.
+ */
+export interface SharedModelState {
+  /** Moves each time the shared state changes. */
+  readonly generation: number;
+  toState(): unknown;
+  /** Replaces the state with a saved copy; throws on one it cannot read. */
+  restore(state: unknown): void;
+  /** Made ready before the first window (a training backend). */
+  prepare?(): Promise<void>;
+}
+
 /** A named kind of model: what config files call it, and how to build or restore one. */
 export interface ModelFactory {
   readonly name: string;
@@ -20,6 +35,8 @@ export interface ModelFactory {
   readonly stateVersion: number;
   create(): ForecastModel;
   restore(state: unknown): ForecastModel;
+  /** State every model of this factory shares, if any. */
+  readonly shared?: SharedModelState;
 }
 
 /** Reads a saved `{ resources: { <resource>: T } }` state, refusing unknown resources and non-objects. */

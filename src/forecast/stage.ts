@@ -1,5 +1,5 @@
 import { ANY, pairKey, profileLevels } from "../core/keys.js";
-import { ValidationError } from "../core/errors.js";
+import { errorMessage, ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
 import { PEAK_LIKE, type Profile, type Resource, type ResourcePrediction, type ResourceWindowStats, type WindowAggregate } from "../core/types.js";
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
@@ -64,6 +64,8 @@ export class ForecastStage {
   private readonly cache = new Map<string, KeyState>();
   private consumer: Consumer | null = null;
   private levelConsumer: Consumer | null = null;
+  /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
+  private readonly sharedSaved = new Map<ModelFactory, number | null>();
 
   constructor(
     private readonly transport: Transport,
@@ -74,6 +76,7 @@ export class ForecastStage {
   ) {}
 
   async start(): Promise<void> {
+    for (const factory of this.factories()) await factory.shared?.prepare?.();
     const distributed = this.options.levels === "repartition";
     // Distributed, a partition that moves here brings its keys' state from the changelog.
     const onAssign = distributed && this.options.changelog ? async (partition: number) => void (await this.restore(partition)) : undefined;
@@ -132,6 +135,7 @@ export class ForecastStage {
    * however many processes share the work.
    */
   async handle(batch: Array<TopicRecord<WindowAggregate>>): Promise<Profile[]> {
+    this.restoreShared();
     const started = performance.now();
     const pass = new Pass();
     const forward: Array<OutgoingRecord<WindowAggregate>> = [];
@@ -152,6 +156,7 @@ export class ForecastStage {
 
   /** Processes one batch of `augur.forecast-levels`: windows keyed by the fallback level they feed. */
   async handleLevels(batch: Array<TopicRecord<WindowAggregate>>): Promise<Profile[]> {
+    this.restoreShared();
     const pass = new Pass();
     for (const record of batch) {
       const window = await this.accept(record);
@@ -241,6 +246,7 @@ export class ForecastStage {
         throw error;
       }
     }
+    this.saveShared();
     if (this.options.levels === "repartition" && this.options.changelog && pass.updates.size > 0) {
       await this.transport.topic<ProfileUpdate>(TOPICS.forecastState).publish(
         [...pass.updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
@@ -272,6 +278,44 @@ export class ForecastStage {
    */
   private factoryFor(image: string, user: string): ModelFactory {
     return image !== ANY && user !== ANY ? this.factory : (this.options.fallbackFactory ?? this.factory);
+  }
+
+  private factories(): ModelFactory[] {
+    return [...new Set([this.factory, this.options.fallbackFactory ?? this.factory])];
+  }
+
+  /**
+   * Before the first window: what the factories' models share (the global
+   * models) as last saved. One that cannot be read is reported and learned
+   * afresh; the keys' own states do not depend on it.
+   */
+  private restoreShared(): void {
+    for (const factory of this.factories()) {
+      const shared = factory.shared;
+      if (!shared || this.sharedSaved.has(factory)) continue;
+      let saved: number | null = null;
+      try {
+        const state = this.store.getSharedModelState(factory.name);
+        if (state !== null) {
+          shared.restore(state);
+          saved = shared.generation;
+        }
+      } catch (error) {
+        console.error(`augur: the shared state of model ${factory.name} is unreadable, learning it afresh: ${errorMessage(error)}`);
+        this.metrics.stageErrors.inc({ stage: STAGE });
+      }
+      this.sharedSaved.set(factory, saved);
+    }
+  }
+
+  /** After the keys' states: the shared state, if it changed (a model trained) since it was saved. */
+  private saveShared(): void {
+    for (const [factory, saved] of this.sharedSaved) {
+      const shared = factory.shared!;
+      if (saved === null ? shared.generation === 0 : shared.generation === saved) continue; // nothing new
+      this.store.putSharedModelState(factory.name, shared.toState());
+      this.sharedSaved.set(factory, shared.generation);
+    }
   }
 
   private persisted(state: KeyState): PersistedKeyState {

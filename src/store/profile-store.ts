@@ -3,7 +3,11 @@ import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { AllocationDecision, Profile, ProfileLevel } from "../core/types.js";
 
-/** Layout version of the database; bump with a migration when tables change. */
+/**
+ * Layout version of the database; bump with a migration when tables change.
+ * A table added (`CREATE TABLE IF NOT EXISTS`) is not a change: a file of an
+ * older augur gains it on open, an older augur never reads it.
+ */
 const SCHEMA_VERSION = 1;
 
 export interface StoredModelState {
@@ -35,7 +39,8 @@ export interface ActiveAllocation {
 
 /**
  * The embedded, durable store of a pipeline: profiles with the model state
- * that produced them, pairs seen by the allocator, and live allocations.
+ * that produced them, what a model's keys share (its global models), pairs
+ * seen by the allocator, live allocations and feedback floors.
  * SQLite in WAL mode with synchronous=FULL: a transaction that returned is
  * on disk, so a SIGKILL (or a power cut) loses no committed update. It lives
  * in one file under the data directory; no id ever becomes a path.
@@ -84,6 +89,8 @@ export class ProfileStore {
          ON CONFLICT (image, user, resource) DO UPDATE SET floor = excluded.floor, reason = excluded.reason, ts = excluded.ts`,
       ),
       floorsOf: this.db.prepare(`SELECT resource, floor, reason, ts FROM feedback WHERE image = ? AND user = ? AND ts > ?`),
+      getShared: this.db.prepare(`SELECT state FROM shared_models WHERE model = ?`),
+      putShared: this.db.prepare(`INSERT INTO shared_models (model, state) VALUES (?, ?) ON CONFLICT (model) DO UPDATE SET state = excluded.state`),
     };
   }
 
@@ -102,6 +109,7 @@ export class ProfileStore {
       CREATE TABLE IF NOT EXISTS feedback (
         image TEXT NOT NULL, user TEXT NOT NULL, resource TEXT NOT NULL, floor REAL NOT NULL, reason TEXT NOT NULL, ts INTEGER NOT NULL,
         PRIMARY KEY (image, user, resource));
+      CREATE TABLE IF NOT EXISTS shared_models (model TEXT PRIMARY KEY, state TEXT NOT NULL);
     `);
     const row = this.db.prepare(`SELECT value FROM meta WHERE key = 'schema_version'`).get() as { value: string } | undefined;
     if (!row) this.db.prepare(`INSERT INTO meta (key, value) VALUES ('schema_version', ?)`).run(String(SCHEMA_VERSION));
@@ -131,6 +139,16 @@ export class ProfileStore {
   getProfile(image: string, user: string): Profile | null {
     const row = this.statements.getProfile.get(image, user) as { profile: string } | undefined;
     return row ? (JSON.parse(row.profile) as Profile) : null;
+  }
+
+  /** What every key of a model shares (its global models), as last saved; null if never. */
+  getSharedModelState(model: string): unknown {
+    const row = this.statements.getShared.get(model) as { state: string } | undefined;
+    return row ? JSON.parse(row.state) : null;
+  }
+
+  putSharedModelState(model: string, state: unknown): void {
+    this.statements.putShared.run(model, JSON.stringify(state));
   }
 
   countProfiles(): number {

@@ -106,6 +106,7 @@ describe("pipeline config", () => {
 describe("model options", () => {
   it("are checked against the chosen model's schema at load time", () => {
     expectConfigError("forecast:\n  model: augur-ensemble\n  options: { memoryMissRate: 2 }\n", /forecast\.options: memoryMissRate/);
+    expectConfigError("forecast:\n  model: augur-ensemble\n  options: { learnGlobalModel: \"yes\" }\n", /forecast\.options: learnGlobalModel: Expected boolean/);
     expectConfigError("forecast:\n  model: decaying-percentile\n  options: { halfLife: 3 }\n", /forecast\.options: .*Unrecognized key.*halfLife/);
     expectConfigError("forecast:\n  model: oracle\n", /forecast\.model/);
   });

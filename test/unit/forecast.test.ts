@@ -5,7 +5,7 @@ import { Metrics } from "../../src/core/metrics.js";
 import type { WindowAggregate } from "../../src/core/types.js";
 import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { AGE_CLASSES, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions } from "../../src/forecast/ensemble.js";
+import { AGE_CLASSES, candidateName, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions, type EnsembleState } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir, GLOBAL_FEATURES, GlobalQuantileModel, initTensorflow } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
@@ -693,6 +693,81 @@ describe("augur-ensemble model", () => {
     state.resources.cpu.forecaster.version = 99;
     assert.throws(() => factory.restore(state), /version/);
     assert.throws(() => factory.restore({ resources: { bogus: {} } }), /unknown resource/);
+  });
+});
+
+/** One window a minute per pair, each from one sample: bursty CPU around a level of the pair's own. */
+function burstyWindows(pairs: number, count: number, random: () => number): WindowAggregate[] {
+  const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs: 60_000, slideMs: 60_000, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+  const out: WindowAggregate[] = [];
+  for (let i = 0; i < count; i++) {
+    for (let p = 0; p < pairs; p++) {
+      const level = 0.2 + p / pairs;
+      const cpu = level * (random() < 0.05 ? 2 + 2 * random() : 0.7 + 0.3 * random());
+      out.push(...aggregator.add(sample({ ts: T0 + i * 60_000, workload: `w${p}`, image: `img-${p % 5}`, user: `user-${p}`, cpuCores: cpu, memoryWorkingSetBytes: 1e8 * level })).closed);
+    }
+  }
+  out.push(...aggregator.flush());
+  return out;
+}
+
+describe("augur-ensemble global model, live", () => {
+  before(async () => void (await initTensorflow()));
+
+  it("learns from the windows of every pair and changes their limits; the stage saves it beside them and a restarted stage restores it", async () => {
+    // 40 pairs × 800 windows; one example in four blocks kept: the first training at 5,000 examples, 500 windows in.
+    const windows = burstyWindows(40, 800, seededRandom(3));
+    const replay = (options: object) => {
+      const factory = createModelFactory("augur-ensemble", options);
+      const models = new Map<string, ReturnType<typeof factory.create>>();
+      for (const window of windows) {
+        const key = `${window.image}|${window.user}`;
+        if (!models.has(key)) models.set(key, factory.create());
+        models.get(key)!.observe(window);
+      }
+      // What each pair holds of every source under its decision in force.
+      return { factory, held: [...models.values()].map((model) => (model.toState() as { resources: { cpu: { forecaster: EnsembleState } } }).resources.cpu.forecaster.decision!.held) };
+    };
+    const learned = replay({});
+    const alone = replay({ learnGlobalModel: false });
+    assert.equal(alone.factory.shared, undefined);
+    const trained = learned.factory.shared!.toState() as { kind: string; version: number; models: Record<string, { layers: unknown[] }> };
+    assert.equal(trained.kind, "augur-global-models");
+    assert.deepEqual(Object.keys(trained.models).sort(), ["cpu", "mem"], "a model per resource, trained on every pair's windows");
+    const globalSources = [...Array(learned.held[0]!.length).keys()].filter((s) => candidateName(s * MARGINS.length).startsWith("global-"));
+    assert.equal(globalSources.length, 2);
+    for (const s of globalSources) {
+      assert.ok(learned.held.every((held) => typeof held[s] === "number" && held[s]! > 0), "once trained, the model's quantiles are candidates of every pair");
+      assert.ok(alone.held.every((held) => held[s] === null), "without it, no pair has them");
+    }
+
+    const { dir, cleanup } = tempDir();
+    const transport = new EmbeddedTransport();
+    const errors = console.error;
+    try {
+      // The stage saves what its factory learned, beside the pairs' states…
+      const store = new ProfileStore(dir);
+      const later = windows.slice(-40).map((w) => ({ ...w, windowStart: w.windowStart + 60_000, windowEnd: w.windowEnd + 60_000 }));
+      await new ForecastStage(transport, store, learned.factory, new Metrics()).handle(asRecords(later.slice(0, 1)));
+      assert.deepEqual(store.getSharedModelState("augur-ensemble"), trained);
+      // …a restarted one (a new factory) starts from it, before any training of its own…
+      const restarted = createModelFactory("augur-ensemble", {});
+      await new ForecastStage(transport, store, restarted, new Metrics()).handle(asRecords(later.slice(1, 2)));
+      assert.deepEqual(restarted.shared!.toState(), trained, "restored as saved");
+      // …and one that cannot read it says so and learns afresh.
+      store.putSharedModelState("augur-ensemble", { ...trained, models: { cpu: { ...trained.models.cpu, layers: [] } } });
+      const logged: string[] = [];
+      console.error = (line: string) => void logged.push(line);
+      const fresh = createModelFactory("augur-ensemble", {});
+      await new ForecastStage(transport, store, fresh, new Metrics()).handle(asRecords(later.slice(2, 3)));
+      assert.match(logged.join("\n"), /shared state of model augur-ensemble is unreadable, learning it afresh: .*layers/);
+      assert.deepEqual(fresh.shared!.toState(), { kind: "augur-global-models", version: trained.version, models: {} });
+      store.close();
+    } finally {
+      console.error = errors;
+      await transport.close();
+      cleanup();
+    }
   });
 });
 
