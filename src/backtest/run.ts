@@ -130,7 +130,8 @@ function writeRejected(path: string | undefined, rejected: readonly RejectedRow[
   if (path && rejected.length > 0) writeFileSync(path, rejected.map((row) => JSON.stringify(row)).join("\n") + "\n");
 }
 
-function readModels(path: string): Record<string, unknown> {
+/** What `--save-models` wrote, per policy (each policy checks its own part). */
+export function readModels(path: string): Record<string, unknown> {
   let parsed: { kind?: string; version?: number; policies?: Record<string, unknown> };
   try {
     parsed = JSON.parse(readFileSync(path, "utf8"));

@@ -7,6 +7,7 @@ import { registerDetect } from "./detect.js";
 import { registerExec } from "./exec.js";
 import { rerunWithLargerHeap } from "./heap.js";
 import { registerHistory } from "./history.js";
+import { registerModels } from "./models.js";
 import { registerReplay, registerStage, registerTopics } from "./distributed.js";
 import { registerProfiles } from "./profiles.js";
 import { registerRun } from "./run.js";
@@ -32,6 +33,7 @@ registerStage(program);
 registerTopics(program);
 registerReplay(program);
 registerHistory(program);
+registerModels(program);
 for (const command of program.commands) command.exitOverride();
 
 try {

@@ -175,10 +175,13 @@ class EnsembleModel implements ForecastModel {
   }
 }
 
+/** The model's name in config files and in the store. */
+export const ENSEMBLE_MODEL = "augur-ensemble";
+
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   const learners = config.learnGlobalModel ? new GlobalLearners() : null;
   return {
-    name: "augur-ensemble",
+    name: ENSEMBLE_MODEL,
     stateVersion: 6,
     create: () => new EnsembleModel(config, learners),
     restore: (state) => EnsembleModel.restore(config, learners, state),

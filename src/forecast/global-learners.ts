@@ -108,8 +108,12 @@ export class GlobalLearners {
   export(): SavedGlobalModels {
     const models: GlobalModels = {};
     for (const [resource, l] of this.learners) if (l.model) models[resource] = l.model.toState();
-    return { kind: KIND, version: GLOBAL_MODEL_VERSION, models };
+    return savedGlobalModels(models);
   }
+}
+
+export function savedGlobalModels(models: GlobalModels): SavedGlobalModels {
+  return { kind: KIND, version: GLOBAL_MODEL_VERSION, models };
 }
 
 /** Checks what `GlobalLearners.export` wrote (and a user may have edited) before it is trusted. */

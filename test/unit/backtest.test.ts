@@ -15,7 +15,14 @@ import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, t
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
-import { augur } from "../cli.js";
+import { GlobalLearners } from "../../src/forecast/global-learners.js";
+import { GLOBAL_FEATURES, initTensorflow } from "../../src/forecast/global-model.js";
+import { createModelFactory } from "../../src/forecast/registry.js";
+import { ForecastStage } from "../../src/forecast/stage.js";
+import { Metrics } from "../../src/core/metrics.js";
+import { ProfileStore } from "../../src/store/profile-store.js";
+import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
+import { augur, REPO } from "../cli.js";
 import { seededRandom, T0, tempDir } from "../helpers.js";
 
 const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
@@ -517,6 +524,64 @@ describe("augur backtest CLI", () => {
       assert.match(missing.stderr, /cannot read models .*none\.json: ENOENT/);
       writeFileSync(models, "{");
       assert.match(augur([...args, "--load-models", models]).stderr, /cannot read models .*models\.json: .*JSON/);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("loads a backtest's global models into a pipeline's data directory, where the live stage starts from them; refuses what it cannot use", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      await initTensorflow();
+      const learners = new GlobalLearners({ firstTraining: 50 });
+      const random = seededRandom(5);
+      const features = new Float32Array(GLOBAL_FEATURES);
+      for (let i = 0; i < 60; i++) learners.of("cpu").reservoir.add(features.fill(random()), random());
+      assert.ok(learners.trainIfDue("cpu"));
+      const trained = learners.export();
+      const models = join(dir, "models.json");
+      const write = (augurModels: unknown) => writeFileSync(models, JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: { augur: augurModels } }));
+      const local = readFileSync(join(REPO, "pipelines/local.yaml"), "utf8").replaceAll("../connectors/", join(REPO, "connectors/"));
+      const config = join(dir, "local.yaml");
+      writeFileSync(config, local);
+      const data = join(dir, "data");
+      const load = (extra: string[] = []) => augur(["models", "load", models, "--config", config, "--data-dir", data, ...extra]);
+
+      write(trained);
+      const loaded = load();
+      assert.equal(loaded.status, 0, loaded.stderr);
+      assert.deepEqual(JSON.parse(loaded.stdout).loaded, ["cpu"]);
+      const store = new ProfileStore(data);
+      try {
+        const factory = createModelFactory("augur-ensemble", {});
+        await new ForecastStage(new EmbeddedTransport(), store, factory, new Metrics()).handle([]);
+        assert.deepEqual(factory.shared!.toState(), trained, "a stage started on the directory holds them");
+      } finally {
+        store.close();
+      }
+
+      for (const [augurModels, reason] of [
+        [{ ...trained, models: {} }, /holds no trained augur global model/],
+        [{ ...trained, models: { cpu: { ...trained.models.cpu, layers: [] } } }, /global model for cpu: .*layers/],
+        [{ ...trained, models: { "../cpu": trained.models.cpu } }, /unknown resource '\.\.\/cpu'/],
+        [{ ...trained, version: 99 }, /not augur global models/],
+        [null, /holds no trained augur global model/],
+      ] as const) {
+        write(augurModels);
+        const refused = load();
+        assert.equal(refused.status, 2, refused.stderr);
+        assert.match(refused.stderr, reason);
+      }
+      writeFileSync(models, "{");
+      assert.match(load().stderr, /cannot read models .*models\.json: .*JSON/);
+      assert.match(augur(["models", "load", join(dir, "none.json"), "--config", config, "--data-dir", data]).stderr, /cannot read models .*none\.json: ENOENT/);
+      write(trained);
+      writeFileSync(config, local.replace("model: augur-ensemble", "model: decaying-percentile").replace("  options:\n", "  options: {}\n").replace(/\n    (memory|rate)MissRate.*|\n    learnGlobalModel.*/g, ""));
+      const percentile = load();
+      assert.equal(percentile.status, 2, percentile.stderr);
+      assert.match(percentile.stderr, /forecast\.model is decaying-percentile, which has no global model/);
+      writeFileSync(config, local.replace("learnGlobalModel: true", "learnGlobalModel: false"));
+      assert.match(load().stderr, /learnGlobalModel is false/);
     } finally {
       cleanup();
     }
