@@ -13,7 +13,7 @@ export function registerModels(program: Command): void {
     .argument("<file>", "models written by augur backtest --save-models")
     .description(
       "start the pipeline's global models from those a backtest learned (on augur history export's trace, say): " +
-        "saved in the data directory, used from the forecast stage's next start, retrained live from there",
+        "saved in the data directory, used from the forecast stage's next start (and retrained live from there unless learnGlobalModel is false)",
     )
     .option("-c, --config <file>", "pipeline config", DEFAULT_CONFIG)
     .option("--data-dir <dir>", "override the config's dataDir")
@@ -22,7 +22,6 @@ export function registerModels(program: Command): void {
         const pipeline = loadFromFlags(flags);
         const { forecast } = pipeline.config;
         if (forecast.model !== ENSEMBLE_MODEL) throw new ConfigError(`${pipeline.path}: forecast.model is ${forecast.model}, which has no global model (${ENSEMBLE_MODEL} has)`);
-        if (forecast.options.learnGlobalModel === false) throw new ConfigError(`${pipeline.path}: forecast.options.learnGlobalModel is false: the stage would not use them`);
         const loaded = parseGlobalModels(readModels(file).augur ?? undefined);
         const resources = Object.keys(loaded ?? {});
         if (!loaded || resources.length === 0) throw new ValidationError(`${file} holds no trained augur global model (its backtest ran augur on too few steps, or without it)`);

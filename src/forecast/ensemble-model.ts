@@ -35,7 +35,10 @@ export const ensembleModelConfig = z
      * Learn the global model (one network per resource, trained with tfjs on
      * examples from every pair this process forecasts) and offer its
      * quantiles to every pair, as the backtest's augur policy does; saved in
-     * the data directory. false: the pairs' own history only.
+     * the data directory. false: only a model `augur models load` put there
+     * is offered, never retrained — a pair's profile then depends on its own
+     * windows alone, not on the order in which the windows of different
+     * pairs came in (which examples a model learned from, and when).
      */
     learnGlobalModel: z.boolean().default(true),
   })
@@ -82,7 +85,7 @@ class EnsembleModel implements ForecastModel {
 
   constructor(
     private readonly config: EnsembleModelConfig,
-    private readonly learners: GlobalLearners | null,
+    private readonly learners: GlobalLearners,
   ) {}
 
   private entry(resource: Resource): ResourceEntry {
@@ -92,7 +95,7 @@ class EnsembleModel implements ForecastModel {
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
       const pool = new PooledMisses(options.missDecay, 1);
       entry = {
-        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource), { learner: this.learners?.of(resource) ?? null }),
+        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource), { learner: this.learners.of(resource) }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
         price,
         pool,
@@ -111,7 +114,7 @@ class EnsembleModel implements ForecastModel {
       const entry = this.entry(resource);
       entry.forecaster.limit(window.windowStart); // what this window would have been given
       entry.forecaster.observe(window.windowStart, stats.max);
-      this.learners?.trainIfDue(resource);
+      this.learners.trainIfDue(resource);
       foldSketch(entry.usage, stats.sketch, window.windowEnd);
       entry.samples += stats.count;
       entry.nextTs = window.windowEnd;
@@ -155,7 +158,7 @@ class EnsembleModel implements ForecastModel {
     return { resources };
   }
 
-  static restore(config: EnsembleModelConfig, learners: GlobalLearners | null, state: unknown): EnsembleModel {
+  static restore(config: EnsembleModelConfig, learners: GlobalLearners, state: unknown): EnsembleModel {
     const model = new EnsembleModel(config, learners);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
@@ -179,21 +182,19 @@ class EnsembleModel implements ForecastModel {
 export const ENSEMBLE_MODEL = "augur-ensemble";
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
-  const learners = config.learnGlobalModel ? new GlobalLearners() : null;
+  const learners = new GlobalLearners({ learn: config.learnGlobalModel });
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
     create: () => new EnsembleModel(config, learners),
     restore: (state) => EnsembleModel.restore(config, learners, state),
-    shared: learners
-      ? {
-          get generation() {
-            return learners.trainings;
-          },
-          toState: () => learners.export(),
-          restore: (state) => learners.load(parseGlobalModels(state) ?? {}),
-          prepare: async () => void (await initTensorflow()),
-        }
-      : undefined,
+    shared: {
+      get generation() {
+        return learners.trainings;
+      },
+      toState: () => learners.export(),
+      restore: (state) => learners.load(parseGlobalModels(state) ?? {}),
+      prepare: async () => void (config.learnGlobalModel && (await initTensorflow())),
+    },
   };
 }

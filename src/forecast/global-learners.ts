@@ -62,7 +62,8 @@ export class GlobalLearners {
     let found = this.learners.get(resource);
     if (!found) {
       const saved = this.options.models?.[resource];
-      found = { model: saved ? GlobalQuantileModel.fromState(saved) : null, reservoir: new ExampleReservoir(RESERVOIR), sampleEvery: SAMPLE_EVERY, trainedAt: 0 };
+      // One that never trains keeps no examples worth the memory.
+      found = { model: saved ? GlobalQuantileModel.fromState(saved) : null, reservoir: new ExampleReservoir(this.learn ? RESERVOIR : 1), sampleEvery: SAMPLE_EVERY, trainedAt: 0 };
       this.learners.set(resource, found);
     }
     return found;

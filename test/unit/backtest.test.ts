@@ -580,8 +580,6 @@ describe("augur backtest CLI", () => {
       const percentile = load();
       assert.equal(percentile.status, 2, percentile.stderr);
       assert.match(percentile.stderr, /forecast\.model is decaying-percentile, which has no global model/);
-      writeFileSync(config, local.replace("learnGlobalModel: true", "learnGlobalModel: false"));
-      assert.match(load().stderr, /learnGlobalModel is false/);
     } finally {
       cleanup();
     }

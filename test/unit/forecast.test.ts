@@ -730,7 +730,7 @@ describe("augur-ensemble global model, live", () => {
     };
     const learned = replay({});
     const alone = replay({ learnGlobalModel: false });
-    assert.equal(alone.factory.shared, undefined);
+    assert.deepEqual(alone.factory.shared!.toState(), { kind: "augur-global-models", version: 2, models: {} }, "nothing learned");
     const trained = learned.factory.shared!.toState() as { kind: string; version: number; models: Record<string, { layers: unknown[] }> };
     assert.equal(trained.kind, "augur-global-models");
     assert.deepEqual(Object.keys(trained.models).sort(), ["cpu", "mem"], "a model per resource, trained on every pair's windows");
@@ -738,7 +738,7 @@ describe("augur-ensemble global model, live", () => {
     assert.equal(globalSources.length, 2);
     for (const s of globalSources) {
       assert.ok(learned.held.every((held) => typeof held[s] === "number" && held[s]! > 0), "once trained, the model's quantiles are candidates of every pair");
-      assert.ok(alone.held.every((held) => held[s] === null), "without it, no pair has them");
+      assert.ok(alone.held.every((held) => held[s] === null), "without one, no pair has them");
     }
 
     const { dir, cleanup } = tempDir();
@@ -754,6 +754,13 @@ describe("augur-ensemble global model, live", () => {
       const restarted = createModelFactory("augur-ensemble", {});
       await new ForecastStage(transport, store, restarted, new Metrics()).handle(asRecords(later.slice(1, 2)));
       assert.deepEqual(restarted.shared!.toState(), trained, "restored as saved");
+      // …and so does one that does not learn: new pairs get the model's quantiles as candidates.
+      const fixed = createModelFactory("augur-ensemble", { learnGlobalModel: false });
+      const newcomers = windows.slice(0, 4_000).map((w) => ({ ...w, user: `new-${w.user}` }));
+      await new ForecastStage(transport, store, fixed, new Metrics()).handle(asRecords(newcomers));
+      const heldBy = (user: string) => ((store.getModelState("img-0", user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.decision!.held);
+      for (const s of globalSources) assert.ok(heldBy("new-user-0")[s]! > 0, "a loaded model is offered without learning");
+      assert.deepEqual(fixed.shared!.toState(), trained);
       // …and one that cannot read it says so and learns afresh.
       store.putSharedModelState("augur-ensemble", { ...trained, models: { cpu: { ...trained.models.cpu, layers: [] } } });
       const logged: string[] = [];
