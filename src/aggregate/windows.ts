@@ -2,6 +2,9 @@ import { pairKey } from "../core/keys.js";
 import { QuantileSketch } from "../core/sketch.js";
 import { RESOURCES, sampleValue, type Resource, type ResourceWindowStats, type Sample, type WindowAggregate } from "../core/types.js";
 
+/** The aggregate stage's window when a config names none (also the window of the backtest's `augur-live` policy). */
+export const DEFAULT_WINDOW_SECONDS = 60;
+
 export interface WindowingOptions {
   kind: "tumbling" | "sliding";
   sizeMs: number;

@@ -1,7 +1,7 @@
 import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
-import { POLICY_NAMES } from "../backtest/policies/index.js";
+import { DEFAULT_POLICIES, POLICY_NAMES } from "../backtest/policies/index.js";
 import { runBacktest } from "../backtest/run.js";
 import { SERVICE_LEVEL } from "../forecast/ensemble.js";
 import { fail } from "./common.js";
@@ -19,7 +19,7 @@ export function registerBacktest(program: Command): void {
     .requiredOption("--trace <path>", "trace file (.csv or .csv.gz) or directory of them")
     .option("--format <format>", `trace format: ${TRACE_FORMATS.join(" | ")}`, "canonical")
     .option("--train <path>", "replayed first and learned from, but not scored (same format)")
-    .option("--policies <list>", `comma-separated: ${POLICY_NAMES.join(",")}`, POLICY_NAMES.join(","))
+    .option("--policies <list>", `comma-separated: ${POLICY_NAMES.join(",")}`, DEFAULT_POLICIES.join(","))
     .option("--resources <list>", "comma-separated resources to score (default: those in the trace)")
     .requiredOption("--out <file>", "RESULT.json")
     .option("--report <file>", "self-contained REPORT.html with plots")

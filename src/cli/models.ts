@@ -13,7 +13,7 @@ export function registerModels(program: Command): void {
     .argument("<file>", "models written by augur backtest --save-models")
     .description(
       "start the pipeline's global models from those a backtest learned (on augur history export's trace, say): " +
-        "saved in the data directory, used from the forecast stage's next start (and retrained live from there unless learnGlobalModel is false)",
+        "saved in the data directory, used from the forecast stage's next start (and retrained live from there where learnGlobalModel is true)",
     )
     .option("-c, --config <file>", "pipeline config", DEFAULT_CONFIG)
     .option("--data-dir <dir>", "override the config's dataDir")

@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/config.js";
+import { DEFAULT_WINDOW_SECONDS } from "../aggregate/windows.js";
 import { allocationConfig } from "../allocate/config.js";
 import { detectStageConfig } from "../detect/stage.js";
 import { admissionConfig } from "../api/admission.js";
@@ -127,7 +128,7 @@ export const pipelineConfig = z
         window: z
           .object({
             kind: z.enum(["tumbling", "sliding"]).default("tumbling"),
-            sizeSeconds: z.number().positive().max(86400 * 7).default(60),
+            sizeSeconds: z.number().positive().max(86400 * 7).default(DEFAULT_WINDOW_SECONDS),
             /** Sliding windows only; tumbling windows slide by their size. */
             slideSeconds: z.number().positive().optional(),
           })

@@ -3,14 +3,18 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
-import { describe, it } from "node:test";
+import { before, describe, it } from "node:test";
 import { loadAlibabaGenai, loadBitbrains, loadCanonical } from "../../src/backtest/adapters/index.js";
 import { clairvoyantSlack, ScoreAccumulator } from "../../src/backtest/metrics.js";
 import { augurPolicy } from "../../src/backtest/policies/augur.js";
+import { augurLivePolicy } from "../../src/backtest/policies/augur-live.js";
 import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
-import { replay } from "../../src/backtest/replay.js";
+import { DEFAULT_LIMITS, replay } from "../../src/backtest/replay.js";
+import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
+import type { Profile, WindowAggregate } from "../../src/core/types.js";
+import { traceSamples } from "../../src/pipeline/trace-samples.js";
 import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, type WorkloadSeries } from "../../src/backtest/trace.js";
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
@@ -29,6 +33,9 @@ const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.ur
 const pair: PairRef = { id: 0, image: "img", user: "u", imageId: 0, userId: 0 };
 const MIB = 2 ** 20;
 const MIN = 60_000;
+
+// The policies train tfjs models: on the backend augur picks, not tfjs's fallback (which prints a banner).
+before(async () => void (await initTensorflow()));
 
 describe("trace adapters", () => {
   it("reads real Bitbrains rows: seconds, cores from %, KB to bytes; skips all-zero rows; rejects duplicate timestamps", async () => {
@@ -441,6 +448,76 @@ describe("augur policy", () => {
     const policy = augurPolicy();
     for (let i = 0; i < 100; i++) policy.observe(ref(2, "B", "v"), "cpu", T0 + i * MIN, 1, 2, 4);
     close(policy.limit(ref(3, "B", "u"), "cpu", T0 + 101 * MIN, 4), edge(1) * 1.15);
+  });
+});
+
+describe("augur-live policy", () => {
+  it("sets each step's limit the forecast stage's profile held then: the stage code, fed the trace's windows, gives the same limits", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      // 6 pairs (two workloads of one of them), one sample a minute for 6 hours, bursty.
+      const random = seededRandom(11);
+      const rows = ["ts,workload,image,user,cpu,mem"];
+      for (let step = 0; step < 360; step++) {
+        for (let w = 0; w < 7; w++) {
+          const pairOf = Math.min(w, 5);
+          const burst = random() < 0.03 ? 3 : 1;
+          rows.push(`${T0 + step * MIN},w${w},img-${pairOf % 3},u${pairOf},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
+        }
+      }
+      const file = join(dir, "trace.csv");
+      writeFileSync(file, rows.join("\n") + "\n");
+      const trace = await loadCanonical(file);
+
+      // The backtest: every limit augur-live set, per pair and step.
+      const live = augurLivePolicy();
+      const given = new Map<string, number>();
+      const recording: BacktestPolicy = {
+        name: live.name,
+        limit(pair, resource, ts, fallback) {
+          const limit = live.limit(pair, resource, ts, fallback);
+          given.set(`${pair.image}|${pair.user}|${resource}|${ts}`, limit);
+          return limit;
+        },
+        observe: (...args) => live.observe(...args),
+      };
+      replay(trace, { policies: [recording], resources: ["cpu", "mem"], sampleWorkloads: 0 });
+
+      // The live stages: the same samples windowed by the aggregate stage's code into the forecast stage.
+      const store = new ProfileStore(join(dir, "data"));
+      const transport = new EmbeddedTransport();
+      const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), new Metrics());
+      const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
+      const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+      const profiles: Profile[] = [];
+      let offset = 0;
+      const fold = async (windows: WindowAggregate[]) => {
+        const records = windows.map((value) => ({ topic: "augur.windows", partition: 0, offset: offset++, key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd, headers: {} }));
+        if (records.length > 0) profiles.push(...(await stage.handle(records)).filter((p) => p.level === "exact"));
+      };
+      for (const sample of traceSamples(trace)) await fold(aggregator.add(sample).closed);
+      await fold(aggregator.flush());
+      store.close();
+      await transport.close();
+
+      let compared = 0;
+      let fallbacks = 0;
+      for (const [key, limit] of given) {
+        const [image, user, resource, ts] = key.split("|") as [string, string, "cpu" | "mem", string];
+        const inForce = profiles.filter((p) => p.image === image && p.user === user && p.version <= Number(ts)).at(-1);
+        if (!inForce) {
+          assert.equal(limit, DEFAULT_LIMITS[resource], `${key}: no profile yet, the default`);
+          fallbacks++;
+          continue;
+        }
+        assert.equal(limit, inForce.resources[resource]!.limit, key);
+        compared++;
+      }
+      assert.equal(compared + fallbacks, 6 * 360 * 2);
+      assert.equal(fallbacks, 6 * 2, "a pair's first step has no profile");
+    } finally {
+      cleanup();
+    }
   });
 });
 

@@ -728,8 +728,8 @@ describe("augur-ensemble global model, live", () => {
       // What each pair holds of every source under its decision in force.
       return { factory, held: [...models.values()].map((model) => (model.toState() as { resources: { cpu: { forecaster: EnsembleState } } }).resources.cpu.forecaster.decision!.held) };
     };
-    const learned = replay({});
-    const alone = replay({ learnGlobalModel: false });
+    const learned = replay({ learnGlobalModel: true });
+    const alone = replay({});
     assert.deepEqual(alone.factory.shared!.toState(), { kind: "augur-global-models", version: 2, models: {} }, "nothing learned");
     const trained = learned.factory.shared!.toState() as { kind: string; version: number; models: Record<string, { layers: unknown[] }> };
     assert.equal(trained.kind, "augur-global-models");
@@ -751,11 +751,11 @@ describe("augur-ensemble global model, live", () => {
       await new ForecastStage(transport, store, learned.factory, new Metrics()).handle(asRecords(later.slice(0, 1)));
       assert.deepEqual(store.getSharedModelState("augur-ensemble"), trained);
       // …a restarted one (a new factory) starts from it, before any training of its own…
-      const restarted = createModelFactory("augur-ensemble", {});
+      const restarted = createModelFactory("augur-ensemble", { learnGlobalModel: true });
       await new ForecastStage(transport, store, restarted, new Metrics()).handle(asRecords(later.slice(1, 2)));
       assert.deepEqual(restarted.shared!.toState(), trained, "restored as saved");
       // …and so does one that does not learn: new pairs get the model's quantiles as candidates.
-      const fixed = createModelFactory("augur-ensemble", { learnGlobalModel: false });
+      const fixed = createModelFactory("augur-ensemble", {});
       const newcomers = windows.slice(0, 4_000).map((w) => ({ ...w, user: `new-${w.user}` }));
       await new ForecastStage(transport, store, fixed, new Metrics()).handle(asRecords(newcomers));
       const heldBy = (user: string) => ((store.getModelState("img-0", user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.decision!.held);

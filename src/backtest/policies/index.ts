@@ -1,6 +1,7 @@
 import type { Resource } from "../../core/types.js";
 import { staticPolicy, type BacktestPolicy } from "../policy.js";
 import { augurModels, augurPolicy } from "./augur.js";
+import { augurLivePolicy } from "./augur-live.js";
 import { autopilotPolicy } from "./autopilot.js";
 import { vpaPolicy } from "./vpa.js";
 
@@ -20,6 +21,10 @@ export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy
   vpa: () => vpaPolicy(),
   autopilot: () => autopilotPolicy(),
   augur: (context) => augurPolicy({ models: augurModels(context.models?.augur), decisionMs: context.decisionMs, serviceLevel: context.serviceLevel }),
+  /** The live forecast stage's model, each pair alone (opt-in: `--policies …,augur-live`). */
+  "augur-live": (context) => augurLivePolicy({ decisionMs: context.decisionMs, serviceLevel: context.serviceLevel }),
 };
 
 export const POLICY_NAMES = Object.keys(POLICIES);
+/** What a backtest runs when `--policies` is not given. */
+export const DEFAULT_POLICIES = POLICY_NAMES.filter((name) => name !== "augur-live");

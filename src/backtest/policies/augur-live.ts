@@ -1,0 +1,89 @@
+// `augur-live`: what the live pipeline's forecast model would have set, step
+// by step. The trace's rows become samples, the aggregate stage's windowing
+// (`WindowAggregator`, the default window, no lateness) closes windows per
+// (image, user) in event time, and each closed window goes to the pair's
+// model from the forecast stage's registry (`augur-ensemble`, each pair
+// learning alone with its own overrun price and pooled rates, the global
+// model learned from every pair's windows), exactly as the stage folds it.
+// The limit for a step is the pair's profile limit from the windows closed
+// before it. A pair with no window closed yet gets the trace's limit or the
+// default (live, the allocation engine would fall back to the pair's image,
+// its user or everyone; the `augur` policy's cold start is the measured
+// one). `augur` shares the overrun price and rates across pairs, which the
+// live stage cannot (a distributed run must give what one process gives):
+// this policy measures what that costs.
+import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
+import { pairKey } from "../../core/keys.js";
+import { emptySample } from "../../core/sample.js";
+import { SAMPLE_FIELD, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
+import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
+import type { ForecastModel } from "../../forecast/model.js";
+import { createModelFactory } from "../../forecast/registry.js";
+import type { BacktestPolicy } from "../policy.js";
+
+export interface AugurLiveOptions {
+  /** Fractions of steps allowed above the memory and rate limits (the live config's memoryMissRate and rateMissRate). */
+  serviceLevel?: { memory: number; rate: number };
+  /** Event time a limit decision holds (the live config's decisionSeconds × 1000). */
+  decisionMs?: number;
+  /** The live config's learnGlobalModel (default its default). */
+  learnGlobalModel?: boolean;
+}
+
+interface LivePair {
+  model: ForecastModel;
+  /** The model's prediction since its last window (null: none yet, or a window came since). */
+  prediction: Profile["resources"] | null;
+}
+
+export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy {
+  const factory = createModelFactory(ENSEMBLE_MODEL, {
+    ...(options.serviceLevel ? { memoryMissRate: options.serviceLevel.memory, rateMissRate: options.serviceLevel.rate } : {}),
+    decisionSeconds: (options.decisionMs ?? 0) / 1000,
+    ...(options.learnGlobalModel === undefined ? {} : { learnGlobalModel: options.learnGlobalModel }),
+  });
+  const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
+  const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+  const pairs = new Map<string, LivePair>();
+  /** Per workload, its sample of the step being observed (one resource at a time). */
+  const pending = new Map<number, Sample>();
+  let now = -Infinity;
+
+  const fold = (closed: WindowAggregate[]) => {
+    for (const window of closed) {
+      const key = pairKey(window.image, window.user);
+      let pair = pairs.get(key);
+      if (!pair) pairs.set(key, (pair = { model: factory.create(), prediction: null }));
+      pair.model.observe(window);
+      pair.prediction = null;
+    }
+  };
+  /** Every sample of earlier steps in, every window that ends by `ts` closed and folded. */
+  const advance = (ts: number) => {
+    if (ts <= now) return;
+    now = ts;
+    for (const sample of pending.values()) fold(aggregator.add(sample).closed);
+    pending.clear();
+    fold(aggregator.advanceWatermark(ts));
+  };
+
+  return {
+    name: "augur-live",
+    limit(pair, resource, ts, fallback) {
+      advance(ts);
+      const live = pairs.get(pairKey(pair.image, pair.user));
+      if (!live) return fallback;
+      live.prediction ??= live.model.predict();
+      return live.prediction[resource]?.limit ?? fallback;
+    },
+    observe(pair, resource, ts, usage, workload) {
+      let sample = pending.get(workload);
+      if (sample && sample.ts !== ts) {
+        fold(aggregator.add(sample).closed);
+        sample = undefined;
+      }
+      if (!sample) pending.set(workload, (sample = emptySample({ ts, workload: String(workload), image: pair.image, user: pair.user, host: "backtest", source: "backtest" })));
+      (sample as unknown as Record<string, number>)[SAMPLE_FIELD[resource]] = usage;
+    },
+  };
+}
