@@ -13,7 +13,7 @@ import {
 } from "./ensemble.js";
 import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
-import { GlobalLearners, parseGlobalModels } from "./global-learners.js";
+import { GlobalLearners, parseGlobalModels, savedGlobalModels } from "./global-learners.js";
 import { initTensorflow } from "./global-model.js";
 
 const DAY_MS = 86_400_000;
@@ -44,6 +44,19 @@ export const ensembleModelConfig = z
      * trace: the same slack and violations to the third digit).
      */
     learnGlobalModel: z.boolean().default(false),
+    /**
+     * Share one overrun price and one set of overrun rates pooled by age
+     * among all pairs this process forecasts, as the backtest's augur policy
+     * does (`augur models load` starts them from a backtest's), saved in the
+     * data directory. Off, each pair steers its own overruns to the service
+     * level, which it cannot learn from its own few rare events: on a trace's
+     * rare overruns (memory's one in 2,000) a pair alone overruns several
+     * times as often as asked (`augur backtest --policies augur-live`). On
+     * (the default), a pair's limits also depend on the other pairs' windows
+     * and on the order they came in, so a distributed run does not give
+     * exactly what one process gives; off, they do.
+     */
+    poolAcrossPairs: z.boolean().default(true),
   })
   .strict();
 export type EnsembleModelConfig = z.infer<typeof ensembleModelConfig>;
@@ -79,9 +92,10 @@ interface EnsembleModelState {
 /**
  * The backtest's augur policy as a live model: each window is one step whose
  * usage is the window's peak; the limit is the ensemble's limit for the next
- * window. In a live pipeline each profile key learns alone, so its overrun
- * price and pooled rates are its own (the backtest shares them across keys);
- * the global model is the one thing the keys of a factory share (`learners`).
+ * window. What the backtest shares across pairs, the pairs of a factory
+ * share through `learners`: the global model, and (`poolAcrossPairs`) the
+ * overrun price and the overrun rates pooled by age; off, each pair has its
+ * own price and rates.
  */
 class EnsembleModel implements ForecastModel {
   private readonly entries = new Map<Resource, ResourceEntry>();
@@ -89,16 +103,20 @@ class EnsembleModel implements ForecastModel {
   constructor(
     private readonly config: EnsembleModelConfig,
     private readonly learners: GlobalLearners,
+    /** Counts the windows that moved what the pairs share. */
+    private readonly shared: { changes: number },
   ) {}
 
   private entry(resource: Resource): ResourceEntry {
     let entry = this.entries.get(resource);
     if (!entry) {
       const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate, decisionMs: this.config.decisionSeconds * 1000 });
+      // Pooled across pairs, the learners' (the pair's own, unused, stay as they are); else the pair's own.
+      const shared = this.config.poolAcrossPairs ? this.learners.sharedOverruns(resource, options) : null;
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
       const pool = new PooledMisses(options.missDecay, 1);
       entry = {
-        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource), { learner: this.learners.of(resource) }),
+        forecaster: new EnsembleForecaster(options, shared?.pool ?? pool, shared?.price ?? price, histogramOptionsFor(resource), { learner: this.learners.of(resource) }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
         price,
         pool,
@@ -118,6 +136,7 @@ class EnsembleModel implements ForecastModel {
       entry.forecaster.limit(window.windowStart); // what this window would have been given
       entry.forecaster.observe(window.windowStart, stats.max);
       this.learners.trainIfDue(resource);
+      if (this.config.poolAcrossPairs) this.shared.changes++;
       foldSketch(entry.usage, stats.sketch, window.windowEnd);
       entry.samples += stats.count;
       entry.nextTs = window.windowEnd;
@@ -161,8 +180,8 @@ class EnsembleModel implements ForecastModel {
     return { resources };
   }
 
-  static restore(config: EnsembleModelConfig, learners: GlobalLearners, state: unknown): EnsembleModel {
-    const model = new EnsembleModel(config, learners);
+  static restore(config: EnsembleModelConfig, learners: GlobalLearners, shared: { changes: number }, state: unknown): EnsembleModel {
+    const model = new EnsembleModel(config, learners, shared);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
       if (saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
@@ -186,17 +205,18 @@ export const ENSEMBLE_MODEL = "augur-ensemble";
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   const learners = new GlobalLearners({ learn: config.learnGlobalModel });
+  const shared = { changes: 0 };
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
-    create: () => new EnsembleModel(config, learners),
-    restore: (state) => EnsembleModel.restore(config, learners, state),
+    create: () => new EnsembleModel(config, learners, shared),
+    restore: (state) => EnsembleModel.restore(config, learners, shared, state),
     shared: {
       get generation() {
-        return learners.trainings;
+        return learners.trainings + shared.changes;
       },
       toState: () => learners.export(),
-      restore: (state) => learners.load(parseGlobalModels(state) ?? {}),
+      restore: (state) => learners.load(parseGlobalModels(state) ?? savedGlobalModels({})),
       prepare: async () => void (config.learnGlobalModel && (await initTensorflow())),
     },
   };

@@ -4,7 +4,7 @@
 // the same way.
 import { ValidationError } from "../core/errors.js";
 import { isResource, type Resource } from "../core/types.js";
-import type { GlobalLearner } from "./ensemble.js";
+import { AGE_CLASSES, OverrunPrice, PooledMisses, type GlobalLearner, type PooledMissesState, type PriceUsageState } from "./ensemble.js";
 import { ExampleReservoir, GLOBAL_MODEL_VERSION, GlobalQuantileModel, type GlobalModelState } from "./global-model.js";
 
 /** Examples needed before the first training, and new examples between retrainings. */
@@ -25,11 +25,35 @@ const KIND = "augur-global-models";
 
 export type GlobalModels = Partial<Record<Resource, GlobalModelState>>;
 
+/**
+ * What a run over many pairs learned of a resource's overruns: the overrun
+ * rates pooled by age over all its pairs and the overrun price that steered
+ * them to the service level. Pairs that share them (the backtest's augur
+ * policy, a live stage with `poolAcrossPairs`) start from it and go on.
+ */
+export interface Calibration {
+  /** The service level the price was steered to: only pairs aiming at the same one take it. */
+  targetMissRate: number;
+  missDecay: number;
+  price: number;
+  /** The mean usage under the price's floor (absent: it starts afresh). */
+  usage?: PriceUsageState;
+  pool: PooledMissesState;
+}
+
 /** What `GlobalLearners.export` writes: versioned, checked by `parseGlobalModels` before it is trusted. */
 export interface SavedGlobalModels {
   kind: typeof KIND;
   version: number;
   models: GlobalModels;
+  /** Per resource; files written before it lack it. */
+  calibration?: Partial<Record<Resource, Calibration>>;
+}
+
+/** The overrun price and pooled rates every pair of a resource shares. */
+export interface SharedOverruns {
+  pool: PooledMisses;
+  price: OverrunPrice;
 }
 
 export interface GlobalLearnersOptions {
@@ -45,6 +69,9 @@ export class GlobalLearners {
   private readonly learners = new Map<Resource, GlobalLearner & { trainedAt: number }>();
   private readonly learn: boolean;
   private readonly firstTraining: number;
+  /** Loaded calibrations, per resource: where shared overruns start. */
+  private readonly calibrations = new Map<Resource, Calibration>();
+  private readonly overruns = new Map<Resource, SharedOverruns>();
   /** Trainings so far: a saved copy older than this is stale. */
   trainings = 0;
 
@@ -96,20 +123,50 @@ export class GlobalLearners {
     this.trainings++;
   }
 
-  /** Takes saved models (from `parseGlobalModels`) in place of the ones held; the examples are kept. */
-  load(models: GlobalModels): void {
-    for (const [resource, state] of Object.entries(models) as Array<[Resource, GlobalModelState]>) {
+  /** Takes saved models and calibrations (from `parseGlobalModels`) in place of the ones held; the examples are kept. */
+  load(saved: SavedGlobalModels): void {
+    for (const [resource, state] of Object.entries(saved.models) as Array<[Resource, GlobalModelState]>) {
       const l = this.entry(resource);
       l.model = GlobalQuantileModel.fromState(state);
       l.trainedAt = l.reservoir.seen;
     }
+    this.calibrations.clear();
+    this.overruns.clear();
+    for (const [resource, calibration] of Object.entries(saved.calibration ?? {}) as Array<[Resource, Calibration]>) this.calibrations.set(resource, calibration);
   }
 
-  /** Every trained model, as versioned JSON-safe data. */
-  export(): SavedGlobalModels {
+  /**
+   * The overrun price and pooled rates every pair of a resource shares, for
+   * this service level: from the loaded calibration where one was steered
+   * to it, else afresh.
+   */
+  sharedOverruns(resource: Resource, options: { targetMissRate: number; missDecay: number; priceStep: number }): SharedOverruns {
+    let found = this.overruns.get(resource);
+    if (found && found.price.targetMissRate === options.targetMissRate) return found;
+    found = { pool: new PooledMisses(options.missDecay), price: new OverrunPrice(options.targetMissRate, options.priceStep) };
+    const calibration = this.calibrations.get(resource);
+    if (calibration && calibration.targetMissRate === options.targetMissRate && calibration.missDecay === options.missDecay) {
+      found.pool.restore(calibration.pool);
+      found.price.value = calibration.price;
+      if (calibration.usage) found.price.restoreUsage(calibration.usage);
+    }
+    this.overruns.set(resource, found);
+    return found;
+  }
+
+  /**
+   * Every trained model and a calibration per resource — of the overruns
+   * shared here (or given: the backtest keeps its own), else as loaded — as
+   * versioned JSON-safe data.
+   */
+  export(given?: Map<Resource, SharedOverruns>): SavedGlobalModels {
     const models: GlobalModels = {};
     for (const [resource, l] of this.learners) if (l.model) models[resource] = l.model.toState();
-    return savedGlobalModels(models);
+    const calibration: Partial<Record<Resource, Calibration>> = Object.fromEntries(this.calibrations);
+    for (const [resource, { pool, price }] of given ?? this.overruns) {
+      if (price.value > 0 && Number.isFinite(price.value)) calibration[resource] = { targetMissRate: price.targetMissRate, missDecay: pool.decay, price: price.value, usage: price.usageState(), pool: pool.toState() };
+    }
+    return { ...savedGlobalModels(models), ...(Object.keys(calibration).length > 0 ? { calibration } : {}) };
   }
 }
 
@@ -118,13 +175,13 @@ export function savedGlobalModels(models: GlobalModels): SavedGlobalModels {
 }
 
 /** Checks what `GlobalLearners.export` wrote (and a user may have edited) before it is trusted. */
-export function parseGlobalModels(saved: unknown): GlobalModels | undefined {
+export function parseGlobalModels(saved: unknown): SavedGlobalModels | undefined {
   if (saved === undefined) return undefined;
-  const file = saved as { kind?: string; version?: number; models?: Record<string, GlobalModelState> };
+  const file = saved as { kind?: string; version?: number; models?: Record<string, GlobalModelState>; calibration?: Record<string, Calibration> };
   if (file?.kind !== KIND || file.version !== GLOBAL_MODEL_VERSION || typeof file.models !== "object" || file.models === null) {
     throw new ValidationError(`not augur global models of version ${GLOBAL_MODEL_VERSION}`);
   }
-  const out: GlobalModels = {};
+  const models: GlobalModels = {};
   for (const [resource, state] of Object.entries(file.models)) {
     if (!isResource(resource)) throw new ValidationError(`global models name an unknown resource '${resource}'`);
     try {
@@ -132,7 +189,24 @@ export function parseGlobalModels(saved: unknown): GlobalModels | undefined {
     } catch (error) {
       throw new ValidationError(`global model for ${resource}: ${(error as Error).message}`);
     }
-    out[resource] = state;
+    models[resource] = state;
   }
-  return out;
+  if (file.calibration === undefined) return savedGlobalModels(models);
+  if (typeof file.calibration !== "object" || file.calibration === null || Array.isArray(file.calibration)) throw new ValidationError("the calibration must be an object of resources");
+  const calibration: Partial<Record<Resource, Calibration>> = {};
+  for (const [resource, saved] of Object.entries(file.calibration)) {
+    if (!isResource(resource)) throw new ValidationError(`the calibration names an unknown resource '${resource}'`);
+    const { targetMissRate, missDecay, price, usage, pool } = (saved ?? {}) as Partial<Calibration>;
+    if (!(typeof targetMissRate === "number" && targetMissRate > 0 && targetMissRate < 0.5)) throw new ValidationError(`calibration of ${resource}: targetMissRate must be a fraction in (0, 0.5)`);
+    if (!(typeof missDecay === "number" && missDecay > 0 && missDecay <= 1)) throw new ValidationError(`calibration of ${resource}: missDecay must be in (0, 1]`);
+    if (!(typeof price === "number" && price > 0 && Number.isFinite(price))) throw new ValidationError(`calibration of ${resource}: price must be a finite number > 0`);
+    try {
+      new PooledMisses(missDecay, AGE_CLASSES).restore(pool as PooledMissesState);
+      if (usage !== undefined) new OverrunPrice(targetMissRate, 0).restoreUsage(usage);
+    } catch (error) {
+      throw new ValidationError(`calibration of ${resource}: ${(error as Error).message}`);
+    }
+    calibration[resource] = { targetMissRate, missDecay, price, ...(usage === undefined ? {} : { usage }), pool: pool as PooledMissesState };
+  }
+  return { ...savedGlobalModels(models), calibration };
 }

@@ -66,7 +66,8 @@ aggregate:
   window: { kind: tumbling, sizeSeconds: 300 }
   allowedLatenessSeconds: 0
   idleWatermarkSeconds: 0
-forecast: { model: augur-ensemble }
+# Pairs forecast alone: a pair's profile is a function of its own windows, so the distributed run must give exactly the embedded run's.
+forecast: { model: augur-ensemble, options: { poolAcrossPairs: false } }
 api: { listen: 127.0.0.1:0 }
 ${extra}`,
   );

@@ -18,7 +18,7 @@ import { traceSamples } from "../../src/pipeline/trace-samples.js";
 import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, type WorkloadSeries } from "../../src/backtest/trace.js";
 import { USER_FACTOR_BOUNDS } from "../../src/core/user-factor.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
-import { histogramOptionsFor } from "../../src/forecast/ensemble.js";
+import { histogramOptionsFor, PooledMisses } from "../../src/forecast/ensemble.js";
 import { GlobalLearners } from "../../src/forecast/global-learners.js";
 import { GLOBAL_FEATURES, initTensorflow } from "../../src/forecast/global-model.js";
 import { createModelFactory } from "../../src/forecast/registry.js";
@@ -470,7 +470,8 @@ describe("augur-live policy", () => {
       const trace = await loadCanonical(file);
 
       // The backtest: every limit augur-live set, per pair and step.
-      const live = augurLivePolicy();
+      // Pairs alone: each pair's profile is a function of its own windows (pooled, it also depends on the order of all pairs' windows).
+      const live = augurLivePolicy({ poolAcrossPairs: false });
       const given = new Map<string, number>();
       const recording: BacktestPolicy = {
         name: live.name,
@@ -486,7 +487,7 @@ describe("augur-live policy", () => {
       // The live stages: the same samples windowed by the aggregate stage's code into the forecast stage.
       const store = new ProfileStore(join(dir, "data"));
       const transport = new EmbeddedTransport();
-      const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), new Metrics());
+      const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", { poolAcrossPairs: false }), new Metrics());
       const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
       const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
       const profiles: Profile[] = [];
@@ -627,7 +628,7 @@ describe("augur backtest CLI", () => {
       write(trained);
       const loaded = load();
       assert.equal(loaded.status, 0, loaded.stderr);
-      assert.deepEqual(JSON.parse(loaded.stdout).loaded, ["cpu"]);
+      assert.deepEqual(JSON.parse(loaded.stdout).models, ["cpu"]);
       const store = new ProfileStore(data);
       try {
         const factory = createModelFactory("augur-ensemble", {});
@@ -638,11 +639,14 @@ describe("augur backtest CLI", () => {
       }
 
       for (const [augurModels, reason] of [
-        [{ ...trained, models: {} }, /holds no trained augur global model/],
+        [{ ...trained, models: {} }, /holds nothing augur learned/],
+        [{ ...trained, calibration: { mem: { targetMissRate: 0.0005, missDecay: 0.9999, price: -1, pool: {} } } }, /calibration of mem: price/],
+        [{ ...trained, calibration: { mem: { targetMissRate: 0.0005, missDecay: 0.9999, price: 1, pool: { misses: [1] } } } }, /calibration of mem: pooled overruns/],
+        [{ ...trained, calibration: [] }, /calibration of|calibration must/],
         [{ ...trained, models: { cpu: { ...trained.models.cpu, layers: [] } } }, /global model for cpu: .*layers/],
         [{ ...trained, models: { "../cpu": trained.models.cpu } }, /unknown resource '\.\.\/cpu'/],
         [{ ...trained, version: 99 }, /not augur global models/],
-        [null, /holds no trained augur global model/],
+        [null, /holds nothing augur learned/],
       ] as const) {
         write(augurModels);
         const refused = load();
@@ -653,10 +657,22 @@ describe("augur backtest CLI", () => {
       assert.match(load().stderr, /cannot read models .*models\.json: .*JSON/);
       assert.match(augur(["models", "load", join(dir, "none.json"), "--config", config, "--data-dir", data]).stderr, /cannot read models .*none\.json: ENOENT/);
       write(trained);
-      writeFileSync(config, local.replace("model: augur-ensemble", "model: decaying-percentile").replace("  options:\n", "  options: {}\n").replace(/\n    (memory|rate)MissRate.*|\n    learnGlobalModel.*/g, ""));
+      writeFileSync(config, local.replace("model: augur-ensemble", "model: decaying-percentile").replace("  options:\n", "  options: {}\n").replace(/\n    (memoryMissRate|rateMissRate|learnGlobalModel|poolAcrossPairs).*/g, ""));
       const percentile = load();
       assert.equal(percentile.status, 2, percentile.stderr);
       assert.match(percentile.stderr, /forecast\.model is decaying-percentile, which has no global model/);
+
+      // A calibration (pooled rates and price) is taken only by a pipeline that pools overruns at its service level.
+      const calibration = { mem: { targetMissRate: 0.001, missDecay: 0.9999, price: 5e9, pool: new PooledMisses(0.9999).toState() } };
+      write({ ...trained, calibration });
+      writeFileSync(config, local);
+      const mismatch = load();
+      assert.equal(mismatch.status, 2, mismatch.stderr);
+      assert.match(mismatch.stderr, /mem was calibrated at a miss rate of 0\.001, .* aims at 0\.0005 \(forecast\.options\.memoryMissRate\): run the backtest with --memory-miss-rate 0\.0005/);
+      writeFileSync(config, local.replace("memoryMissRate: 0.0005", "memoryMissRate: 0.001"));
+      const matched = load();
+      assert.equal(matched.status, 0, matched.stderr);
+      assert.deepEqual(JSON.parse(matched.stdout).calibrated, ["mem"]);
     } finally {
       cleanup();
     }

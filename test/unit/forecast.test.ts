@@ -728,8 +728,9 @@ describe("augur-ensemble global model, live", () => {
       // What each pair holds of every source under its decision in force.
       return { factory, held: [...models.values()].map((model) => (model.toState() as { resources: { cpu: { forecaster: EnsembleState } } }).resources.cpu.forecaster.decision!.held) };
     };
-    const learned = replay({ learnGlobalModel: true });
-    const alone = replay({});
+    // Pairs alone, so that only the global model is shared.
+    const learned = replay({ learnGlobalModel: true, poolAcrossPairs: false });
+    const alone = replay({ poolAcrossPairs: false });
     assert.deepEqual(alone.factory.shared!.toState(), { kind: "augur-global-models", version: 2, models: {} }, "nothing learned");
     const trained = learned.factory.shared!.toState() as { kind: string; version: number; models: Record<string, { layers: unknown[] }> };
     assert.equal(trained.kind, "augur-global-models");
@@ -751,11 +752,11 @@ describe("augur-ensemble global model, live", () => {
       await new ForecastStage(transport, store, learned.factory, new Metrics()).handle(asRecords(later.slice(0, 1)));
       assert.deepEqual(store.getSharedModelState("augur-ensemble"), trained);
       // …a restarted one (a new factory) starts from it, before any training of its own…
-      const restarted = createModelFactory("augur-ensemble", { learnGlobalModel: true });
+      const restarted = createModelFactory("augur-ensemble", { learnGlobalModel: true, poolAcrossPairs: false });
       await new ForecastStage(transport, store, restarted, new Metrics()).handle(asRecords(later.slice(1, 2)));
       assert.deepEqual(restarted.shared!.toState(), trained, "restored as saved");
       // …and so does one that does not learn: new pairs get the model's quantiles as candidates.
-      const fixed = createModelFactory("augur-ensemble", {});
+      const fixed = createModelFactory("augur-ensemble", { poolAcrossPairs: false });
       const newcomers = windows.slice(0, 4_000).map((w) => ({ ...w, user: `new-${w.user}` }));
       await new ForecastStage(transport, store, fixed, new Metrics()).handle(asRecords(newcomers));
       const heldBy = (user: string) => ((store.getModelState("img-0", user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.decision!.held);
@@ -765,7 +766,7 @@ describe("augur-ensemble global model, live", () => {
       store.putSharedModelState("augur-ensemble", { ...trained, models: { cpu: { ...trained.models.cpu, layers: [] } } });
       const logged: string[] = [];
       console.error = (line: string) => void logged.push(line);
-      const fresh = createModelFactory("augur-ensemble", {});
+      const fresh = createModelFactory("augur-ensemble", { poolAcrossPairs: false });
       await new ForecastStage(transport, store, fresh, new Metrics()).handle(asRecords(later.slice(2, 3)));
       assert.match(logged.join("\n"), /shared state of model augur-ensemble is unreadable, learning it afresh: .*layers/);
       assert.deepEqual(fresh.shared!.toState(), { kind: "augur-global-models", version: trained.version, models: {} });
@@ -775,6 +776,46 @@ describe("augur-ensemble global model, live", () => {
       await transport.close();
       cleanup();
     }
+  });
+});
+
+describe("augur-ensemble overruns pooled across pairs", () => {
+  it("shares one price and one set of pooled rates among a stage's pairs, saved with every pass: a restarted stage goes on exactly as one never stopped", async () => {
+    const windows = burstyWindows(6, 200, seededRandom(8));
+    const run = async (options: object, restartAt: number | null) => {
+      const { dir, cleanup } = tempDir();
+      try {
+        const open = () => {
+          const store = new ProfileStore(dir);
+          const transport = new EmbeddedTransport();
+          return { store, transport, stage: new ForecastStage(transport, store, createModelFactory("augur-ensemble", options), new Metrics()) };
+        };
+        let live = open();
+        for (let at = 0; at < windows.length; at += 100) {
+          if (at === restartAt) {
+            live.store.close();
+            await live.transport.close();
+            live = open();
+          }
+          await live.stage.handle(asRecords(windows.slice(at, at + 100)));
+        }
+        const limits = live.store.listProfiles({ level: "exact" }).map((p) => [p.user, p.resources.cpu!.limit, p.resources.mem!.limit]);
+        const shared = live.store.getSharedModelState("augur-ensemble") as { calibration?: Record<string, { price: number }> } | null;
+        live.store.close();
+        await live.transport.close();
+        return { limits, shared };
+      } finally {
+        cleanup();
+      }
+    };
+    const never = await run({}, null);
+    assert.deepEqual(Object.keys(never.shared!.calibration!).sort(), ["cpu", "mem"], "the pairs' shared price and rates, saved");
+    const restarted = await run({}, 600);
+    assert.deepEqual(restarted.limits, never.limits, "the pairs restored exactly");
+    assert.deepEqual(restarted.shared, never.shared, "and what they share");
+    const alone = await run({ poolAcrossPairs: false }, null);
+    assert.equal(alone.shared, null, "pairs alone share nothing");
+    assert.notDeepEqual(alone.limits, never.limits, "pooled, a pair's limits follow what all pairs showed");
   });
 });
 

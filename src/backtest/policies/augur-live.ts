@@ -6,7 +6,9 @@
 // learning alone with its own overrun price and pooled rates, the global
 // model learned from every pair's windows), exactly as the stage folds it.
 // The limit for a step is the pair's profile limit from the windows closed
-// before it. A pair with no window closed yet gets the trace's limit or the
+// before it; `--load-models` gives it what `augur models load` would (the
+// global models and the calibration an earlier augur run learned). A pair
+// with no window closed yet gets the trace's limit or the
 // default (live, the allocation engine would fall back to the pair's image,
 // its user or everyone; the `augur` policy's cold start is the measured
 // one). `augur` shares the overrun price and rates across pairs, which the
@@ -26,8 +28,15 @@ export interface AugurLiveOptions {
   serviceLevel?: { memory: number; rate: number };
   /** Event time a limit decision holds (the live config's decisionSeconds × 1000). */
   decisionMs?: number;
-  /** The live config's learnGlobalModel (default its default). */
+  /** The live config's learnGlobalModel and poolAcrossPairs (default their defaults). */
   learnGlobalModel?: boolean;
+  poolAcrossPairs?: boolean;
+  /**
+   * What `augur models load` would put in the data directory: the augur
+   * policy's part of an earlier run's `--save-models` (global models and
+   * calibration), checked as the stage checks it.
+   */
+  saved?: unknown;
 }
 
 interface LivePair {
@@ -41,7 +50,9 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     ...(options.serviceLevel ? { memoryMissRate: options.serviceLevel.memory, rateMissRate: options.serviceLevel.rate } : {}),
     decisionSeconds: (options.decisionMs ?? 0) / 1000,
     ...(options.learnGlobalModel === undefined ? {} : { learnGlobalModel: options.learnGlobalModel }),
+    ...(options.poolAcrossPairs === undefined ? {} : { poolAcrossPairs: options.poolAcrossPairs }),
   });
+  if (options.saved !== undefined) factory.shared!.restore(options.saved);
   const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
   const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
   const pairs = new Map<string, LivePair>();

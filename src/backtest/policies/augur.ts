@@ -2,7 +2,7 @@ import { deflateRawSync, inflateRawSync } from "node:zlib";
 import type { Resource } from "../../core/types.js";
 import { userFactor } from "../../core/user-factor.js";
 import { DecayingHistogram } from "../../forecast/decaying-histogram.js";
-import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, OverrunPrice, PooledMisses, type EnsembleOptions, type EnsembleState } from "../../forecast/ensemble.js";
+import { defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, type EnsembleOptions, type EnsembleState } from "../../forecast/ensemble.js";
 import { COLD_START_MARGIN, ColdStartChooser } from "../../forecast/cold-start.js";
 import { GlobalLearners, parseGlobalModels, type GlobalModels } from "../../forecast/global-learners.js";
 import type { BacktestPolicy, PairRef } from "../policy.js";
@@ -67,8 +67,8 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   };
   const learners = new GlobalLearners({ learn: options.learn, models: options.models });
   const forecasters = new Map<Resource, Array<EnsembleForecaster | undefined>>();
-  const pools = new Map<Resource, PooledMisses>();
-  const prices = new Map<Resource, OverrunPrice>();
+  /** Every pair's overrun price and pooled rates, per resource (the learners hold them, as a live stage's do). */
+  const overruns = (resource: Resource) => learners.sharedOverruns(resource, optionsFor(resource));
   /** Usage (block peaks) under each fallback level: cold-start limits for pairs with no history of their own. */
   const levels = new Map<string, Level>();
 
@@ -163,7 +163,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
     start.ts = ts;
     peers.usage.percentiles(chooser.quantiles, start.limits);
     for (let i = 0; i < start.limits.length; i++) start.limits[i] = start.limits[i]! * peers.scale;
-    return start.limits[chooser.choose(prices.get(resource)?.value ?? Number.NaN)]!;
+    return start.limits[chooser.choose(overruns(resource).price.value)]!;
   };
 
   /**
@@ -211,10 +211,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       if (!byUser) pairsOfUser.set(resource, (byUser = []));
       if (!away) (byUser[pair.userId] ??= []).push(pair.id);
       const opts = optionsFor(resource);
-      let pool = pools.get(resource);
-      if (!pool) pools.set(resource, (pool = new PooledMisses(opts.missDecay)));
-      let price = prices.get(resource);
-      if (!price) prices.set(resource, (price = new OverrunPrice(opts.targetMissRate, opts.priceStep)));
+      const { pool, price } = overruns(resource);
       // The fallback levels learn each block's peak as the pair's forecaster folds it in.
       const levels = pairLevels(pair, resource);
       const onBlock = (steps: number, ts: number, bucket: number) => {
@@ -245,6 +242,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       learners.trainWhatCan();
     },
     exportModels() {
+      // With the models, each resource's overrun price and pooled rates: where a live stage that pools them starts (`augur models load`).
       return learners.export();
     },
     limit(pair, resource, ts, fallback) {
@@ -262,7 +260,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
           // A first step (of each workload the pair started with): scored for the chooser, and an
           // overrun of it steers the price like any other decided step.
           cold.chooser.score(start.limits, usage);
-          prices.get(resource)?.update(usage > limit);
+          overruns(resource).price.update(usage > limit);
         } else cold.starts[pair.id] = undefined;
       }
       learners.trainIfDue(resource);
@@ -270,5 +268,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
   };
 }
 
-/** Checks what `exportModels` wrote (and a user may have edited) before it is trusted. */
-export const augurModels = parseGlobalModels;
+/** Checks what `exportModels` wrote (and a user may have edited) before it is trusted; the models in it. */
+export function augurModels(saved: unknown): GlobalModels | undefined {
+  return parseGlobalModels(saved)?.models;
+}
