@@ -39,9 +39,9 @@ export const ensembleModelConfig = z
      * directory. Off by default: a pair's profile then depends on its own
      * windows alone, not on the order in which windows of different pairs
      * came in (which examples the model learned from, and when), so a
-     * distributed run gives exactly what one process gives; and live
-     * training changed no measured result (`augur-live` on the Alibaba
-     * trace: the same slack and violations to the third digit).
+     * distributed run gives exactly what one process gives (with pairs
+     * alone); and live training helped on one trace and not on another
+     * (README, `augur-live`).
      */
     learnGlobalModel: z.boolean().default(false),
     /**

@@ -237,16 +237,17 @@ export class ForecastStage {
 
   /** Store first (one transaction), then the topics: a crash in between re-delivers, never loses. */
   private async finish(pass: Pass, forward: Array<OutgoingRecord<WindowAggregate>>): Promise<Profile[]> {
-    if (pass.updates.size > 0) {
+    const shared = this.sharedToSave();
+    if (pass.updates.size > 0 || shared.size > 0) {
       try {
-        this.store.writeProfiles([...pass.updates.values()]);
+        this.store.writeProfiles([...pass.updates.values()], new Map([...shared].map(([factory, { state }]) => [factory.name, state])));
       } catch (error) {
         // The in-memory models already moved on; drop them so the retry starts from the store.
         for (const key of pass.touched) this.cache.delete(key);
         throw error;
       }
+      for (const [factory, { generation }] of shared) this.sharedSaved.set(factory, generation);
     }
-    this.saveShared();
     if (this.options.levels === "repartition" && this.options.changelog && pass.updates.size > 0) {
       await this.transport.topic<ProfileUpdate>(TOPICS.forecastState).publish(
         [...pass.updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
@@ -308,14 +309,15 @@ export class ForecastStage {
     }
   }
 
-  /** After the keys' states: the shared state, if it changed (a model trained) since it was saved. */
-  private saveShared(): void {
+  /** What the factories' keys share, where it changed since it was saved: written with the keys' states. */
+  private sharedToSave(): Map<ModelFactory, { state: unknown; generation: number }> {
+    const out = new Map<ModelFactory, { state: unknown; generation: number }>();
     for (const [factory, saved] of this.sharedSaved) {
       const shared = factory.shared!;
       if (saved === null ? shared.generation === 0 : shared.generation === saved) continue; // nothing new
-      this.store.putSharedModelState(factory.name, shared.toState());
-      this.sharedSaved.set(factory, shared.generation);
+      out.set(factory, { state: shared.toState(), generation: shared.generation });
     }
+    return out;
   }
 
   private persisted(state: KeyState): PersistedKeyState {

@@ -118,9 +118,10 @@ export class ProfileStore {
     }
   }
 
-  /** Writes all updates in one transaction: all or none survive a crash. */
-  writeProfiles(updates: ProfileUpdate[]): void {
+  /** Writes all updates, and what models' keys share (by model name), in one transaction: all or none survive a crash. */
+  writeProfiles(updates: ProfileUpdate[], shared: ReadonlyMap<string, unknown> = new Map()): void {
     this.db.transaction(() => {
+      for (const [model, state] of shared) this.statements.putShared.run(model, JSON.stringify(state));
       for (const { profile, modelState } of updates) {
         this.statements.upsertProfile.run({
           image: profile.image,

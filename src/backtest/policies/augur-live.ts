@@ -2,18 +2,15 @@
 // by step. The trace's rows become samples, the aggregate stage's windowing
 // (`WindowAggregator`, the default window, no lateness) closes windows per
 // (image, user) in event time, and each closed window goes to the pair's
-// model from the forecast stage's registry (`augur-ensemble`, each pair
-// learning alone with its own overrun price and pooled rates, the global
-// model learned from every pair's windows), exactly as the stage folds it.
-// The limit for a step is the pair's profile limit from the windows closed
-// before it; `--load-models` gives it what `augur models load` would (the
-// global models and the calibration an earlier augur run learned). A pair
-// with no window closed yet gets the trace's limit or the
-// default (live, the allocation engine would fall back to the pair's image,
-// its user or everyone; the `augur` policy's cold start is the measured
-// one). `augur` shares the overrun price and rates across pairs, which the
-// live stage cannot (a distributed run must give what one process gives):
-// this policy measures what that costs.
+// model from the forecast stage's registry (`augur-ensemble` with the live
+// defaults: the overrun price and pooled rates shared by all pairs, the
+// global model as loaded), exactly as the stage folds it. The limit for a
+// step is the pair's profile limit from the windows closed before it;
+// `--load-models` gives it what `augur models load` would (the global models
+// and the calibration an earlier augur run learned). A pair with no window
+// closed yet gets the trace's limit or the default (live, the allocation
+// engine falls back to the pair's image, its user or everyone; the `augur`
+// policy's cold start is the measured one).
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
 import { pairKey } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
