@@ -8,14 +8,15 @@ import { ProfileStore } from "../store/profile-store.js";
 import { DEFAULT_CONFIG, fail, loadFromFlags } from "./common.js";
 
 export function registerModels(program: Command): void {
-  const models = program.command("models").description("the global models the live forecast stage learns");
+  const models = program.command("models").description("what the live forecast stage's pairs share: global models, overrun calibration");
   models
     .command("load")
     .argument("<file>", "models written by augur backtest --save-models")
     .description(
       "start the pipeline's forecasts from what a backtest's augur policy learned (on augur history export's trace, say): " +
         "its global models and its calibration (overrun rates pooled over all pairs, and the overrun price: where poolAcrossPairs starts), saved in the data directory, " +
-        "used from the forecast stage's next start (the models retrained live from there where learnGlobalModel is true)",
+        "used from the forecast stage's next start (the models retrained live from there where learnGlobalModel is true); " +
+        "load while the pipeline is stopped: a running stage writes its own over it",
     )
     .option("-c, --config <file>", "pipeline config", DEFAULT_CONFIG)
     .option("--data-dir <dir>", "override the config's dataDir")

@@ -1,7 +1,7 @@
-// The global models of every resource and the examples they learn from, as
-// one piece shared by every key's forecaster: the backtest's augur policy and
-// the live forecast stage's ensemble model train, use, save and load them
-// the same way.
+// What every key's forecaster of a resource shares, as one piece: the global
+// model and the examples it learns from, and the overrun price and overrun
+// rates pooled by age. The backtest's augur policy and the live forecast
+// stage's ensemble model train, use, save and load them the same way.
 import { ValidationError } from "../core/errors.js";
 import { isResource, type Resource } from "../core/types.js";
 import { AGE_CLASSES, OverrunPrice, PooledMisses, type GlobalLearner, type PooledMissesState, type PriceUsageState } from "./ensemble.js";
@@ -155,15 +155,14 @@ export class GlobalLearners {
   }
 
   /**
-   * Every trained model and a calibration per resource — of the overruns
-   * shared here (or given: the backtest keeps its own), else as loaded — as
-   * versioned JSON-safe data.
+   * Every trained model and a calibration per resource (of the overruns
+   * shared here, else as loaded), as versioned JSON-safe data.
    */
-  export(given?: Map<Resource, SharedOverruns>): SavedGlobalModels {
+  export(): SavedGlobalModels {
     const models: GlobalModels = {};
     for (const [resource, l] of this.learners) if (l.model) models[resource] = l.model.toState();
     const calibration: Partial<Record<Resource, Calibration>> = Object.fromEntries(this.calibrations);
-    for (const [resource, { pool, price }] of given ?? this.overruns) {
+    for (const [resource, { pool, price }] of this.overruns) {
       if (price.value > 0 && Number.isFinite(price.value)) calibration[resource] = { targetMissRate: price.targetMissRate, missDecay: pool.decay, price: price.value, usage: price.usageState(), pool: pool.toState() };
     }
     return { ...savedGlobalModels(models), ...(Object.keys(calibration).length > 0 ? { calibration } : {}) };
