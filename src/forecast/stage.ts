@@ -286,9 +286,9 @@ export class ForecastStage {
   }
 
   /**
-   * Before the first window: what the factories' models share (the global
-   * models) as last saved. One that cannot be read is reported and learned
-   * afresh; the keys' own states do not depend on it.
+   * Before the first window: what the factories' keys share (global models,
+   * pooled overruns) as last saved. One that cannot be read is reported and
+   * learned afresh; the keys' own states stand.
    */
   private restoreShared(): void {
     for (const factory of this.factories()) {
