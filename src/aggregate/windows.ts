@@ -2,8 +2,9 @@ import { pairKey } from "../core/keys.js";
 import { QuantileSketch } from "../core/sketch.js";
 import { RESOURCES, sampleValue, type Resource, type ResourceWindowStats, type Sample, type WindowAggregate } from "../core/types.js";
 
-/** The aggregate stage's window when a config names none (also the window of the backtest's `augur-live` policy). */
+/** The aggregate stage's window and sketch accuracy when a config names none (also the backtest's `augur-live` policy's). */
 export const DEFAULT_WINDOW_SECONDS = 60;
+export const DEFAULT_SKETCH_ACCURACY = 0.01;
 
 export interface WindowingOptions {
   kind: "tumbling" | "sliding";

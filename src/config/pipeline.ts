@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { z } from "zod";
 import { actuateConfig, actuatorConfig, type ActuatorConfig } from "../actuate/config.js";
-import { DEFAULT_WINDOW_SECONDS } from "../aggregate/windows.js";
+import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS } from "../aggregate/windows.js";
 import { allocationConfig } from "../allocate/config.js";
 import { detectStageConfig } from "../detect/stage.js";
 import { admissionConfig } from "../api/admission.js";
@@ -139,7 +139,7 @@ export const pipelineConfig = z
         duplicatePolicy: z.enum(["drop", "dead-letter"]).default("drop"),
         /** Live runs: close quiet windows after this much wall time without samples (0: never). */
         idleWatermarkSeconds: z.number().min(0).max(86400).default(30),
-        sketchAccuracy: z.number().gt(0).lt(0.5).default(0.01),
+        sketchAccuracy: z.number().gt(0).lt(0.5).default(DEFAULT_SKETCH_ACCURACY),
       })
       .strict()
       .default({}),

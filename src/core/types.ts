@@ -68,6 +68,11 @@ export function sampleValue(sample: Sample, resource: Resource): number | null {
   return typeof value === "number" ? value : null;
 }
 
+/** Sets a resource's value in a sample (its field by SAMPLE_FIELD). */
+export function setSampleValue(sample: Sample, resource: Resource, value: number): void {
+  (sample as unknown as Record<string, number | null>)[SAMPLE_FIELD[resource]] = value;
+}
+
 /** Serialised form of a mergeable quantile sketch (see core/sketch.ts). */
 export interface SketchState {
   relativeAccuracy: number;

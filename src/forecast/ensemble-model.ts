@@ -103,8 +103,6 @@ class EnsembleModel implements ForecastModel {
   constructor(
     private readonly config: EnsembleModelConfig,
     private readonly learners: GlobalLearners,
-    /** Counts the windows that moved what the pairs share. */
-    private readonly shared: { changes: number },
   ) {}
 
   private entry(resource: Resource): ResourceEntry {
@@ -136,7 +134,7 @@ class EnsembleModel implements ForecastModel {
       entry.forecaster.limit(window.windowStart); // what this window would have been given
       entry.forecaster.observe(window.windowStart, stats.max);
       this.learners.trainIfDue(resource);
-      if (this.config.poolAcrossPairs) this.shared.changes++;
+      if (this.config.poolAcrossPairs) this.learners.sharedChanged();
       foldSketch(entry.usage, stats.sketch, window.windowEnd);
       entry.samples += stats.count;
       entry.nextTs = window.windowEnd;
@@ -180,8 +178,8 @@ class EnsembleModel implements ForecastModel {
     return { resources };
   }
 
-  static restore(config: EnsembleModelConfig, learners: GlobalLearners, shared: { changes: number }, state: unknown): EnsembleModel {
-    const model = new EnsembleModel(config, learners, shared);
+  static restore(config: EnsembleModelConfig, learners: GlobalLearners, state: unknown): EnsembleModel {
+    const model = new EnsembleModel(config, learners);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
       if (saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
@@ -205,15 +203,14 @@ export const ENSEMBLE_MODEL = "augur-ensemble";
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
   const learners = new GlobalLearners({ learn: config.learnGlobalModel });
-  const shared = { changes: 0 };
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
-    create: () => new EnsembleModel(config, learners, shared),
-    restore: (state) => EnsembleModel.restore(config, learners, shared, state),
+    create: () => new EnsembleModel(config, learners),
+    restore: (state) => EnsembleModel.restore(config, learners, state),
     shared: {
       get generation() {
-        return learners.trainings + shared.changes;
+        return learners.generation;
       },
       toState: () => learners.export(),
       restore: (state) => learners.load(parseGlobalModels(state) ?? savedGlobalModels({})),

@@ -72,8 +72,8 @@ export class GlobalLearners {
   /** Loaded calibrations, per resource: where shared overruns start. */
   private readonly calibrations = new Map<Resource, Calibration>();
   private readonly overruns = new Map<Resource, SharedOverruns>();
-  /** Trainings so far: a saved copy older than this is stale. */
-  trainings = 0;
+  /** Trainings and windows that moved the shared overruns: a saved copy older than this is stale. */
+  private changes = 0;
 
   constructor(private readonly options: GlobalLearnersOptions = {}) {
     this.learn = options.learn ?? true;
@@ -120,7 +120,17 @@ export class GlobalLearners {
   private train(l: GlobalLearner & { trainedAt: number }): void {
     l.model = GlobalQuantileModel.train(l.reservoir, l.model ? RETRAINING : TRAINING, l.model);
     l.trainedAt = l.reservoir.seen;
-    this.trainings++;
+    this.changes++;
+  }
+
+  /** Moves each time what is shared changes (a training, a step scored against the shared overruns; see `sharedChanged`). */
+  get generation(): number {
+    return this.changes;
+  }
+
+  /** Says the shared overruns moved (a pair that uses them observed a step). */
+  sharedChanged(): void {
+    this.changes++;
   }
 
   /** Takes saved models and calibrations (from `parseGlobalModels`) in place of the ones held; the examples are kept. */

@@ -14,9 +14,10 @@ export interface ForecastModel {
 }
 
 /**
- * What a factory's models share and learn together (one model learned from
- * every key's windows): the forecast stage saves it beside the keys' states
- * whenever `generation` moved, and restores it before the first window.
+ * What a factory's models share and learn together (a model learned from
+ * every key's windows, overruns pooled over all keys): the forecast stage
+ * saves it with the keys' states whenever `generation` moved, and restores
+ * it before the first window.
  */
 export interface SharedModelState {
   /** Moves each time the shared state changes. */

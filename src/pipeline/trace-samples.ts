@@ -1,7 +1,7 @@
 import { CursorHeap } from "../backtest/replay.js";
 import type { Trace, WorkloadSeries } from "../backtest/trace.js";
 import { emptySample } from "../core/sample.js";
-import { RESOURCES, SAMPLE_FIELD, type Sample } from "../core/types.js";
+import { RESOURCES, setSampleValue, type Sample } from "../core/types.js";
 
 /**
  * A trace's rows as Samples, merged across workloads in event time (rows at
@@ -17,7 +17,7 @@ export function* traceSamples(trace: Trace, host = "replay"): Generator<Sample> 
     const sample = emptySample({ ts: series.ts[index]!, workload: series.workload, image: series.image, user: series.user, host, source: "replay" });
     for (const resource of RESOURCES) {
       const value = series.values[resource]?.[index];
-      if (value !== undefined && !Number.isNaN(value)) (sample as unknown as Record<string, number | null>)[SAMPLE_FIELD[resource]] = value;
+      if (value !== undefined && !Number.isNaN(value)) setSampleValue(sample, resource, value);
     }
     const cpuLimit = series.limits.cpu?.[index];
     if (cpuLimit !== undefined && !Number.isNaN(cpuLimit)) sample.cpuLimitCores = cpuLimit;

@@ -39,7 +39,7 @@ export interface ActiveAllocation {
 
 /**
  * The embedded, durable store of a pipeline: profiles with the model state
- * that produced them, what a model's keys share (its global models), pairs
+ * that produced them, what a model's keys share (global models, pooled overruns), pairs
  * seen by the allocator, live allocations and feedback floors.
  * SQLite in WAL mode with synchronous=FULL: a transaction that returned is
  * on disk, so a SIGKILL (or a power cut) loses no committed update. It lives
@@ -142,7 +142,7 @@ export class ProfileStore {
     return row ? (JSON.parse(row.profile) as Profile) : null;
   }
 
-  /** What every key of a model shares (its global models), as last saved; null if never. */
+  /** What every key of a model shares (global models, pooled overruns), as last saved; null if never. */
   getSharedModelState(model: string): unknown {
     const row = this.statements.getShared.get(model) as { state: string } | undefined;
     return row ? JSON.parse(row.state) : null;

@@ -11,10 +11,10 @@
 // closed yet gets the trace's limit or the default (live, the allocation
 // engine falls back to the pair's image, its user or everyone; the `augur`
 // policy's cold start is the measured one).
-import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
+import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
 import { pairKey } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
-import { SAMPLE_FIELD, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
+import { setSampleValue, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
 import type { ForecastModel } from "../../forecast/model.js";
 import { createModelFactory } from "../../forecast/registry.js";
@@ -51,7 +51,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
   });
   if (options.saved !== undefined) factory.shared!.restore(options.saved);
   const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
-  const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+  const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: DEFAULT_SKETCH_ACCURACY });
   const pairs = new Map<string, LivePair>();
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
@@ -91,7 +91,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
         sample = undefined;
       }
       if (!sample) pending.set(workload, (sample = emptySample({ ts, workload: String(workload), image: pair.image, user: pair.user, host: "backtest", source: "backtest" })));
-      (sample as unknown as Record<string, number>)[SAMPLE_FIELD[resource]] = usage;
+      setSampleValue(sample, resource, usage);
     },
   };
 }

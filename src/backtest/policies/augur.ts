@@ -47,7 +47,6 @@ export interface AugurPolicyOptions {
 const KEEP_PAIRS = 50_000;
 const IDLE_MS = 3_600_000;
 
-
 /**
  * `augur`: per (image, user) and resource an EnsembleForecaster; pairs with
  * no history start from the (image, *) level scaled by the user's factor,

@@ -21,7 +21,7 @@ export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy
   vpa: () => vpaPolicy(),
   autopilot: () => autopilotPolicy(),
   augur: (context) => augurPolicy({ models: augurModels(context.models?.augur), decisionMs: context.decisionMs, serviceLevel: context.serviceLevel }),
-  /** The live forecast stage's model, each pair alone (opt-in: `--policies …,augur-live`). */
+  /** The live forecast stage's model with the live defaults (opt-in: `--policies …,augur-live`). */
   "augur-live": (context) => augurLivePolicy({ decisionMs: context.decisionMs, serviceLevel: context.serviceLevel, saved: context.models?.augur }),
 };
 
