@@ -10,7 +10,7 @@ import { dashboardConfig } from "../dashboard/feed.js";
 import { hostCollectorConfig, type HostCollectorConfig } from "../collect/host-collector.js";
 import { ConfigError } from "../core/errors.js";
 import { validateId } from "../core/keys.js";
-import { MODEL_NAMES, MODEL_REGISTRY } from "../forecast/registry.js";
+import { DEFAULT_FALLBACK_MODEL, MODEL_NAMES, MODEL_REGISTRY } from "../forecast/registry.js";
 import { loadYamlConfig, validateConfig, parseYaml, readConfigFile } from "./load.js";
 
 const listen = z
@@ -153,7 +153,7 @@ export const pipelineConfig = z
          * windows of many pairs; the decaying histogram does not care in which
          * order those arrive, so every run of the same windows gives the same profile.
          */
-        fallbackModel: z.enum(MODEL_NAMES).default("decaying-percentile"),
+        fallbackModel: z.enum(MODEL_NAMES).default(DEFAULT_FALLBACK_MODEL),
         cacheKeys: z.number().int().min(1).max(10_000_000).default(2_000),
       })
       .strict()

@@ -11,7 +11,7 @@ import {
   type PooledMissesState,
   type PriceUsageState,
 } from "./ensemble.js";
-import { foldSketch, savedResources, type ForecastModel, type ModelFactory } from "./model.js";
+import { foldSketch, savedResources, type ForecastModel, type ModelFactory, type PeerLimits } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
 import { GlobalLearners, parseGlobalModels, savedGlobalModels } from "./global-learners.js";
 import { initTensorflow } from "./global-model.js";
@@ -48,7 +48,11 @@ export const ensembleModelConfig = z
      * Share one overrun price and one set of overrun rates pooled by age
      * among all pairs this process forecasts, as the backtest's augur policy
      * does (`augur models load` starts them from a backtest's), saved in the
-     * data directory. Off, each pair steers its own overruns to the service
+     * data directory; and take the limit of the pair's fallback level (its
+     * image, its user, everyone: what its peers ran) as its prior, a
+     * candidate a young pair may hold before its own windows say more (one
+     * process, `transport: embedded`: with Kafka another process owns the
+     * fallback levels). Off, each pair steers its own overruns to the service
      * level, which it cannot learn from its own few rare events: on a trace's
      * rare overruns (memory's one in 2,000) a pair alone overruns several
      * times as often as asked (`augur backtest --policies augur-live`). On
@@ -94,11 +98,14 @@ interface EnsembleModelState {
  * usage is the window's peak; the limit is the ensemble's limit for the next
  * window. What the backtest shares across pairs, the pairs of a factory
  * share through `learners`: the global model, and (`poolAcrossPairs`) the
- * overrun price and the overrun rates pooled by age; off, each pair has its
- * own price and rates.
+ * overrun price and the overrun rates pooled by age, with the peers' limits
+ * the stage gives as the prior; off, each pair has its own price and rates
+ * and no prior.
  */
 class EnsembleModel implements ForecastModel {
   private readonly entries = new Map<Resource, ResourceEntry>();
+  /** The peers' limits given with the window being folded (the forecasters' prior, pooled). */
+  private peers: PeerLimits = {};
 
   constructor(
     private readonly config: EnsembleModelConfig,
@@ -114,7 +121,10 @@ class EnsembleModel implements ForecastModel {
       const price = new OverrunPrice(options.targetMissRate, options.priceStep);
       const pool = new PooledMisses(options.missDecay, 1);
       entry = {
-        forecaster: new EnsembleForecaster(options, shared?.pool ?? pool, shared?.price ?? price, histogramOptionsFor(resource), { learner: this.learners.of(resource) }),
+        forecaster: new EnsembleForecaster(options, shared?.pool ?? pool, shared?.price ?? price, histogramOptionsFor(resource), {
+          learner: this.learners.of(resource),
+          prior: shared ? () => this.peers[resource] ?? Number.NaN : null,
+        }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
         price,
         pool,
@@ -126,7 +136,8 @@ class EnsembleModel implements ForecastModel {
     return entry;
   }
 
-  observe(window: WindowAggregate): void {
+  observe(window: WindowAggregate, peers: PeerLimits = {}): void {
+    this.peers = peers;
     for (const resource of RESOURCES) {
       const stats = window.resources[resource];
       if (!stats || stats.count === 0) continue;

@@ -8,7 +8,13 @@ import type { DecayingHistogram } from "./decaying-histogram.js";
  * clock; their whole state round-trips through `toState` / `restore`.
  */
 export interface ForecastModel {
-  observe(window: WindowAggregate): void;
+  /**
+   * `peers`: the limits the pair's fallback levels set before this window
+   * (its image, its user, everyone: per resource the first with windows of
+   * other pairs), given to exact pairs only; a model may take them as its
+   * prior (a young pair is not left to what its few windows say).
+   */
+  observe(window: WindowAggregate, peers?: PeerLimits): void;
   predict(): Profile["resources"];
   toState(): unknown;
 }
@@ -27,6 +33,41 @@ export interface SharedModelState {
   restore(state: unknown): void;
   /** Made ready before the first window (a training backend). */
   prepare?(): Promise<void>;
+}
+
+/** Per resource, the limit a pair's peers ran at (see `ForecastModel.observe`). */
+export type PeerLimits = Partial<Record<Resource, number>>;
+
+/** A fallback level as a pair's prior reads it: the pairs whose windows it folded (keys) and its profile's limits. */
+export interface PeerLevel {
+  contributors: Readonly<Record<string, unknown>>;
+  limits: PeerLimits | undefined;
+}
+
+/**
+ * The pair's peer limits from its fallback levels, most specific first: per
+ * resource the first level that folded windows of a pair other than
+ * `source` and has a positive limit for it.
+ */
+export function peerLimits(levels: readonly PeerLevel[], source: string): PeerLimits {
+  const out: PeerLimits = {};
+  for (const { contributors, limits } of levels) {
+    if (!limits || !Object.keys(contributors).some((key) => key !== source)) continue;
+    for (const [resource, limit] of Object.entries(limits) as Array<[Resource, number]>) {
+      if (out[resource] === undefined && limit > 0 && limit < Infinity) out[resource] = limit;
+    }
+  }
+  return out;
+}
+
+/** A profile's limits, per resource. */
+export function limitsOf(resources: Profile["resources"]): PeerLimits;
+export function limitsOf(resources: Profile["resources"] | undefined): PeerLimits | undefined;
+export function limitsOf(resources: Profile["resources"] | undefined): PeerLimits | undefined {
+  if (!resources) return undefined;
+  const limits: PeerLimits = {};
+  for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, { limit: number }]>) limits[resource] = prediction.limit;
+  return limits;
 }
 
 /** A named kind of model: what config files call it, and how to build or restore one. */

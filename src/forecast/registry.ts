@@ -12,6 +12,9 @@ export const MODEL_REGISTRY = {
 export type ModelName = keyof typeof MODEL_REGISTRY;
 export const MODEL_NAMES = Object.keys(MODEL_REGISTRY) as [ModelName, ...ModelName[]];
 
+/** The fallback levels' model unless configured: order-insensitive, so every run of the same windows gives the same profiles. */
+export const DEFAULT_FALLBACK_MODEL: ModelName = "decaying-percentile";
+
 export function createModelFactory(name: ModelName, options: unknown): ModelFactory {
   const entry: { config: z.ZodTypeAny; create: (config: never) => ModelFactory } = MODEL_REGISTRY[name];
   return entry.create(entry.config.parse(options ?? {}) as never);

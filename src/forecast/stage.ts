@@ -1,11 +1,11 @@
 import { ANY, pairKey, profileLevels } from "../core/keys.js";
 import { errorMessage, ValidationError } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
-import { PEAK_LIKE, type Profile, type Resource, type ResourcePrediction, type ResourceWindowStats, type WindowAggregate } from "../core/types.js";
+import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type WindowAggregate } from "../core/types.js";
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import type { ForecastModel, ModelFactory } from "./model.js";
+import { limitsOf, peerLimits, type ForecastModel, type ModelFactory, type PeerLimits } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -16,8 +16,12 @@ interface KeyState {
   version: number;
   windows: number;
   oomKills: number;
-  /** Limits of the last prediction (exact pairs, in memory only): what the next window is scored against. */
-  lastLimits?: Partial<Record<Resource, number>>;
+  /**
+   * Limits of the last prediction (in memory only; a fallback level loaded
+   * from the store reads them from its stored profile): an exact pair's next
+   * window is scored against them, a fallback level's are its pairs' prior.
+   */
+  lastLimits?: PeerLimits;
 }
 
 interface PersistedKeyState {
@@ -194,8 +198,13 @@ export class ForecastStage {
       if (!pass.updates.has(key)) pass.republish.set(key, level);
       return;
     }
-    if (level.level === "exact" && state.lastLimits) this.score(state.lastLimits, window);
-    state.model.observe(window);
+    let peers: PeerLimits | undefined;
+    if (level.level === "exact") {
+      if (state.lastLimits) this.score(state.lastLimits, window);
+      // Inline, this stage holds the pair's fallback levels as they were before this window.
+      if (this.options.levels !== "repartition") peers = this.peersOf(window);
+    }
+    state.model.observe(window, peers);
     state.appliedUntil[source] = window.windowEnd;
     state.version = Math.max(state.version, window.windowEnd);
     state.windows++;
@@ -210,13 +219,22 @@ export class ForecastStage {
       resources: state.model.predict(),
       oomKills: state.oomKills,
     };
-    if (level.level === "exact") {
-      state.lastLimits = {};
-      for (const [resource, prediction] of Object.entries(profile.resources) as Array<[Resource, ResourcePrediction]>) state.lastLimits[resource] = prediction.limit;
-    }
+    state.lastLimits = limitsOf(profile.resources);
     pass.republish.delete(key);
     const factory = this.factoryFor(level.image, level.user);
     pass.updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
+  }
+
+  /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers. */
+  private peersOf(window: WindowAggregate): PeerLimits {
+    const levels = profileLevels(window.image, window.user)
+      .slice(1)
+      .map((level) => {
+        const state = this.load(level.image, level.user, window.windowStart);
+        state.lastLimits ??= limitsOf(this.store.getProfile(level.image, level.user)?.resources);
+        return { contributors: state.appliedUntil, limits: state.lastLimits };
+      });
+    return peerLimits(levels, pairKey(window.image, window.user));
   }
 
   /**
@@ -360,3 +378,4 @@ export class ForecastStage {
     while (this.cache.size > this.options.cacheKeys) this.cache.delete(this.cache.keys().next().value!);
   }
 }
+

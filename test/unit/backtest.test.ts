@@ -21,7 +21,7 @@ import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor, PooledMisses } from "../../src/forecast/ensemble.js";
 import { GlobalLearners } from "../../src/forecast/global-learners.js";
 import { GLOBAL_FEATURES, initTensorflow } from "../../src/forecast/global-model.js";
-import { createModelFactory } from "../../src/forecast/registry.js";
+import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
@@ -452,74 +452,86 @@ describe("augur policy", () => {
 });
 
 describe("augur-live policy", () => {
-  it("sets each step's limit the forecast stage's profile held then: the stage code, fed the trace's windows, gives the same limits", async () => {
-    const { dir, cleanup } = tempDir();
-    try {
-      // 6 pairs (two workloads of one of them), one sample a minute for 6 hours, bursty.
-      const random = seededRandom(11);
-      const rows = ["ts,workload,image,user,cpu,mem"];
-      for (let step = 0; step < 360; step++) {
-        for (let w = 0; w < 7; w++) {
-          const pairOf = Math.min(w, 5);
-          const burst = random() < 0.03 ? 3 : 1;
-          rows.push(`${T0 + step * MIN},w${w},img-${pairOf % 3},u${pairOf},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
+  // Pairs alone: each pair's profile is a function of its own windows. Pooled (the default), it also depends on the
+  // order of all pairs' windows, which the stage and the policy fold alike, and on the fallback levels' limits.
+  for (const poolAcrossPairs of [false, true]) {
+    it(`sets each step's limit the forecast stage's profile held then: the stage code, fed the trace's windows, gives the same limits (${poolAcrossPairs ? "pooled, with the peers' prior" : "pairs alone"})`, async () => {
+      const { dir, cleanup } = tempDir();
+      try {
+        // 6 pairs (two workloads of one of them), one sample a minute for 6 hours, bursty; workload w samples
+        // w seconds into each minute, so that pairs' windows close (and fold) in one order in the replay and here.
+        const random = seededRandom(11);
+        const rows = ["ts,workload,image,user,cpu,mem"];
+        for (let step = 0; step < 360; step++) {
+          for (let w = 0; w < 7; w++) {
+            const pairOf = Math.min(w, 5);
+            const burst = random() < 0.03 ? 3 : 1;
+            rows.push(`${T0 + step * MIN + w * 1000},w${w},img-${pairOf % 3},u${pairOf},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
+          }
         }
-      }
-      const file = join(dir, "trace.csv");
-      writeFileSync(file, rows.join("\n") + "\n");
-      const trace = await loadCanonical(file);
+        const file = join(dir, "trace.csv");
+        writeFileSync(file, rows.join("\n") + "\n");
+        const trace = await loadCanonical(file);
 
-      // The backtest: every limit augur-live set, per pair and step.
-      // Pairs alone: each pair's profile is a function of its own windows (pooled, it also depends on the order of all pairs' windows).
-      const live = augurLivePolicy({ poolAcrossPairs: false });
-      const given = new Map<string, number>();
-      const recording: BacktestPolicy = {
-        name: live.name,
-        limit(pair, resource, ts, fallback) {
-          const limit = live.limit(pair, resource, ts, fallback);
-          given.set(`${pair.image}|${pair.user}|${resource}|${ts}`, limit);
-          return limit;
-        },
-        observe: (...args) => live.observe(...args),
-      };
-      replay(trace, { policies: [recording], resources: ["cpu", "mem"], sampleWorkloads: 0 });
+        // The backtest: every limit augur-live set, per pair and step.
+        const live = augurLivePolicy({ poolAcrossPairs });
+        const given = new Map<string, number>();
+        const recording: BacktestPolicy = {
+          name: live.name,
+          limit(pair, resource, ts, fallback) {
+            const limit = live.limit(pair, resource, ts, fallback);
+            given.set(`${pair.image}|${pair.user}|${resource}|${ts}`, limit);
+            return limit;
+          },
+          observe: (...args) => live.observe(...args),
+        };
+        replay(trace, { policies: [recording], resources: ["cpu", "mem"], sampleWorkloads: 0 });
 
-      // The live stages: the same samples windowed by the aggregate stage's code into the forecast stage.
-      const store = new ProfileStore(join(dir, "data"));
-      const transport = new EmbeddedTransport();
-      const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", { poolAcrossPairs: false }), new Metrics());
-      const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
-      const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
-      const profiles: Profile[] = [];
-      let offset = 0;
-      const fold = async (windows: WindowAggregate[]) => {
-        const records = windows.map((value) => ({ topic: "augur.windows", partition: 0, offset: offset++, key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd, headers: {} }));
-        if (records.length > 0) profiles.push(...(await stage.handle(records)).filter((p) => p.level === "exact"));
-      };
-      for (const sample of traceSamples(trace)) await fold(aggregator.add(sample).closed);
-      await fold(aggregator.flush());
-      store.close();
-      await transport.close();
+        // The live stages: the same samples windowed by the aggregate stage's code into the forecast stage.
+        const store = new ProfileStore(join(dir, "data"));
+        const transport = new EmbeddedTransport();
+        const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", { poolAcrossPairs }), new Metrics(), {
+          cacheKeys: 2_000,
+          levels: "inline",
+          fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}),
+        });
+        const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
+        const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
+        const profiles: Profile[] = [];
+        let offset = 0;
+        const fold = async (windows: WindowAggregate[]) => {
+          const records = windows.map((value) => ({ topic: "augur.windows", partition: 0, offset: offset++, key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd, headers: {} }));
+          if (records.length > 0) profiles.push(...(await stage.handle(records)).filter((p) => p.level === "exact"));
+        };
+        for (const sample of traceSamples(trace)) await fold(aggregator.add(sample).closed);
+        await fold(aggregator.flush());
+        store.close();
+        await transport.close();
 
-      let compared = 0;
-      let fallbacks = 0;
-      for (const [key, limit] of given) {
-        const [image, user, resource, ts] = key.split("|") as [string, string, "cpu" | "mem", string];
-        const inForce = profiles.filter((p) => p.image === image && p.user === user && p.version <= Number(ts)).at(-1);
-        if (!inForce) {
-          assert.equal(limit, DEFAULT_LIMITS[resource], `${key}: no profile yet, the default`);
-          fallbacks++;
-          continue;
+        let compared = 0;
+        let fallbacks = 0;
+        for (const [key, limit] of given) {
+          const [image, user, resource, ts] = key.split("|") as [string, string, "cpu" | "mem", string];
+          const inForce = profiles.filter((p) => p.image === image && p.user === user && p.version <= Number(ts)).at(-1);
+          if (!inForce) {
+            assert.equal(limit, DEFAULT_LIMITS[resource], `${key}: no profile yet, the default`);
+            fallbacks++;
+            continue;
+          }
+          assert.equal(limit, inForce.resources[resource]!.limit, key);
+          compared++;
         }
-        assert.equal(limit, inForce.resources[resource]!.limit, key);
-        compared++;
+        assert.equal(compared + fallbacks, 7 * 360 * 2);
+        assert.equal(fallbacks, 7 * 2, "a pair's first minute has no profile");
+        // Pooled, young pairs hold their peers' level (the fallback levels' limits) for a while; alone, there is none.
+        const fromPrior = profiles.filter((p) => Object.values(p.resources).some((r) => r.model.includes(":prior×"))).length;
+        if (poolAcrossPairs) assert.ok(fromPrior > 0, "some profile holds the peers' prior");
+        else assert.equal(fromPrior, 0);
+      } finally {
+        cleanup();
       }
-      assert.equal(compared + fallbacks, 6 * 360 * 2);
-      assert.equal(fallbacks, 6 * 2, "a pair's first step has no profile");
-    } finally {
-      cleanup();
-    }
-  });
+    });
+  }
 });
 
 describe("augur cold starts", () => {

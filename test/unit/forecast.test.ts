@@ -7,7 +7,7 @@ import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { AGE_CLASSES, candidateName, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions, type EnsembleState } from "../../src/forecast/ensemble.js";
 import { ExampleReservoir, GLOBAL_FEATURES, GlobalQuantileModel, initTensorflow } from "../../src/forecast/global-model.js";
-import { createModelFactory } from "../../src/forecast/registry.js";
+import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
 import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
@@ -780,26 +780,34 @@ describe("augur-ensemble global model, live", () => {
 });
 
 describe("augur-ensemble overruns pooled across pairs", () => {
-  it("shares one price and one set of pooled rates among a stage's pairs, saved with every pass: a restarted stage goes on exactly as one never stopped", async () => {
-    const windows = burstyWindows(6, 200, seededRandom(8));
-    const run = async (options: object, restartAt: number | null) => {
+  it("shares one price, one set of pooled rates and the peers' prior among a stage's pairs, saved with every pass: a restarted stage goes on exactly as one never stopped", async () => {
+    // Seven pairs; the seventh (img-1, as user-1's) starts with the restarted stage's first batch: its peers' level,
+    // its prior, is read from the store.
+    const windows = burstyWindows(7, 200, seededRandom(8)).filter((w) => !(w.user === "user-6" && w.windowStart < T0 + 120 * 60_000));
+    const cut = windows.findIndex((w) => w.user === "user-6");
+    const run = async (options: object, restart: boolean) => {
       const { dir, cleanup } = tempDir();
       try {
         const open = () => {
           const store = new ProfileStore(dir);
           const transport = new EmbeddedTransport();
-          return { store, transport, stage: new ForecastStage(transport, store, createModelFactory("augur-ensemble", options), new Metrics()) };
+          // The fallback levels' model as pipelines have it.
+          const fallbackFactory = createModelFactory(DEFAULT_FALLBACK_MODEL, {});
+          return { store, transport, stage: new ForecastStage(transport, store, createModelFactory("augur-ensemble", options), new Metrics(), { cacheKeys: 2_000, levels: "inline", fallbackFactory }) };
         };
         let live = open();
-        for (let at = 0; at < windows.length; at += 100) {
-          if (at === restartAt) {
+        const limits: unknown[] = [];
+        for (let at = 0, end = 0; at < windows.length; at = end) {
+          if (at === cut && restart) {
             live.store.close();
             await live.transport.close();
             live = open();
           }
-          await live.stage.handle(asRecords(windows.slice(at, at + 100)));
+          end = at < cut ? Math.min(at + 100, cut) : at + 100;
+          for (const p of await live.stage.handle(asRecords(windows.slice(at, end)))) {
+            if (p.level === "exact") limits.push([p.user, p.version, p.resources.cpu!.limit, p.resources.mem!.limit, p.resources.cpu!.model, p.resources.mem!.model]);
+          }
         }
-        const limits = live.store.listProfiles({ level: "exact" }).map((p) => [p.user, p.resources.cpu!.limit, p.resources.mem!.limit]);
         const shared = live.store.getSharedModelState("augur-ensemble") as { calibration?: Record<string, { price: number }> } | null;
         live.store.close();
         await live.transport.close();
@@ -808,12 +816,14 @@ describe("augur-ensemble overruns pooled across pairs", () => {
         cleanup();
       }
     };
-    const never = await run({}, null);
+    const never = await run({}, false);
     assert.deepEqual(Object.keys(never.shared!.calibration!).sort(), ["cpu", "mem"], "the pairs' shared price and rates, saved");
-    const restarted = await run({}, 600);
+    const young = never.limits.filter((l) => (l as string[])[0] === "user-6" && (l as string[]).slice(4).some((model) => model.includes(":prior×")));
+    assert.ok(young.length > 0, "the pair that starts after the restart holds its peers' level for a while");
+    const restarted = await run({}, true);
     assert.deepEqual(restarted.limits, never.limits, "the pairs restored exactly");
     assert.deepEqual(restarted.shared, never.shared, "and what they share");
-    const alone = await run({ poolAcrossPairs: false }, null);
+    const alone = await run({ poolAcrossPairs: false }, false);
     assert.equal(alone.shared, null, "pairs alone share nothing");
     assert.notDeepEqual(alone.limits, never.limits, "pooled, a pair's limits follow what all pairs showed");
   });

@@ -7,17 +7,20 @@
 // global model as loaded), exactly as the stage folds it. The limit for a
 // step is the pair's profile limit from the windows closed before it;
 // `--load-models` gives it what `augur models load` would (the global models
-// and the calibration an earlier augur run learned). A pair with no window
-// closed yet gets the trace's limit or the default (live, the allocation
-// engine falls back to the pair's image, its user or everyone; the `augur`
-// policy's cold start is the measured one).
+// and the calibration an earlier augur run learned). Pooled, each window
+// also goes to the pair's fallback levels (image, user, everyone; the
+// pipeline's default fallback model), whose limits before it are the pair's
+// prior, as the stage gives them. A pair with no window closed yet gets the
+// trace's limit or the default (live, the allocation engine falls back to
+// the pair's image, its user or everyone; the `augur` policy's cold start is
+// the measured one).
 import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
-import { pairKey } from "../../core/keys.js";
+import { pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import type { ForecastModel } from "../../forecast/model.js";
-import { createModelFactory } from "../../forecast/registry.js";
+import { limitsOf, peerLimits, type ForecastModel, type PeerLevel } from "../../forecast/model.js";
+import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
 
 export interface AugurLiveOptions {
@@ -38,8 +41,8 @@ export interface AugurLiveOptions {
 
 interface LivePair {
   model: ForecastModel;
-  /** The model's prediction since its last window (null: none yet, or a window came since). */
-  prediction: Profile["resources"] | null;
+  /** The model's prediction after its last window, made then as the stage makes it (pooled, later it could differ). */
+  prediction: Profile["resources"];
 }
 
 export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy {
@@ -53,6 +56,11 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
   const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
   const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: DEFAULT_SKETCH_ACCURACY });
   const pairs = new Map<string, LivePair>();
+  // The peers' prior: only where pairs pool (the model reads it only then).
+  const pooled = options.poolAcrossPairs ?? true;
+  const fallbackFactory = createModelFactory(DEFAULT_FALLBACK_MODEL, {});
+  /** Fallback levels by key: their model, the pairs they folded and their limits. */
+  const levels = new Map<string, PeerLevel & { model: ForecastModel; contributors: Record<string, true> }>();
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
   let now = -Infinity;
@@ -61,9 +69,27 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     for (const window of closed) {
       const key = pairKey(window.image, window.user);
       let pair = pairs.get(key);
-      if (!pair) pairs.set(key, (pair = { model: factory.create(), prediction: null }));
-      pair.model.observe(window);
-      pair.prediction = null;
+      if (!pair) pairs.set(key, (pair = { model: factory.create(), prediction: {} }));
+      if (!pooled) {
+        pair.model.observe(window);
+        pair.prediction = pair.model.predict();
+        continue;
+      }
+      const fallbacks = profileLevels(window.image, window.user)
+        .slice(1)
+        .map((level) => {
+          const id = pairKey(level.image, level.user);
+          let found = levels.get(id);
+          if (!found) levels.set(id, (found = { model: fallbackFactory.create(), contributors: {}, limits: undefined }));
+          return found;
+        });
+      pair.model.observe(window, peerLimits(fallbacks, key));
+      pair.prediction = pair.model.predict();
+      for (const level of fallbacks) {
+        level.model.observe(window);
+        level.contributors[key] = true;
+        level.limits = limitsOf(level.model.predict());
+      }
     }
   };
   /** Every sample of earlier steps in, every window that ends by `ts` closed and folded. */
@@ -81,7 +107,6 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       advance(ts);
       const live = pairs.get(pairKey(pair.image, pair.user));
       if (!live) return fallback;
-      live.prediction ??= live.model.predict();
       return live.prediction[resource]?.limit ?? fallback;
     },
     observe(pair, resource, ts, usage, workload) {
