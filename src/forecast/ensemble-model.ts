@@ -11,12 +11,13 @@ import {
   type PooledMissesState,
   type PriceUsageState,
 } from "./ensemble.js";
-import { foldSketch, savedResources, type ForecastModel, type ModelFactory, type PeerLimits } from "./model.js";
+import { foldSketch, savedResources, type ForecastModel, type ModelFactory, type Peers } from "./model.js";
 import { DecayingHistogram, type HistogramState } from "./decaying-histogram.js";
 import { GlobalLearners, parseGlobalModels, savedGlobalModels } from "./global-learners.js";
 import { initTensorflow } from "./global-model.js";
 
 const DAY_MS = 86_400_000;
+const NO_PEERS: Peers = () => Number.NaN;
 
 /** A service level: a fraction of steps (windows) allowed above a limit. */
 export const missRate = z.number().gt(0).lt(0.5);
@@ -40,8 +41,8 @@ export const ensembleModelConfig = z
      * windows alone, not on the order in which windows of different pairs
      * came in (which examples the model learned from, and when), so a
      * distributed run gives exactly what one process gives (with pairs
-     * alone); and live training helped on one trace and not on another
-     * (README, `augur-live`).
+     * alone); and live training, which cut slack on two traces of three,
+     * changed limits up to 4× as often (README, `augur-live`).
      */
     learnGlobalModel: z.boolean().default(false),
     /**
@@ -105,7 +106,7 @@ interface EnsembleModelState {
 class EnsembleModel implements ForecastModel {
   private readonly entries = new Map<Resource, ResourceEntry>();
   /** The peers' limits given with the window being folded (the forecasters' prior, pooled). */
-  private peers: PeerLimits = {};
+  private peers: Peers = NO_PEERS;
 
   constructor(
     private readonly config: EnsembleModelConfig,
@@ -123,7 +124,7 @@ class EnsembleModel implements ForecastModel {
       entry = {
         forecaster: new EnsembleForecaster(options, shared?.pool ?? pool, shared?.price ?? price, histogramOptionsFor(resource), {
           learner: this.learners.of(resource),
-          prior: shared ? () => this.peers[resource] ?? Number.NaN : null,
+          prior: shared ? () => this.peers(resource) : null,
         }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
         price,
@@ -136,7 +137,7 @@ class EnsembleModel implements ForecastModel {
     return entry;
   }
 
-  observe(window: WindowAggregate, peers: PeerLimits = {}): void {
+  observe(window: WindowAggregate, peers: Peers = NO_PEERS): void {
     this.peers = peers;
     for (const resource of RESOURCES) {
       const stats = window.resources[resource];

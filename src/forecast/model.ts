@@ -9,12 +9,14 @@ import type { DecayingHistogram } from "./decaying-histogram.js";
  */
 export interface ForecastModel {
   /**
-   * `peers`: the limits the pair's fallback levels set before this window
+   * `peers`, given to exact pairs only: the limit the pair's fallback levels
    * (its image, its user, everyone: per resource the first with windows of
-   * other pairs), given to exact pairs only; a model may take them as its
-   * prior (a young pair is not left to what its few windows say).
+   * other pairs) set before this window, asked while the window is folded
+   * and its prediction made, and only if the model wants it; a model may
+   * take it as its prior (a young pair is not left to what its few windows
+   * say).
    */
-  observe(window: WindowAggregate, peers?: PeerLimits): void;
+  observe(window: WindowAggregate, peers?: Peers): void;
   predict(): Profile["resources"];
   toState(): unknown;
 }
@@ -35,37 +37,43 @@ export interface SharedModelState {
   prepare?(): Promise<void>;
 }
 
-/** Per resource, the limit a pair's peers ran at (see `ForecastModel.observe`). */
-export type PeerLimits = Partial<Record<Resource, number>>;
+/** A profile's limits, per resource. */
+export type Limits = Partial<Record<Resource, number>>;
 
-/** A fallback level as a pair's prior reads it: the pairs whose windows it folded (keys) and its profile's limits. */
+/** The limit a pair's peers ran at for a resource, NaN where there is none (see `ForecastModel.observe`). */
+export type Peers = (resource: Resource) => number;
+
+/** A fallback level as a pair's prior reads it: the pairs whose windows it folded (keys), and its profile's limits (read only when needed). */
 export interface PeerLevel {
-  contributors: Readonly<Record<string, unknown>>;
-  limits: PeerLimits | undefined;
+  readonly contributors: Readonly<Record<string, unknown>>;
+  readonly limits: Limits | undefined;
 }
 
 /**
- * The pair's peer limits from its fallback levels, most specific first: per
- * resource the first level that folded windows of a pair other than
- * `source` and has a positive limit for it.
+ * The pair's peer limit for a resource from its fallback levels, most
+ * specific first: the first level that folded windows of a pair other than
+ * `source` and has a positive limit for it; NaN if none has.
  */
-export function peerLimits(levels: readonly PeerLevel[], source: string): PeerLimits {
-  const out: PeerLimits = {};
-  for (const { contributors, limits } of levels) {
-    if (!limits || !Object.keys(contributors).some((key) => key !== source)) continue;
-    for (const [resource, limit] of Object.entries(limits) as Array<[Resource, number]>) {
-      if (out[resource] === undefined && limit > 0 && limit < Infinity) out[resource] = limit;
-    }
+export function peerLimit(levels: readonly PeerLevel[], source: string, resource: Resource): number {
+  for (const level of levels) {
+    if (!hasOther(level.contributors, source)) continue;
+    const limit = level.limits?.[resource];
+    if (limit !== undefined && limit > 0 && limit < Infinity) return limit;
   }
-  return out;
+  return Number.NaN;
+}
+
+function hasOther(contributors: Readonly<Record<string, unknown>>, source: string): boolean {
+  for (const key in contributors) if (key !== source) return true;
+  return false;
 }
 
 /** A profile's limits, per resource. */
-export function limitsOf(resources: Profile["resources"]): PeerLimits;
-export function limitsOf(resources: Profile["resources"] | undefined): PeerLimits | undefined;
-export function limitsOf(resources: Profile["resources"] | undefined): PeerLimits | undefined {
+export function limitsOf(resources: Profile["resources"]): Limits;
+export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined;
+export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined {
   if (!resources) return undefined;
-  const limits: PeerLimits = {};
+  const limits: Limits = {};
   for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, { limit: number }]>) limits[resource] = prediction.limit;
   return limits;
 }

@@ -5,7 +5,7 @@ import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type 
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import { limitsOf, peerLimits, type ForecastModel, type ModelFactory, type PeerLimits } from "./model.js";
+import { limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -21,7 +21,7 @@ interface KeyState {
    * from the store reads them from its stored profile): an exact pair's next
    * window is scored against them, a fallback level's are its pairs' prior.
    */
-  lastLimits?: PeerLimits;
+  lastLimits?: Limits;
 }
 
 interface PersistedKeyState {
@@ -198,7 +198,7 @@ export class ForecastStage {
       if (!pass.updates.has(key)) pass.republish.set(key, level);
       return;
     }
-    let peers: PeerLimits | undefined;
+    let peers: Peers | undefined;
     if (level.level === "exact") {
       if (state.lastLimits) this.score(state.lastLimits, window);
       // Inline, this stage holds the pair's fallback levels as they were before this window.
@@ -225,16 +225,20 @@ export class ForecastStage {
     pass.updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
   }
 
-  /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers. */
-  private peersOf(window: WindowAggregate): PeerLimits {
-    const levels = profileLevels(window.image, window.user)
-      .slice(1)
-      .map((level) => {
-        const state = this.load(level.image, level.user, window.windowStart);
-        state.lastLimits ??= limitsOf(this.store.getProfile(level.image, level.user)?.resources);
-        return { contributors: state.appliedUntil, limits: state.lastLimits };
-      });
-    return peerLimits(levels, pairKey(window.image, window.user));
+  /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers, looked up when asked. */
+  private peersOf(window: WindowAggregate): Peers {
+    const source = pairKey(window.image, window.user);
+    let levels: PeerLevel[] | null = null;
+    return (resource) => {
+      levels ??= profileLevels(window.image, window.user)
+        .slice(1)
+        .map((level) => {
+          const state = this.load(level.image, level.user, window.windowStart);
+          state.lastLimits ??= limitsOf(this.store.getProfile(level.image, level.user)?.resources);
+          return { contributors: state.appliedUntil, limits: state.lastLimits };
+        });
+      return peerLimit(levels, source, resource);
+    };
   }
 
   /**

@@ -19,7 +19,7 @@ import { pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import { limitsOf, peerLimits, type ForecastModel, type PeerLevel } from "../../forecast/model.js";
+import { limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
 
@@ -39,8 +39,36 @@ export interface AugurLiveOptions {
   saved?: unknown;
 }
 
+/** A fallback level: its model, the pairs whose windows it folded, and its limits, predicted when first read after a fold. */
+class LiveLevel implements PeerLevel {
+  readonly model: ForecastModel;
+  readonly contributors: Record<string, true> = {};
+  private predicted: Limits | undefined;
+  private stale = false;
+
+  constructor(factory: ModelFactory) {
+    this.model = factory.create();
+  }
+
+  get limits(): Limits | undefined {
+    if (this.stale) {
+      this.predicted = limitsOf(this.model.predict());
+      this.stale = false;
+    }
+    return this.predicted;
+  }
+
+  fold(window: WindowAggregate, pair: string): void {
+    this.model.observe(window);
+    this.contributors[pair] = true;
+    this.stale = true;
+  }
+}
+
 interface LivePair {
   model: ForecastModel;
+  /** Its fallback levels (image, user, everyone), pooled. */
+  levels: LiveLevel[];
   /** The model's prediction after its last window, made then as the stage makes it (pooled, later it could differ). */
   prediction: Profile["resources"];
 }
@@ -59,8 +87,16 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
   // The peers' prior: only where pairs pool (the model reads it only then).
   const pooled = options.poolAcrossPairs ?? true;
   const fallbackFactory = createModelFactory(DEFAULT_FALLBACK_MODEL, {});
-  /** Fallback levels by key: their model, the pairs they folded and their limits. */
-  const levels = new Map<string, PeerLevel & { model: ForecastModel; contributors: Record<string, true> }>();
+  const levels = new Map<string, LiveLevel>();
+  const levelsOf = (image: string, user: string): LiveLevel[] =>
+    profileLevels(image, user)
+      .slice(1)
+      .map((level) => {
+        const id = pairKey(level.image, level.user);
+        let found = levels.get(id);
+        if (!found) levels.set(id, (found = new LiveLevel(fallbackFactory)));
+        return found;
+      });
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
   let now = -Infinity;
@@ -69,27 +105,17 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     for (const window of closed) {
       const key = pairKey(window.image, window.user);
       let pair = pairs.get(key);
-      if (!pair) pairs.set(key, (pair = { model: factory.create(), prediction: {} }));
+      if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: pooled ? levelsOf(window.image, window.user) : [], prediction: {} }));
       if (!pooled) {
         pair.model.observe(window);
         pair.prediction = pair.model.predict();
         continue;
       }
-      const fallbacks = profileLevels(window.image, window.user)
-        .slice(1)
-        .map((level) => {
-          const id = pairKey(level.image, level.user);
-          let found = levels.get(id);
-          if (!found) levels.set(id, (found = { model: fallbackFactory.create(), contributors: {}, limits: undefined }));
-          return found;
-        });
-      pair.model.observe(window, peerLimits(fallbacks, key));
+      const fallbacks = pair.levels;
+      // As the stage folds: the pair first (its peers as they were before this window), then its levels.
+      pair.model.observe(window, (resource) => peerLimit(fallbacks, key, resource));
       pair.prediction = pair.model.predict();
-      for (const level of fallbacks) {
-        level.model.observe(window);
-        level.contributors[key] = true;
-        level.limits = limitsOf(level.model.predict());
-      }
+      for (const level of fallbacks) level.fold(window, key);
     }
   };
   /** Every sample of earlier steps in, every window that ends by `ts` closed and folded. */
