@@ -70,8 +70,8 @@ interface ResourceEntry {
   forecaster: EnsembleForecaster;
   /** Every sample of the last day (from the windows' sketches): the profile's quantiles. */
   usage: DecayingHistogram;
-  price: OverrunPrice;
-  pool: PooledMisses;
+  /** The pair's own overrun price and rates; null where the pairs pool them (the learners hold them). */
+  own: { price: OverrunPrice; pool: PooledMisses } | null;
   samples: number;
   nextTs: number;
 }
@@ -83,10 +83,15 @@ interface EnsembleModelState {
       {
         forecaster: EnsembleState;
         usage: HistogramState;
-        price: number | null;
-        /** The mean usage under the price's floor; older states lack it (the mean starts afresh). */
+        /**
+         * The pair's own price, the mean usage under its floor and its
+         * rates: saved by pairs alone only (older states of pooled pairs have
+         * them too, unused; a pair that pooled and now stands alone starts
+         * them afresh; older states lack priceUsage: the mean starts afresh).
+         */
+        price?: number | null;
         priceUsage?: PriceUsageState;
-        pool: PooledMissesState;
+        pool?: PooledMissesState;
         samples: number;
         nextTs: number;
       }
@@ -117,18 +122,16 @@ class EnsembleModel implements ForecastModel {
     let entry = this.entries.get(resource);
     if (!entry) {
       const options = defaultEnsembleOptions(resource, { memory: this.config.memoryMissRate, rate: this.config.rateMissRate, decisionMs: this.config.decisionSeconds * 1000 });
-      // Pooled across pairs, the learners' (the pair's own, unused, stay as they are); else the pair's own.
-      const shared = this.config.poolAcrossPairs ? this.learners.sharedOverruns(resource, options) : null;
-      const price = new OverrunPrice(options.targetMissRate, options.priceStep);
-      const pool = new PooledMisses(options.missDecay, 1);
+      // Pooled across pairs, the learners'; else the pair's own.
+      const own = this.config.poolAcrossPairs ? null : { price: new OverrunPrice(options.targetMissRate, options.priceStep), pool: new PooledMisses(options.missDecay, 1) };
+      const { price, pool } = own ?? this.learners.sharedOverruns(resource, options);
       entry = {
-        forecaster: new EnsembleForecaster(options, shared?.pool ?? pool, shared?.price ?? price, histogramOptionsFor(resource), {
+        forecaster: new EnsembleForecaster(options, pool, price, histogramOptionsFor(resource), {
           learner: this.learners.of(resource),
-          prior: shared ? () => this.peers(resource) : null,
+          prior: own ? null : () => this.peers(resource),
         }),
         usage: new DecayingHistogram({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }),
-        price,
-        pool,
+        own,
         samples: 0,
         nextTs: 0,
       };
@@ -177,12 +180,11 @@ class EnsembleModel implements ForecastModel {
   toState(): EnsembleModelState {
     const resources: EnsembleModelState["resources"] = {};
     for (const [resource, entry] of this.entries) {
+      const own = entry.own;
       resources[resource] = {
         forecaster: entry.forecaster.toState(),
         usage: entry.usage.toState(),
-        price: Number.isNaN(entry.price.value) ? null : entry.price.value,
-        priceUsage: entry.price.usageState(),
-        pool: entry.pool.toState(),
+        ...(own ? { price: Number.isNaN(own.price.value) ? null : own.price.value, priceUsage: own.price.usageState(), pool: own.pool.toState() } : {}),
         samples: entry.samples,
         nextTs: entry.nextTs,
       };
@@ -194,15 +196,20 @@ class EnsembleModel implements ForecastModel {
     const model = new EnsembleModel(config, learners);
     type Saved = NonNullable<EnsembleModelState["resources"][Resource]>;
     for (const [resource, saved] of savedResources<Saved>(state, "ensemble")) {
-      if (saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
+      if (saved.price !== undefined && saved.price !== null && !(typeof saved.price === "number" && Number.isFinite(saved.price) && saved.price > 0)) {
+        throw new RangeError(`${resource}: the overrun price must be a positive number or null`);
+      }
       if (!(Number.isSafeInteger(saved.samples) && saved.samples >= 0)) throw new RangeError(`${resource}: samples must be a count`);
       if (!(typeof saved.nextTs === "number" && Number.isFinite(saved.nextTs))) throw new RangeError(`${resource}: nextTs must be a time`);
       const entry = model.entry(resource);
       entry.forecaster.restore(saved.forecaster);
       entry.usage = DecayingHistogram.fromState({ ...histogramOptionsFor(resource), halfLifeMs: DAY_MS }, saved.usage);
-      entry.price.value = saved.price ?? Number.NaN;
-      if (saved.priceUsage !== undefined) entry.price.restoreUsage(saved.priceUsage);
-      entry.pool.restore(saved.pool);
+      const own = entry.own;
+      if (own && saved.pool !== undefined) {
+        own.price.value = saved.price ?? Number.NaN;
+        if (saved.priceUsage !== undefined) own.price.restoreUsage(saved.priceUsage);
+        own.pool.restore(saved.pool);
+      }
       entry.samples = saved.samples;
       entry.nextTs = saved.nextTs;
     }

@@ -635,6 +635,35 @@ describe("augur-ensemble model", () => {
     assert.match(cpu.model, /^augur-ensemble:/);
   });
 
+  it("saves a pair's own overrun price and rates only where it stands alone; restores a state saved either way", () => {
+    const windows = windowsFor("app", "amy", 0.5, 200e6, 60);
+    const pooled = createModelFactory("augur-ensemble", {});
+    const alone = createModelFactory("augur-ensemble", { poolAcrossPairs: false });
+    const run = (factory: typeof pooled) => {
+      const model = factory.create();
+      windows.slice(0, 30).forEach((w) => model.observe(w));
+      return model;
+    };
+    const pooledState = JSON.parse(JSON.stringify(run(pooled).toState()));
+    const aloneState = JSON.parse(JSON.stringify(run(alone).toState()));
+    for (const resource of ["cpu", "mem"]) {
+      for (const field of ["price", "priceUsage", "pool"]) {
+        assert.ok(!(field in pooledState.resources[resource]), `pooled: no ${field} of its own`);
+        assert.ok(field in aloneState.resources[resource], `alone: its ${field}`);
+      }
+    }
+    assert.ok(JSON.stringify(pooledState).length < JSON.stringify(aloneState).length);
+    // A pair alone restored from a pooled state starts its own price and rates afresh.
+    const restored = JSON.parse(JSON.stringify(alone.restore(pooledState).toState()));
+    for (const resource of ["cpu", "mem"] as const) {
+      assert.deepEqual(restored.resources[resource].pool, JSON.parse(JSON.stringify(new PooledMisses(defaultEnsembleOptions(resource).missDecay, 1).toState())));
+      assert.equal(restored.resources[resource].price, null);
+    }
+    // A pooled pair restored from a state with its own (an older one, or one saved alone) restores, and saves none.
+    const pooledAgain = JSON.parse(JSON.stringify(pooled.restore(aloneState).toState()));
+    assert.ok(!("pool" in pooledAgain.resources.cpu));
+  });
+
   it("refuses a state of another layout", () => {
     const factory = createModelFactory("augur-ensemble", {});
     const model = factory.create();
@@ -670,6 +699,11 @@ describe("augur-ensemble model", () => {
       hostile.resources.cpu.forecaster[field] = value;
       assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
     }
+    // A pair alone saves its own price and rates.
+    const alone = createModelFactory("augur-ensemble", { poolAcrossPairs: false });
+    const aloneModel = alone.create();
+    windowsFor("app", "amy", 0.5, 200e6, 3).forEach((w) => aloneModel.observe(w));
+    const aloneState = JSON.parse(JSON.stringify(aloneModel.toState()));
     for (const [field, value, reason] of [
       ["price", "100", /price/],
       ["price", -1, /price/],
@@ -681,14 +715,14 @@ describe("augur-ensemble model", () => {
       ["samples", -3, /samples/],
       ["nextTs", null, /nextTs/],
     ] as const) {
-      const hostile = JSON.parse(JSON.stringify(state));
+      const hostile = JSON.parse(JSON.stringify(aloneState));
       hostile.resources.cpu[field] = value;
-      assert.throws(() => factory.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
+      assert.throws(() => alone.restore(hostile), reason, `${field}: ${JSON.stringify(value)}`);
     }
-    for (const pool of [null, { ...state.resources.cpu.pool, steps: [Infinity] }, { ...state.resources.cpu.pool, scale: new Array(sources).fill(-1) }]) {
-      const hostile = JSON.parse(JSON.stringify(state));
+    for (const pool of [null, { ...aloneState.resources.cpu.pool, steps: [Infinity] }, { ...aloneState.resources.cpu.pool, scale: new Array(sources).fill(-1) }]) {
+      const hostile = JSON.parse(JSON.stringify(aloneState));
       hostile.resources.cpu.pool = pool;
-      assert.throws(() => factory.restore(hostile), /pooled/, `pool: ${JSON.stringify(pool)}`);
+      assert.throws(() => alone.restore(hostile), /pooled/, `pool: ${JSON.stringify(pool)}`);
     }
     state.resources.cpu.forecaster.version = 99;
     assert.throws(() => factory.restore(state), /version/);
