@@ -110,7 +110,7 @@ interface EnsembleModelState {
  */
 class EnsembleModel implements ForecastModel {
   private readonly entries = new Map<Resource, ResourceEntry>();
-  /** The peers' limits given with the window being folded (the forecasters' prior, pooled). */
+  /** The peers' limits as given with the window being folded, looked up only when a forecaster refreshes its prior (pooled). */
   private peers: Peers = NO_PEERS;
 
   constructor(

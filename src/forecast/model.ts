@@ -68,7 +68,7 @@ function hasOther(contributors: Readonly<Record<string, unknown>>, source: strin
   return false;
 }
 
-/** A profile's limits, per resource. */
+/** The limits of a profile's predictions (undefined for no profile). */
 export function limitsOf(resources: Profile["resources"]): Limits;
 export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined;
 export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined {
