@@ -74,7 +74,9 @@ export function limitsOf(resources: Profile["resources"] | undefined): Limits | 
 export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined {
   if (!resources) return undefined;
   const limits: Limits = {};
-  for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, { limit: number }]>) limits[resource] = prediction.limit;
+  for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, { limit?: unknown } | null]>) {
+    if (typeof prediction?.limit === "number") limits[resource] = prediction.limit;
+  }
   return limits;
 }
 

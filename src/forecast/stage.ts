@@ -234,11 +234,22 @@ export class ForecastStage {
         .slice(1)
         .map((level) => {
           const state = this.load(level.image, level.user, window.windowStart);
-          state.lastLimits ??= limitsOf(this.store.getProfile(level.image, level.user)?.resources);
+          state.lastLimits ??= this.storedLimits(level.image, level.user);
           return { contributors: state.appliedUntil, limits: state.lastLimits };
         });
       return peerLimit(levels, source, resource);
     };
+  }
+
+  /** A fallback level's limits as its stored profile has them; none (reported) where that profile cannot be read. */
+  private storedLimits(image: string, user: string): Limits | undefined {
+    try {
+      return limitsOf(this.store.getProfile(image, user)?.resources);
+    } catch (error) {
+      console.error(`augur: the profile of ${pairKey(image, user)} is unreadable, no prior from it until it is folded again: ${errorMessage(error)}`);
+      this.metrics.stageErrors.inc({ stage: STAGE });
+      return {};
+    }
   }
 
   /**

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
+import Database from "better-sqlite3";
 import { before, describe, it } from "node:test";
 import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
@@ -860,6 +862,53 @@ describe("augur-ensemble overruns pooled across pairs", () => {
     const alone = await run({ poolAcrossPairs: false }, false);
     assert.equal(alone.shared, null, "pairs alone share nothing");
     assert.notDeepEqual(alone.limits, never.limits, "pooled, a pair's limits follow what all pairs showed");
+  });
+});
+
+describe("the peers' prior, live", () => {
+  it("takes a young pair's prior from its image's level; a stored level profile that cannot be read is reported and gives none, and the stage keeps going", async () => {
+    const { dir, cleanup } = tempDir();
+    const transport = new EmbeddedTransport();
+    const errors = console.error;
+    const stores: ProfileStore[] = [];
+    const open = (metrics = new Metrics()) => {
+      const store = new ProfileStore(dir);
+      stores.push(store);
+      return new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), metrics, { cacheKeys: 2_000, levels: "inline", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
+    };
+    const young = (user: string) => windowsFor("img", user, 0.5, 2e8, 1, T0 + 60 * 60_000);
+    try {
+      const first = open();
+      // Everyone's level also has a bigger pair of another image.
+      await first.handle(asRecords([...windowsFor("img", "old", 2, 8e8, 30), ...windowsFor("big", "other", 6, 8e9, 30)].sort((a, b) => a.windowEnd - b.windowEnd)));
+      const image = stores[0]!.getProfile("img", "*")!.resources.cpu!.limit;
+      await first.handle(asRecords(young("new-1")));
+      // The prior a pair's forecaster holds (a candidate, chosen where it costs least).
+      const priorOf = (user: string) => (stores.at(-1)!.getModelState("img", user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.percentiles.prior;
+      assert.equal(priorOf("new-1"), image, "a young pair's prior: its image's limit before its window");
+      // The image's stored profile is garbled; a restarted stage reads it for the next young pair's prior.
+      const raw = new Database(join(dir, "augur.db"));
+      raw.prepare("UPDATE profiles SET profile = ? WHERE image = ? AND user = ?").run("{not json", "img", "*");
+      raw.close();
+      const logged: string[] = [];
+      console.error = (line: string) => void logged.push(line);
+      const metrics = new Metrics();
+      const everyone = stores[0]!.getProfile("*", "*")!.resources.cpu!.limit;
+      const restarted = open(metrics);
+      const profiles = await restarted.handle(asRecords(young("new-2")));
+      assert.ok(profiles.some((p) => p.user === "new-2" && p.level === "exact"), "the pair's profile, as always");
+      assert.match(logged.join("\n"), /profile of img\|\* is unreadable, no prior from it/);
+      // Everyone's level (*, *) folded the other pairs' windows: the next level with a profile gives the prior.
+      assert.equal(priorOf("new-2"), everyone);
+      assert.notEqual(everyone, image);
+      assert.equal(logged.length, 1, "reported once");
+      assert.match(await metrics.registry.metrics(), /augur_stage_errors_total\{stage="forecast"\} 1/);
+    } finally {
+      console.error = errors;
+      for (const store of stores) store.close();
+      await transport.close();
+      cleanup();
+    }
   });
 });
 
