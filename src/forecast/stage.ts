@@ -51,7 +51,8 @@ type ProfileLevel = ReturnType<typeof profileLevels>[number];
 
 /** What one batch changed. */
 class Pass {
-  readonly updates = new Map<string, ProfileUpdate>();
+  /** Per key, its newest profile and its state, saved once at the end of the pass (not at every window folded). */
+  readonly updates = new Map<string, { profile: Profile; state: KeyState; factory: ModelFactory }>();
   readonly touched = new Set<string>();
   readonly republish = new Map<string, ProfileLevel>();
 }
@@ -222,7 +223,7 @@ export class ForecastStage {
     state.lastLimits = limitsOf(profile.resources);
     pass.republish.delete(key);
     const factory = this.factoryFor(level.image, level.user);
-    pass.updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
+    pass.updates.set(key, { profile, state, factory });
   }
 
   /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers, looked up when asked. */
@@ -271,9 +272,13 @@ export class ForecastStage {
   /** Store first (one transaction), then the topics: a crash in between re-delivers, never loses. */
   private async finish(pass: Pass, forward: Array<OutgoingRecord<WindowAggregate>>): Promise<Profile[]> {
     const shared = this.sharedToSave();
-    if (pass.updates.size > 0 || shared.size > 0) {
+    const updates = new Map<string, ProfileUpdate>();
+    for (const [key, { profile, state, factory }] of pass.updates) {
+      updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
+    }
+    if (updates.size > 0 || shared.size > 0) {
       try {
-        this.store.writeProfiles([...pass.updates.values()], new Map([...shared].map(([factory, { state }]) => [factory.name, state])));
+        this.store.writeProfiles([...updates.values()], new Map([...shared].map(([factory, { state }]) => [factory.name, state])));
       } catch (error) {
         // The in-memory models already moved on; drop them so the retry starts from the store.
         for (const key of pass.touched) this.cache.delete(key);
@@ -281,9 +286,9 @@ export class ForecastStage {
       }
       for (const [factory, { generation }] of shared) this.sharedSaved.set(factory, generation);
     }
-    if (this.options.levels === "repartition" && this.options.changelog && pass.updates.size > 0) {
+    if (this.options.levels === "repartition" && this.options.changelog && updates.size > 0) {
       await this.transport.topic<ProfileUpdate>(TOPICS.forecastState).publish(
-        [...pass.updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
+        [...updates.entries()].map(([key, update]) => ({ key, value: update, timestamp: update.profile.version })),
       );
     }
     if (forward.length > 0) await this.transport.topic<WindowAggregate>(TOPICS.forecastLevels).publish(forward);
