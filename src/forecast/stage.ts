@@ -52,7 +52,7 @@ type ProfileLevel = ReturnType<typeof profileLevels>[number];
 /** What one batch changed. */
 class Pass {
   /** Per key, its newest profile and its state, saved once at the end of the pass (not at every window folded). */
-  readonly updates = new Map<string, { profile: Profile; state: KeyState; factory: ModelFactory }>();
+  readonly updates = new Map<string, { profile: Profile; state: KeyState }>();
   readonly touched = new Set<string>();
   readonly republish = new Map<string, ProfileLevel>();
 }
@@ -222,8 +222,7 @@ export class ForecastStage {
     };
     state.lastLimits = limitsOf(profile.resources);
     pass.republish.delete(key);
-    const factory = this.factoryFor(level.image, level.user);
-    pass.updates.set(key, { profile, state, factory });
+    pass.updates.set(key, { profile, state });
   }
 
   /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers, looked up when asked. */
@@ -273,7 +272,8 @@ export class ForecastStage {
   private async finish(pass: Pass, forward: Array<OutgoingRecord<WindowAggregate>>): Promise<Profile[]> {
     const shared = this.sharedToSave();
     const updates = new Map<string, ProfileUpdate>();
-    for (const [key, { profile, state, factory }] of pass.updates) {
+    for (const [key, { profile, state }] of pass.updates) {
+      const factory = this.factoryFor(profile.image, profile.user);
       updates.set(key, { profile, modelState: { model: factory.name, stateVersion: factory.stateVersion, state: this.persisted(state) } });
     }
     if (updates.size > 0 || shared.size > 0) {
@@ -398,4 +398,3 @@ export class ForecastStage {
     while (this.cache.size > this.options.cacheKeys) this.cache.delete(this.cache.keys().next().value!);
   }
 }
-

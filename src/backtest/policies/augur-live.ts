@@ -67,7 +67,7 @@ class LiveLevel implements PeerLevel {
 
 interface LivePair {
   model: ForecastModel;
-  /** Its fallback levels (image, user, everyone), pooled. */
+  /** Its fallback levels (image, user, everyone); none where pairs stand alone. */
   levels: LiveLevel[];
   /** The model's prediction after its last window, made then as the stage makes it (pooled, later it could differ). */
   prediction: Profile["resources"];
@@ -106,14 +106,9 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       const key = pairKey(window.image, window.user);
       let pair = pairs.get(key);
       if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: pooled ? levelsOf(window.image, window.user) : [], prediction: {} }));
-      if (!pooled) {
-        pair.model.observe(window);
-        pair.prediction = pair.model.predict();
-        continue;
-      }
-      const fallbacks = pair.levels;
-      // As the stage folds: the pair first (its peers as they were before this window), then its levels.
-      pair.model.observe(window, (resource) => peerLimit(fallbacks, key, resource));
+      const { levels: fallbacks } = pair;
+      // As the stage folds: the pair first (pooled, with its peers as they were before this window), then its levels.
+      pair.model.observe(window, pooled ? (resource) => peerLimit(fallbacks, key, resource) : undefined);
       pair.prediction = pair.model.predict();
       for (const level of fallbacks) level.fold(window, key);
     }
