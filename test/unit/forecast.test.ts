@@ -903,6 +903,16 @@ describe("the peers' prior, live", () => {
       assert.notEqual(everyone, image);
       assert.equal(logged.length, 1, "reported once");
       assert.match(await metrics.registry.metrics(), /augur_stage_errors_total\{stage="forecast"\} 1/);
+      // A stored profile that parses but whose limits are not numbers (a string, a null prediction) gives none either.
+      const edited = new Database(join(dir, "augur.db"));
+      const good = JSON.parse((edited.prepare("SELECT profile FROM profiles WHERE image = ? AND user = ?").get("*", "*") as { profile: string }).profile);
+      const odd = { ...good, image: "img", user: "*", resources: { cpu: { ...good.resources.cpu, limit: String(image) }, mem: null } };
+      edited.prepare("UPDATE profiles SET profile = ? WHERE image = ? AND user = ?").run(JSON.stringify(odd), "img", "*");
+      const everyoneNow = (edited.prepare("SELECT profile FROM profiles WHERE image = ? AND user = ?").get("*", "*") as { profile: string }).profile;
+      edited.close();
+      await open().handle(asRecords(young("new-3")));
+      assert.equal(priorOf("new-3"), JSON.parse(everyoneNow).resources.cpu.limit, "everyone's limit, not the string");
+      assert.equal(logged.length, 1, "nothing more to report");
     } finally {
       console.error = errors;
       for (const store of stores) store.close();
