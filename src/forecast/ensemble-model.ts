@@ -51,9 +51,9 @@ export const ensembleModelConfig = z
      * does (`augur models load` starts them from a backtest's), saved in the
      * data directory; and take the limit of the pair's fallback level (its
      * image, its user, everyone: what its peers ran) as its prior, a
-     * candidate a young pair may hold before its own windows say more (one
-     * process, `transport: embedded`: with Kafka another process owns the
-     * fallback levels). Off, each pair steers its own overruns to the service
+     * candidate a young pair may hold before its own windows say more
+     * (with Kafka, as the levels' owners last published them on
+     * `augur.profiles`). Off, each pair steers its own overruns to the service
      * level, which it cannot learn from its own few rare events: on a trace's
      * rare overruns (memory's one in 2,000) a pair alone overruns several
      * times as often as asked (`augur backtest --policies augur-live`). On
@@ -225,6 +225,7 @@ export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFa
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
+    readsPeers: config.poolAcrossPairs,
     create: () => new EnsembleModel(config, learners),
     restore: (state) => EnsembleModel.restore(config, learners, state),
     shared: {

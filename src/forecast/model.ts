@@ -43,27 +43,26 @@ export type Limits = Partial<Record<Resource, number>>;
 /** The limit a pair's peers ran at for a resource, NaN where there is none (see `ForecastModel.observe`). */
 export type Peers = (resource: Resource) => number;
 
-/** A fallback level as a pair's prior reads it: the pairs whose windows it folded (keys), and its profile's limits (read only when needed). */
+/** A fallback level as a pair's prior reads it: its profile's limits (read only when needed). */
 export interface PeerLevel {
-  readonly contributors: Readonly<Record<string, unknown>>;
   readonly limits: Limits | undefined;
 }
 
 /**
- * The pair's peer limit for a resource from its fallback levels, most
- * specific first: the first level that folded windows of a pair other than
- * `source` and has a positive limit for it; NaN if none has.
+ * The pair's peer limit for a resource from its fallback levels that folded
+ * windows of other pairs, most specific first: the first with a positive
+ * limit for it; NaN if none has.
  */
-export function peerLimit(levels: readonly PeerLevel[], source: string, resource: Resource): number {
+export function peerLimit(levels: readonly PeerLevel[], resource: Resource): number {
   for (const level of levels) {
-    if (!hasOther(level.contributors, source)) continue;
     const limit = level.limits?.[resource];
     if (limit !== undefined && limit > 0 && limit < Infinity) return limit;
   }
   return Number.NaN;
 }
 
-function hasOther(contributors: Readonly<Record<string, unknown>>, source: string): boolean {
+/** Whether a level's contributors (the pairs whose windows it folded, as keys) hold a pair other than `source`. */
+export function fedByOthers(contributors: Readonly<Record<string, unknown>>, source: string): boolean {
   for (const key in contributors) if (key !== source) return true;
   return false;
 }
@@ -89,6 +88,8 @@ export interface ModelFactory {
   restore(state: unknown): ForecastModel;
   /** State every model of this factory shares, if any. */
   readonly shared?: SharedModelState;
+  /** Whether its models take the peers' prior (`ForecastModel.observe`): the stage then looks the pairs' fallback levels up. */
+  readonly readsPeers?: boolean;
 }
 
 /** Reads a saved `{ resources: { <resource>: T } }` state, refusing unknown resources and non-objects. */

@@ -5,7 +5,7 @@ import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type 
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import { limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
+import { fedByOthers, limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -45,6 +45,19 @@ export interface ForecastStageOptions {
   changelog?: boolean;
   /** Model of the fallback levels ((image,*), (*,user), (*,*)); default: the same as pairs. */
   fallbackFactory?: ModelFactory;
+  /**
+   * Repartition, where the pairs' model takes the peers' prior: the consumer
+   * group (one of its own per process: it reads from the earliest record)
+   * that follows the fallback levels' profiles on `augur.profiles`, which
+   * other processes may own. None: no prior.
+   */
+  peersGroup?: string;
+}
+
+/** A fallback level's newest profile on `augur.profiles`, as a pair's prior reads it (repartition). */
+interface RemoteLevel extends PeerLevel {
+  readonly version: number;
+  readonly windows: number;
 }
 
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
@@ -69,6 +82,9 @@ export class ForecastStage {
   private readonly cache = new Map<string, KeyState>();
   private consumer: Consumer | null = null;
   private levelConsumer: Consumer | null = null;
+  private peersConsumer: Consumer | null = null;
+  /** Repartition: every fallback level's newest profile seen on `augur.profiles`, by key. */
+  private readonly remoteLevels = new Map<string, RemoteLevel>();
   /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
   private readonly sharedSaved = new Map<ModelFactory, number | null>();
 
@@ -92,6 +108,48 @@ export class ForecastStage {
       this.levelConsumer = await this.transport.consume<WindowAggregate>(TOPICS.forecastLevels, { group: "augur-forecast-levels", onAssign }, async (batch) => {
         await this.handleLevels(batch);
       });
+      const group = this.options.peersGroup;
+      if (group && this.factory.readsPeers) {
+        this.peersConsumer = await this.transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest" }, async (batch) => this.followLevels(batch));
+      }
+    }
+  }
+
+  /**
+   * Keeps the newest profile of each fallback level (exact pairs' profiles
+   * are passed over). A record that is not a level's profile, or whose
+   * version or window count is not a number, is reported and skipped: it
+   * only ever feeds a prior.
+   */
+  followLevels(batch: Array<TopicRecord<Profile>>): void {
+    for (const record of batch) {
+      const profile = record.value as Partial<Profile> | null;
+      if (profile?.level === "exact") continue;
+      const valid =
+        profile !== null &&
+        typeof profile === "object" &&
+        typeof profile.image === "string" &&
+        typeof profile.user === "string" &&
+        pairKey(profile.image, profile.user) === record.key &&
+        (profile.image === ANY || profile.user === ANY) &&
+        Number.isFinite(profile.version) &&
+        Number.isFinite(profile.windows);
+      let limits: Limits | undefined;
+      try {
+        limits = valid ? limitsOf(profile.resources) : undefined;
+      } catch {
+        limits = undefined;
+      }
+      if (!valid || !limits) {
+        console.error(`augur: forecast: the record at ${record.topic}[${record.partition}]@${record.offset} (key ${record.key}) is not a fallback level's profile; no prior from it`);
+        this.metrics.stageErrors.inc({ stage: STAGE });
+        continue;
+      }
+      const known = this.remoteLevels.get(record.key);
+      const version = profile.version!;
+      const windows = profile.windows!;
+      if (known && (known.version > version || (known.version === version && known.windows > windows))) continue;
+      this.remoteLevels.set(record.key, { version, windows, limits });
     }
   }
 
@@ -130,6 +188,8 @@ export class ForecastStage {
     this.consumer = null;
     await this.levelConsumer?.stop();
     this.levelConsumer = null;
+    await this.peersConsumer?.stop();
+    this.peersConsumer = null;
   }
 
   /**
@@ -202,8 +262,9 @@ export class ForecastStage {
     let peers: Peers | undefined;
     if (level.level === "exact") {
       if (state.lastLimits) this.score(state.lastLimits, window);
-      // Inline, this stage holds the pair's fallback levels as they were before this window.
-      if (this.options.levels !== "repartition") peers = this.peersOf(window);
+      // Inline, this stage holds the pair's fallback levels as they were before this window;
+      // repartition, they are as their profiles last came in on augur.profiles.
+      peers = this.options.levels !== "repartition" ? this.peersOf(window) : this.remotePeersOf(window, state.windows + 1);
     }
     state.model.observe(window, peers);
     state.appliedUntil[source] = window.windowEnd;
@@ -236,8 +297,29 @@ export class ForecastStage {
           const state = this.load(level.image, level.user, window.windowStart);
           state.lastLimits ??= this.storedLimits(level.image, level.user);
           return { contributors: state.appliedUntil, limits: state.lastLimits };
+        })
+        .filter((level) => fedByOthers(level.contributors, source));
+      return peerLimit(levels, resource);
+    };
+  }
+
+  /**
+   * Repartition: the window's pair's fallback levels as their newest profiles
+   * on `augur.profiles` have them. Which pairs a level folded is not in its
+   * profile, but its window count is: a level that counts more windows than
+   * the pair has folded (`windows`, this one included) folded some of
+   * another pair's. Before a level's profile comes in, no prior from it.
+   */
+  private remotePeersOf(window: WindowAggregate, windows: number): Peers {
+    let levels: PeerLevel[] | null = null;
+    return (resource) => {
+      levels ??= profileLevels(window.image, window.user)
+        .slice(1)
+        .flatMap((level) => {
+          const known = this.remoteLevels.get(pairKey(level.image, level.user));
+          return known && known.windows > windows ? [known] : [];
         });
-      return peerLimit(levels, source, resource);
+      return peerLimit(levels, resource);
     };
   }
 

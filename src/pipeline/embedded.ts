@@ -88,6 +88,8 @@ export function forecastStage(pipeline: LoadedPipeline, transport: Transport, st
     // On Kafka several forecast processes may share the windows: fallback levels get one owner each.
     levels: transport.kind === "embedded" ? "inline" : "repartition",
     changelog: pipeline.config.transport.kind === "kafka" && pipeline.config.transport.changelog,
+    // The levels' profiles for the pairs' prior: a group of this process's own, read from the earliest record.
+    peersGroup: `augur-forecast-peers-${pipeline.node}-${process.pid}-${Date.now().toString(36)}`,
   });
 }
 

@@ -39,7 +39,10 @@ interface Setup {
   cleanup: () => void;
 }
 
-function setup(name: string, extra = "", transportExtra = ""): Setup {
+/** Pairs forecast alone: a pair's profile is a function of its own windows, so the distributed run must give exactly the embedded run's. */
+const PAIRS_ALONE = "forecast: { model: augur-ensemble, options: { poolAcrossPairs: false } }";
+
+function setup(name: string, extra = "", transportExtra = "", forecast = PAIRS_ALONE): Setup {
   const temp = tempDir(`augur-kafka-${name}-`);
   const dir = temp.dir;
   // AUGUR_TEST_KEEP=1 keeps the directory (and says where) to look into a failure.
@@ -66,12 +69,11 @@ aggregate:
   window: { kind: tumbling, sizeSeconds: 300 }
   allowedLatenessSeconds: 0
   idleWatermarkSeconds: 0
-# Pairs forecast alone: a pair's profile is a function of its own windows, so the distributed run must give exactly the embedded run's.
-forecast: { model: augur-ensemble, options: { poolAcrossPairs: false } }
+${forecast}
 api: { listen: 127.0.0.1:0 }
 ${extra}`,
   );
-  return { dir, config, namespace, extra, cleanup };
+  return { dir, config, namespace, extra: `${forecast}\n${extra}`, cleanup };
 }
 
 const children = new Set<ChildProcess>();
@@ -358,6 +360,32 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       const got = await converged(`${s.dir}/forecast-b`, reference, 180_000);
       assertSameProfiles(got, reference);
       await Promise.all([second, aggregate].map((child) => stopChild(child)));
+    } finally {
+      s.cleanup();
+    }
+  });
+
+  it("pooled pairs take their peers' prior from the fallback levels' profiles on augur.profiles (the levels repartitioned)", async () => {
+    const s = setup("peers", "", "", "forecast: { model: augur-ensemble }");
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const reference = embeddedProfiles(s);
+      const forecast = stage("forecast", s.config);
+      const aggregate = stage("aggregate", s.config);
+      run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config, "--speedup", "8000", "--batch", "50"]);
+      // Pooled, limits depend on the order windows of different pairs came in: the same windows, not the same numbers.
+      await converged(`${s.dir}/forecast`, reference);
+      await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+      const store = new ProfileStore(`${s.dir}/forecast`);
+      try {
+        const priors = [...reference.values()]
+          .filter((p) => p.level === "exact")
+          .map((p) => (store.getModelState(p.image, p.user)!.state as { model: { resources: { cpu: { forecaster: { percentiles: { prior: number | null } } } } } }).model.resources.cpu.forecaster.percentiles.prior);
+        assert.equal(priors.length, 7);
+        assert.ok(priors.some((prior) => prior !== null && prior > 0), `a pair holds its peers' prior: ${JSON.stringify(priors)}`);
+      } finally {
+        store.close();
+      }
     } finally {
       s.cleanup();
     }

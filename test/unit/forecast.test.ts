@@ -4,7 +4,7 @@ import Database from "better-sqlite3";
 import { before, describe, it } from "node:test";
 import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
-import type { WindowAggregate } from "../../src/core/types.js";
+import type { Profile, WindowAggregate } from "../../src/core/types.js";
 import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { AGE_CLASSES, candidateName, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions, type EnsembleState } from "../../src/forecast/ensemble.js";
@@ -916,6 +916,84 @@ describe("the peers' prior, live", () => {
     } finally {
       console.error = errors;
       for (const store of stores) store.close();
+      await transport.close();
+      cleanup();
+    }
+  });
+});
+
+describe("the peers' prior, distributed (levels repartitioned)", () => {
+  const profileRecord = (value: unknown, key: string, offset: number): TopicRecord<Profile> => ({ topic: TOPICS.profiles, partition: 0, offset, key, value: value as Profile, timestamp: T0, headers: {} });
+  const level = (image: string, user: string, windows: number, cpu: number, version = T0): Profile => ({
+    image,
+    user,
+    level: image === "*" && user === "*" ? "global" : image === "*" ? "user" : "image",
+    version,
+    firstSeen: T0,
+    windows,
+    oomKills: 0,
+    resources: { cpu: { p50: cpu / 2, p90: cpu / 1.5, p95: cpu / 1.2, p99: cpu / 1.1, max: cpu, request: cpu / 2, limit: cpu, model: "decaying-percentile", sampleCount: windows } },
+  });
+  type ModelState = { model: { resources: { cpu: { forecaster: EnsembleState } } } };
+  const priorIn = (store: ProfileStore, image: string, user: string) => (store.getModelState(image, user)!.state as ModelState).model.resources.cpu.forecaster.percentiles.prior;
+
+  it("takes a pair's prior from its levels' newest profiles on augur.profiles, only from a level that counts more windows than the pair; a record that is not a level's profile is reported and skipped", async () => {
+    const { dir, cleanup } = tempDir();
+    const transport = new EmbeddedTransport();
+    const store = new ProfileStore(dir);
+    const metrics = new Metrics();
+    const errors = console.error;
+    const logged: string[] = [];
+    const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), metrics, { cacheKeys: 2_000, levels: "repartition", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
+    try {
+      console.error = (line: string) => void logged.push(line);
+      stage.followLevels([
+        profileRecord(level("img", "*", 40, 3.5), "img|*", 0),
+        profileRecord(level("*", "*", 100, 7), "*|*", 1),
+        // An older version of a level does not replace the newer one.
+        profileRecord(level("img", "*", 30, 99, T0 - 60_000), "img|*", 2),
+        // A pair's only level so far, fed by the pair alone: as many windows as the pair will have.
+        profileRecord(level("solo", "*", 1, 50), "solo|*", 3),
+        // Exact profiles are passed over; hostile records are reported.
+        profileRecord({ ...level("img", "u", 5, 1), level: "exact" }, "img|u", 4),
+        profileRecord(level("img", "*", 40, 1), "other|*", 5),
+        profileRecord({ ...level("x", "*", 40, 1), windows: "many" }, "x|*", 6),
+        profileRecord(null, "y|*", 7),
+        profileRecord(level("a", "b", 40, 1), "a|b", 8),
+      ]);
+      assert.equal(logged.length, 4, logged.join("\n"));
+      assert.match(logged[0]!, /augur\.profiles\[0\]@5 \(key other\|\*\) is not a fallback level's profile/);
+      assert.match(await metrics.registry.metrics(), /augur_stage_errors_total\{stage="forecast"\} 4/);
+      await stage.handle(asRecords([...windowsFor("img", "new", 0.5, 2e8, 1, T0 + 3_600_000), ...windowsFor("solo", "one", 0.5, 2e8, 1, T0 + 3_600_000)]));
+      assert.equal(priorIn(store, "img", "new"), 3.5, "its image's newest profile");
+      assert.equal(priorIn(store, "solo", "one"), 7, "not its image's level, which holds its own window alone: everyone's");
+    } finally {
+      console.error = errors;
+      await stage.stop();
+      store.close();
+      await transport.close();
+      cleanup();
+    }
+  });
+
+  it("follows augur.profiles once started with a peers group: a young pair's prior is its image's limit as the level's owner published it", async () => {
+    const { dir, cleanup } = tempDir();
+    const transport = new EmbeddedTransport();
+    const store = new ProfileStore(dir);
+    const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), new Metrics(), { cacheKeys: 2_000, levels: "repartition", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}), peersGroup: "peers-test" });
+    const windows = transport.topic<WindowAggregate>(TOPICS.windows);
+    const publish = (list: WindowAggregate[]) => windows.publish(list.map((value) => ({ key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd })));
+    try {
+      await stage.start();
+      await publish(windowsFor("img", "old", 2, 8e8, 30));
+      await transport.drain();
+      const image = store.getProfile("img", "*")!.resources.cpu!.limit;
+      await publish(windowsFor("img", "new", 0.5, 2e8, 1, T0 + 3_600_000));
+      await transport.drain();
+      assert.equal(priorIn(store, "img", "new"), image);
+    } finally {
+      await stage.stop();
+      store.close();
       await transport.close();
       cleanup();
     }

@@ -19,7 +19,7 @@ import { pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import { limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
+import { fedByOthers, limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
 
@@ -108,7 +108,8 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: pooled ? levelsOf(window.image, window.user) : [], prediction: {} }));
       const { levels: fallbacks } = pair;
       // As the stage folds: the pair first (pooled, with its peers as they were before this window), then its levels.
-      pair.model.observe(window, pooled ? (resource) => peerLimit(fallbacks, key, resource) : undefined);
+      let peers: PeerLevel[] | null = null;
+      pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= fallbacks.filter((level) => fedByOthers(level.contributors, key))), resource) : undefined);
       pair.prediction = pair.model.predict();
       for (const level of fallbacks) level.fold(window, key);
     }
