@@ -60,6 +60,16 @@ interface RemoteLevel extends PeerLevel {
   readonly windows: number;
 }
 
+/** A record of `augur.profiles` as a fallback level's prior reads it; null if it is not a level's profile under its own key, with a version, a window count and predictions. */
+function remoteLevel(record: TopicRecord<Profile>): RemoteLevel | null {
+  const profile = record.value as Partial<Profile> | null;
+  if (typeof profile !== "object" || profile === null || typeof profile.image !== "string" || typeof profile.user !== "string") return null;
+  if (pairKey(profile.image, profile.user) !== record.key || (profile.image !== ANY && profile.user !== ANY)) return null;
+  const { version, windows } = profile;
+  const limits = limitsOf(profile.resources);
+  return typeof version === "number" && Number.isFinite(version) && typeof windows === "number" && Number.isFinite(windows) && limits ? { version, windows, limits } : null;
+}
+
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
 
 /** What one batch changed. */
@@ -117,39 +127,23 @@ export class ForecastStage {
 
   /**
    * Keeps the newest profile of each fallback level (exact pairs' profiles
-   * are passed over). A record that is not a level's profile, or whose
-   * version or window count is not a number, is reported and skipped: it
-   * only ever feeds a prior.
+   * are passed over; one entry per image, per user and everyone's). A
+   * record that is not a level's profile, or whose version, window count or
+   * predictions are missing, is reported and skipped: it only ever feeds a
+   * prior.
    */
   followLevels(batch: Array<TopicRecord<Profile>>): void {
     for (const record of batch) {
-      const profile = record.value as Partial<Profile> | null;
-      if (profile?.level === "exact") continue;
-      const valid =
-        profile !== null &&
-        typeof profile === "object" &&
-        typeof profile.image === "string" &&
-        typeof profile.user === "string" &&
-        pairKey(profile.image, profile.user) === record.key &&
-        (profile.image === ANY || profile.user === ANY) &&
-        Number.isFinite(profile.version) &&
-        Number.isFinite(profile.windows);
-      let limits: Limits | undefined;
-      try {
-        limits = valid ? limitsOf(profile.resources) : undefined;
-      } catch {
-        limits = undefined;
-      }
-      if (!valid || !limits) {
+      if (record.value?.level === "exact") continue;
+      const level = remoteLevel(record);
+      if (!level) {
         console.error(`augur: forecast: the record at ${record.topic}[${record.partition}]@${record.offset} (key ${record.key}) is not a fallback level's profile; no prior from it`);
         this.metrics.stageErrors.inc({ stage: STAGE });
         continue;
       }
       const known = this.remoteLevels.get(record.key);
-      const version = profile.version!;
-      const windows = profile.windows!;
-      if (known && (known.version > version || (known.version === version && known.windows > windows))) continue;
-      this.remoteLevels.set(record.key, { version, windows, limits });
+      if (known && (known.version > level.version || (known.version === level.version && known.windows > level.windows))) continue;
+      this.remoteLevels.set(record.key, level);
     }
   }
 
