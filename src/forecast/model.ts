@@ -1,5 +1,6 @@
 import { QuantileSketch } from "../core/sketch.js";
 import { RESOURCES, type Profile, type Resource, type SketchState, type WindowAggregate } from "../core/types.js";
+import { userFactor } from "../core/user-factor.js";
 import type { DecayingHistogram } from "./decaying-histogram.js";
 
 /**
@@ -46,6 +47,12 @@ export type Peers = (resource: Resource) => number;
 /** A fallback level as a pair's prior reads it: its profile's limits (read only when needed). */
 export interface PeerLevel {
   readonly limits: Limits | undefined;
+  /**
+   * Where the level is the pair's image over all users: the pair's user's
+   * factor for a resource (`userFactorOf`), which scales the level's limit,
+   * as the allocation hierarchy scales it for a pair with no history.
+   */
+  readonly userFactor?: (resource: Resource) => number;
 }
 
 /**
@@ -56,9 +63,28 @@ export interface PeerLevel {
 export function peerLimit(levels: readonly PeerLevel[], resource: Resource): number {
   for (const level of levels) {
     const limit = level.limits?.[resource];
-    if (limit !== undefined && limit > 0 && limit < Infinity) return limit;
+    if (limit !== undefined && limit > 0 && limit < Infinity) return level.userFactor ? limit * level.userFactor(resource) : limit;
   }
   return Number.NaN;
+}
+
+/**
+ * How a user's pairs compare with their images over all users, for a
+ * resource: the user factor (`userFactor`: geometric mean, clamped) of the
+ * ratios of each pair's p90 to its image level's p90, the pair's own image
+ * (`image`) left out; 1 where there is no ratio. `pairs`: the user's pairs'
+ * p90s by image; `imageLevel`: an image level's p90s.
+ */
+export function userFactorOf(pairs: ReadonlyMap<string, Limits>, imageLevel: (image: string) => Limits | undefined, image: string, resource: Resource): number {
+  const ratios: number[] = [];
+  for (const [other, own] of pairs) {
+    if (other === image) continue;
+    const mine = own[resource];
+    const all = imageLevel(other)?.[resource];
+    if (mine !== undefined && all !== undefined) ratios.push(mine / all);
+  }
+  // In one order however the pairs were listed: the same factor to the last bit.
+  return userFactor(ratios.sort((a, b) => a - b));
 }
 
 /** Whether a level's contributors (the pairs whose windows it folded, as keys) hold a pair other than `source`. */
@@ -67,14 +93,15 @@ export function fedByOthers(contributors: Readonly<Record<string, unknown>>, sou
   return false;
 }
 
-/** The limits of a profile's predictions (undefined for no profile). */
-export function limitsOf(resources: Profile["resources"]): Limits;
-export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined;
-export function limitsOf(resources: Profile["resources"] | undefined): Limits | undefined {
+/** One field of a profile's predictions, per resource where it is a number: the limits by default (undefined for no profile). */
+export function limitsOf(resources: Profile["resources"], field?: "limit" | "p90"): Limits;
+export function limitsOf(resources: Profile["resources"] | undefined, field?: "limit" | "p90"): Limits | undefined;
+export function limitsOf(resources: Profile["resources"] | undefined, field: "limit" | "p90" = "limit"): Limits | undefined {
   if (!resources) return undefined;
   const limits: Limits = {};
-  for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, { limit?: unknown } | null]>) {
-    if (typeof prediction?.limit === "number") limits[resource] = prediction.limit;
+  for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, Partial<Record<"limit" | "p90", unknown>> | null]>) {
+    const value = prediction?.[field];
+    if (typeof value === "number") limits[resource] = value;
   }
   return limits;
 }

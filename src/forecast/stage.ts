@@ -5,7 +5,7 @@ import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type 
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import { fedByOthers, limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
+import { fedByOthers, limitsOf, peerLimit, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -95,6 +95,15 @@ export class ForecastStage {
   private peersConsumer: Consumer | null = null;
   /** Repartition: every fallback level's newest profile seen on `augur.profiles`, by key. */
   private readonly remoteLevels = new Map<string, RemoteLevel>();
+  /**
+   * Inline, what the user factor of the peers' prior reads, kept as windows
+   * fold: per user, its pairs' newest p90s by image, and per image, its
+   * level's newest p90s. An entry is loaded from the store when first asked
+   * (the store holds every key's newest profile as of the last pass, and the
+   * pass in progress is merged in) and dropped, least recently used, beyond
+   * `cacheKeys`: it reads the same whenever it is loaded.
+   */
+  private readonly factorInputs = { users: new Map<string, Map<string, Limits>>(), images: new Map<string, Limits>() };
   /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
   private readonly sharedSaved = new Map<ModelFactory, number | null>();
 
@@ -258,7 +267,7 @@ export class ForecastStage {
       if (state.lastLimits) this.score(state.lastLimits, window);
       // Inline, this stage holds the pair's fallback levels as they were before this window;
       // repartition, they are as their profiles last came in on augur.profiles.
-      peers = this.options.levels !== "repartition" ? this.peersOf(window) : this.remotePeersOf(window, state.windows + 1);
+      peers = this.options.levels !== "repartition" ? this.peersOf(window, pass) : this.remotePeersOf(window, state.windows + 1);
     }
     state.model.observe(window, peers);
     state.appliedUntil[source] = window.windowEnd;
@@ -276,25 +285,63 @@ export class ForecastStage {
       oomKills: state.oomKills,
     };
     state.lastLimits = limitsOf(profile.resources);
+    if (level.level === "exact") this.factorInputs.users.get(level.user)?.set(level.image, limitsOf(profile.resources, "p90"));
+    else if (level.level === "image") this.factorInputs.images.set(level.image, limitsOf(profile.resources, "p90"));
     pass.republish.delete(key);
     pass.updates.set(key, { profile, state });
   }
 
-  /** What the window's pair's fallback levels (image, user, everyone) set before it: the pair's peers, looked up when asked. */
-  private peersOf(window: WindowAggregate): Peers {
+  /**
+   * What the window's pair's fallback levels (image, user, everyone) set
+   * before it: the pair's peers, looked up when asked. The image's level is
+   * scaled by the user's factor (how the user's other pairs compare with
+   * their images), as the allocation hierarchy scales it.
+   */
+  private peersOf(window: WindowAggregate, pass: Pass): Peers {
     const source = pairKey(window.image, window.user);
     let levels: PeerLevel[] | null = null;
+    const userFactor = (resource: Resource) => userFactorOf(this.pairsOfUser(window.user, pass), (image) => this.imageLevel(image), window.image, resource);
     return (resource) => {
       levels ??= profileLevels(window.image, window.user)
         .slice(1)
         .map((level) => {
           const state = this.load(level.image, level.user, window.windowStart);
-          state.lastLimits ??= this.storedLimits(level.image, level.user);
-          return { contributors: state.appliedUntil, limits: state.lastLimits };
+          state.lastLimits ??= this.stored(level.image, level.user, "limit");
+          return { contributors: state.appliedUntil, limits: state.lastLimits, userFactor: level.level === "image" ? userFactor : undefined };
         })
         .filter((level) => fedByOthers(level.contributors, source));
       return peerLimit(levels, resource);
     };
+  }
+
+  /** A user's pairs' newest p90s by image (see `factorInputs`). */
+  private pairsOfUser(user: string, pass: Pass): Map<string, Limits> {
+    const users = this.factorInputs.users;
+    let pairs = users.get(user);
+    if (pairs) {
+      users.delete(user); // re-insert: most recently used last
+    } else {
+      pairs = new Map();
+      try {
+        for (const profile of this.store.profilesOfUser(user)) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
+      } catch (error) {
+        console.error(`augur: the profiles of user ${user} are unreadable, the user's factor reads only the pairs folded from now on: ${errorMessage(error)}`);
+        this.metrics.stageErrors.inc({ stage: STAGE });
+      }
+      for (const { profile } of pass.updates.values()) if (profile.level === "exact" && profile.user === user) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
+    }
+    users.set(user, pairs);
+    return pairs;
+  }
+
+  /** An image level's newest p90s (see `factorInputs`). */
+  private imageLevel(image: string): Limits {
+    const images = this.factorInputs.images;
+    let found = images.get(image);
+    if (found) images.delete(image);
+    else found = this.stored(image, ANY, "p90") ?? {};
+    images.set(image, found);
+    return found;
   }
 
   /**
@@ -318,9 +365,9 @@ export class ForecastStage {
   }
 
   /** A fallback level's limits as its stored profile has them; none (reported) where that profile cannot be read. */
-  private storedLimits(image: string, user: string): Limits | undefined {
+  private stored(image: string, user: string, field: "limit" | "p90"): Limits | undefined {
     try {
-      return limitsOf(this.store.getProfile(image, user)?.resources);
+      return limitsOf(this.store.getProfile(image, user)?.resources, field);
     } catch (error) {
       console.error(`augur: the profile of ${pairKey(image, user)} is unreadable, no prior from it until it is folded again: ${errorMessage(error)}`);
       this.metrics.stageErrors.inc({ stage: STAGE });
@@ -471,6 +518,7 @@ export class ForecastStage {
   }
 
   private evict(): void {
-    while (this.cache.size > this.options.cacheKeys) this.cache.delete(this.cache.keys().next().value!);
+    const { cacheKeys } = this.options;
+    for (const map of [this.cache, this.factorInputs.users, this.factorInputs.images]) while (map.size > cacheKeys) map.delete(map.keys().next().value!);
   }
 }

@@ -458,15 +458,17 @@ describe("augur-live policy", () => {
     it(`sets each step's limit the forecast stage's profile held then: the stage code, fed the trace's windows, gives the same limits (${poolAcrossPairs ? "pooled, with the peers' prior" : "pairs alone"})`, async () => {
       const { dir, cleanup } = tempDir();
       try {
-        // 6 pairs (two workloads of one of them), one sample a minute for 6 hours, bursty; workload w samples
-        // w seconds into each minute, so that pairs' windows close (and fold) in one order in the replay and here.
+        // 6 pairs (two workloads of one of them) of 3 images and 2 users (each user runs every image, at its own
+        // level: the user factor scales the image's level in the prior), one sample a minute for 6 hours, bursty;
+        // workload w samples w seconds into each minute, so that pairs' windows close (and fold) in one order in
+        // the replay and here.
         const random = seededRandom(11);
         const rows = ["ts,workload,image,user,cpu,mem"];
         for (let step = 0; step < 360; step++) {
           for (let w = 0; w < 7; w++) {
             const pairOf = Math.min(w, 5);
             const burst = random() < 0.03 ? 3 : 1;
-            rows.push(`${T0 + step * MIN + w * 1000},w${w},img-${pairOf % 3},u${pairOf},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
+            rows.push(`${T0 + step * MIN + w * 1000},w${w},img-${pairOf % 3},u${pairOf % 2},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
           }
         }
         const file = join(dir, "trace.csv");

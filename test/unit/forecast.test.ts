@@ -5,6 +5,7 @@ import { before, describe, it } from "node:test";
 import { WindowAggregator } from "../../src/aggregate/windows.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
+import { userFactor } from "../../src/core/user-factor.js";
 import { ColdStartChooser } from "../../src/forecast/cold-start.js";
 import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { AGE_CLASSES, candidateName, defaultEnsembleOptions, EnsembleForecaster, histogramOptionsFor, MARGINS, OverrunPrice, PeakWindows, PooledMisses, type EnsembleLinks, type EnsembleOptions, type EnsembleState } from "../../src/forecast/ensemble.js";
@@ -913,6 +914,57 @@ describe("the peers' prior, live", () => {
       await open().handle(asRecords(young("new-3")));
       assert.equal(priorOf("new-3"), JSON.parse(everyoneNow).resources.cpu.limit, "everyone's limit, not the string");
       assert.equal(logged.length, 1, "nothing more to report");
+    } finally {
+      console.error = errors;
+      for (const store of stores) store.close();
+      await transport.close();
+      cleanup();
+    }
+  });
+});
+
+describe("the peers' prior, scaled by the user's factor", () => {
+  it("scales a young pair's image level by how its user's other pairs compare with their images; a restarted stage reads the same factor from the store; a garbled one is reported", async () => {
+    const { dir, cleanup } = tempDir();
+    const transport = new EmbeddedTransport();
+    const stores: ProfileStore[] = [];
+    const open = () => {
+      const store = new ProfileStore(dir);
+      stores.push(store);
+      return new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), new Metrics(), { cacheKeys: 2_000, levels: "inline", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
+    };
+    type ModelState = { model: { resources: { cpu: { forecaster: EnsembleState } } } };
+    const priorOf = (image: string, user: string) => (stores.at(-1)!.getModelState(image, user)!.state as ModelState).model.resources.cpu.forecaster.percentiles.prior;
+    const p90 = (image: string, user: string) => stores.at(-1)!.getProfile(image, user)!.resources.cpu!.p90;
+    const limit = (image: string, user: string) => stores.at(-1)!.getProfile(image, user)!.resources.cpu!.limit;
+    const young = (image: string) => windowsFor(image, "small", 1, 2e8, 1, T0 + 3_600_000);
+    const errors = console.error;
+    try {
+      const first = open();
+      // User "small" runs image a at half what "big" runs it at; images b and c are run by others.
+      const history = [...windowsFor("a", "big", 4, 8e8, 30), ...windowsFor("a", "small", 2, 8e8, 30), ...windowsFor("b", "other", 2, 8e8, 30), ...windowsFor("c", "other", 0.5, 8e8, 30), ...windowsFor("d", "other", 1.5, 8e8, 30)];
+      await first.handle(asRecords(history.sort((x, y) => x.windowEnd - y.windowEnd)));
+      const factor = userFactor([p90("a", "small") / p90("a", "*")]);
+      assert.ok(factor > 0.4 && factor < 0.6, `the user's factor ${factor}`);
+      const image = limit("b", "*");
+      await first.handle(asRecords(young("b")));
+      assert.equal(priorOf("b", "small"), image * factor, "its image's limit × the user's factor");
+      // Restarted: the user's pairs (a and now b) and their images' levels are read from the store.
+      const ratios = [p90("a", "small") / p90("a", "*"), p90("b", "small") / p90("b", "*")].sort((x, y) => x - y);
+      const imageC = limit("c", "*");
+      await open().handle(asRecords(young("c")));
+      assert.equal(priorOf("c", "small"), imageC * userFactor(ratios));
+      // One of the user's stored profiles garbled: reported once, and the factor reads only what folds from then on.
+      const raw = new Database(join(dir, "augur.db"));
+      raw.prepare("UPDATE profiles SET profile = ? WHERE image = ? AND user = ?").run("{not json", "a", "small");
+      raw.close();
+      const logged: string[] = [];
+      console.error = (line: string) => void logged.push(line);
+      const imageD = limit("d", "*");
+      await open().handle(asRecords(young("d")));
+      assert.equal(priorOf("d", "small"), imageD, "no ratio: factor 1");
+      assert.equal(logged.length, 1, logged.join("\n"));
+      assert.match(logged[0]!, /profiles of user small are unreadable/);
     } finally {
       console.error = errors;
       for (const store of stores) store.close();

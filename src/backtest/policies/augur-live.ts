@@ -15,11 +15,11 @@
 // the pair's image, its user or everyone; the `augur` policy's cold start is
 // the measured one).
 import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
-import { pairKey, profileLevels } from "../../core/keys.js";
+import { ANY, pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
-import { setSampleValue, type Profile, type Sample, type WindowAggregate } from "../../core/types.js";
+import { setSampleValue, type Profile, type Resource, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import { fedByOthers, limitsOf, peerLimit, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
+import { fedByOthers, limitsOf, peerLimit, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
 
@@ -39,23 +39,32 @@ export interface AugurLiveOptions {
   saved?: unknown;
 }
 
-/** A fallback level: its model, the pairs whose windows it folded, and its limits, predicted when first read after a fold. */
+/** A fallback level: its model, the pairs whose windows it folded, and its limits and p90s, predicted when first read after a fold. */
 class LiveLevel implements PeerLevel {
   readonly model: ForecastModel;
   readonly contributors: Record<string, true> = {};
-  private predicted: Limits | undefined;
+  private predicted: { limits: Limits; p90: Limits } | undefined;
   private stale = false;
 
   constructor(factory: ModelFactory) {
     this.model = factory.create();
   }
 
-  get limits(): Limits | undefined {
+  private prediction(): { limits: Limits; p90: Limits } | undefined {
     if (this.stale) {
-      this.predicted = limitsOf(this.model.predict());
+      const resources = this.model.predict();
+      this.predicted = { limits: limitsOf(resources), p90: limitsOf(resources, "p90") };
       this.stale = false;
     }
     return this.predicted;
+  }
+
+  get limits(): Limits | undefined {
+    return this.prediction()?.limits;
+  }
+
+  get p90(): Limits | undefined {
+    return this.prediction()?.p90;
   }
 
   fold(window: WindowAggregate, pair: string): void {
@@ -97,6 +106,8 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
         if (!found) levels.set(id, (found = new LiveLevel(fallbackFactory)));
         return found;
       });
+  /** Pooled, per user its pairs' p90s by image, as their last windows left them (the user factor of the image level's prior). */
+  const users = new Map<string, Map<string, Limits>>();
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
   let now = -Infinity;
@@ -107,10 +118,15 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       let pair = pairs.get(key);
       if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: pooled ? levelsOf(window.image, window.user) : [], prediction: {} }));
       const { levels: fallbacks } = pair;
-      // As the stage folds: the pair first (pooled, with its peers as they were before this window), then its levels.
+      // As the stage folds: the pair first (pooled, with its peers as they were before this window, the image's
+      // level scaled by the user's factor), then its levels.
       let peers: PeerLevel[] | null = null;
-      pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= fallbacks.filter((level) => fedByOthers(level.contributors, key))), resource) : undefined);
+      const pairsOfUser = users.get(window.user) ?? new Map<string, Limits>();
+      const userFactor = (resource: Resource) => userFactorOf(pairsOfUser, (image) => levels.get(pairKey(image, ANY))?.p90, window.image, resource);
+      const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors, key) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
+      pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= peersOf()), resource) : undefined);
       pair.prediction = pair.model.predict();
+      if (pooled) users.set(window.user, pairsOfUser.set(window.image, limitsOf(pair.prediction, "p90")));
       for (const level of fallbacks) level.fold(window, key);
     }
   };
