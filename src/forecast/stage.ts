@@ -364,7 +364,7 @@ export class ForecastStage {
     };
   }
 
-  /** A fallback level's limits as its stored profile has them; none (reported) where that profile cannot be read. */
+  /** A key's limits (or p90s) as its stored profile has them; none (reported) where that profile cannot be read. */
   private stored(image: string, user: string, field: "limit" | "p90"): Limits | undefined {
     try {
       return limitsOf(this.store.getProfile(image, user)?.resources, field);
@@ -405,6 +405,9 @@ export class ForecastStage {
       } catch (error) {
         // The in-memory models already moved on; drop them so the retry starts from the store.
         for (const key of pass.touched) this.cache.delete(key);
+        // What the factor read of this pass is gone with it: loaded again from the store.
+        this.factorInputs.users.clear();
+        this.factorInputs.images.clear();
         throw error;
       }
       for (const [factory, { generation }] of shared) this.sharedSaved.set(factory, generation);
