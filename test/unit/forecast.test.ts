@@ -866,35 +866,59 @@ describe("augur-ensemble overruns pooled across pairs", () => {
   });
 });
 
-describe("the peers' prior, live", () => {
-  it("takes a young pair's prior from its image's level; a stored level profile that cannot be read is reported and gives none, and the stage keeps going", async () => {
-    const { dir, cleanup } = tempDir();
-    const transport = new EmbeddedTransport();
-    const errors = console.error;
-    const stores: ProfileStore[] = [];
-    const open = (metrics = new Metrics()) => {
+/**
+ * Inline forecast stages with the pipeline's defaults, opened one after
+ * another on one data directory (a restart each), what they report on the
+ * console kept from `quiet()` on, and what the newest one's store holds.
+ */
+function inlineStages() {
+  const { dir, cleanup } = tempDir();
+  const transport = new EmbeddedTransport();
+  const stores: ProfileStore[] = [];
+  const errors = console.error;
+  const logged: string[] = [];
+  const cpu = (image: string, user: string) => stores.at(-1)!.getProfile(image, user)!.resources.cpu!;
+  return {
+    dir,
+    logged,
+    open(metrics = new Metrics()) {
       const store = new ProfileStore(dir);
       stores.push(store);
       return new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), metrics, { cacheKeys: 2_000, levels: "inline", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
-    };
+    },
+    quiet: () => void (console.error = (line: string) => void logged.push(line)),
+    /** The prior a pair's CPU forecaster holds (a candidate, chosen where it costs least). */
+    priorOf: (image: string, user: string) => (stores.at(-1)!.getModelState(image, user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.percentiles.prior,
+    limit: (image: string, user: string) => cpu(image, user).limit,
+    p90: (image: string, user: string) => cpu(image, user).p90,
+    async close() {
+      console.error = errors;
+      for (const store of stores) store.close();
+      await transport.close();
+      cleanup();
+    },
+  };
+}
+
+describe("the peers' prior, live", () => {
+  it("takes a young pair's prior from its image's level; a stored level profile that cannot be read is reported and gives none, and the stage keeps going", async () => {
+    const { dir, open, quiet, logged, limit, close, priorOf: pairPrior } = inlineStages();
+    const priorOf = (user: string) => pairPrior("img", user);
     const young = (user: string) => windowsFor("img", user, 0.5, 2e8, 1, T0 + 60 * 60_000);
     try {
       const first = open();
       // Everyone's level also has a bigger pair of another image.
       await first.handle(asRecords([...windowsFor("img", "old", 2, 8e8, 30), ...windowsFor("big", "other", 6, 8e9, 30)].sort((a, b) => a.windowEnd - b.windowEnd)));
-      const image = stores[0]!.getProfile("img", "*")!.resources.cpu!.limit;
+      const image = limit("img", "*");
       await first.handle(asRecords(young("new-1")));
-      // The prior a pair's forecaster holds (a candidate, chosen where it costs least).
-      const priorOf = (user: string) => (stores.at(-1)!.getModelState("img", user)!.state as { model: { resources: { cpu: { forecaster: EnsembleState } } } }).model.resources.cpu.forecaster.percentiles.prior;
       assert.equal(priorOf("new-1"), image, "a young pair's prior: its image's limit before its window");
       // The image's stored profile is garbled; a restarted stage reads it for the next young pair's prior.
       const raw = new Database(join(dir, "augur.db"));
       raw.prepare("UPDATE profiles SET profile = ? WHERE image = ? AND user = ?").run("{not json", "img", "*");
       raw.close();
-      const logged: string[] = [];
-      console.error = (line: string) => void logged.push(line);
+      quiet();
       const metrics = new Metrics();
-      const everyone = stores[0]!.getProfile("*", "*")!.resources.cpu!.limit;
+      const everyone = limit("*", "*");
       const restarted = open(metrics);
       const profiles = await restarted.handle(asRecords(young("new-2")));
       assert.ok(profiles.some((p) => p.user === "new-2" && p.level === "exact"), "the pair's profile, as always");
@@ -915,30 +939,13 @@ describe("the peers' prior, live", () => {
       assert.equal(priorOf("new-3"), JSON.parse(everyoneNow).resources.cpu.limit, "everyone's limit, not the string");
       assert.equal(logged.length, 1, "nothing more to report");
     } finally {
-      console.error = errors;
-      for (const store of stores) store.close();
-      await transport.close();
-      cleanup();
+      await close();
     }
   });
-});
 
-describe("the peers' prior, scaled by the user's factor", () => {
   it("scales a young pair's image level by how its user's other pairs compare with their images; a restarted stage reads the same factor from the store; a garbled one is reported", async () => {
-    const { dir, cleanup } = tempDir();
-    const transport = new EmbeddedTransport();
-    const stores: ProfileStore[] = [];
-    const open = () => {
-      const store = new ProfileStore(dir);
-      stores.push(store);
-      return new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), new Metrics(), { cacheKeys: 2_000, levels: "inline", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
-    };
-    type ModelState = { model: { resources: { cpu: { forecaster: EnsembleState } } } };
-    const priorOf = (image: string, user: string) => (stores.at(-1)!.getModelState(image, user)!.state as ModelState).model.resources.cpu.forecaster.percentiles.prior;
-    const p90 = (image: string, user: string) => stores.at(-1)!.getProfile(image, user)!.resources.cpu!.p90;
-    const limit = (image: string, user: string) => stores.at(-1)!.getProfile(image, user)!.resources.cpu!.limit;
+    const { dir, open, quiet, logged, priorOf, limit, p90, close } = inlineStages();
     const young = (image: string) => windowsFor(image, "small", 1, 2e8, 1, T0 + 3_600_000);
-    const errors = console.error;
     try {
       const first = open();
       // User "small" runs image a at half what "big" runs it at; images b and c are run by others.
@@ -958,18 +965,14 @@ describe("the peers' prior, scaled by the user's factor", () => {
       const raw = new Database(join(dir, "augur.db"));
       raw.prepare("UPDATE profiles SET profile = ? WHERE image = ? AND user = ?").run("{not json", "a", "small");
       raw.close();
-      const logged: string[] = [];
-      console.error = (line: string) => void logged.push(line);
+      quiet();
       const imageD = limit("d", "*");
       await open().handle(asRecords(young("d")));
       assert.equal(priorOf("d", "small"), imageD, "no ratio: factor 1");
       assert.equal(logged.length, 1, logged.join("\n"));
       assert.match(logged[0]!, /profiles of user small are unreadable/);
     } finally {
-      console.error = errors;
-      for (const store of stores) store.close();
-      await transport.close();
-      cleanup();
+      await close();
     }
   });
 });
