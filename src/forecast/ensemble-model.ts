@@ -221,7 +221,8 @@ class EnsembleModel implements ForecastModel {
 export const ENSEMBLE_MODEL = "augur-ensemble";
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
-  const learners = new GlobalLearners({ learn: config.learnGlobalModel });
+  // Replaced, not emptied, by a reset: models made before it keep the old one (the stage drops them all).
+  let learners = new GlobalLearners({ learn: config.learnGlobalModel });
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
@@ -234,6 +235,7 @@ export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFa
       },
       toState: () => learners.export(),
       restore: (state) => learners.load(parseGlobalModels(state) ?? savedGlobalModels({})),
+      reset: () => void (learners = new GlobalLearners({ learn: config.learnGlobalModel })),
       prepare: async () => void (config.learnGlobalModel && (await initTensorflow())),
     },
   };

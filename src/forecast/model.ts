@@ -34,6 +34,11 @@ export interface SharedModelState {
   toState(): unknown;
   /** Replaces the state with a saved copy; throws on one it cannot read. */
   restore(state: unknown): void;
+  /**
+   * Forgets everything, as a new process starts (before any `restore`):
+   * models made before it are not to be used after it.
+   */
+  reset?(): void;
   /** Made ready before the first window (a training backend). */
   prepare?(): Promise<void>;
 }

@@ -106,6 +106,8 @@ export class ForecastStage {
   private readonly factorInputs = { users: new Map<string, Map<string, Limits>>(), images: new Map<string, Limits>() };
   /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
   private readonly sharedSaved = new Map<ModelFactory, number | null>();
+  /** Factories whose shared state moved on in a pass whose write failed: reset before they are restored again. */
+  private readonly sharedStale = new Set<ModelFactory>();
 
   constructor(
     private readonly transport: Transport,
@@ -403,11 +405,13 @@ export class ForecastStage {
       try {
         this.store.writeProfiles([...updates.values()], new Map([...shared].map(([factory, { state }]) => [factory.name, state])));
       } catch (error) {
-        // The in-memory models already moved on; drop them so the retry starts from the store.
-        for (const key of pass.touched) this.cache.delete(key);
-        // What the factor read of this pass is gone with it: loaded again from the store.
+        // The in-memory models, what they share and what the user factor read already moved on: the retry
+        // starts over from the store, as a restarted process would.
+        this.cache.clear();
         this.factorInputs.users.clear();
         this.factorInputs.images.clear();
+        for (const factory of this.sharedSaved.keys()) this.sharedStale.add(factory);
+        this.sharedSaved.clear();
         throw error;
       }
       for (const [factory, { generation }] of shared) this.sharedSaved.set(factory, generation);
@@ -450,14 +454,16 @@ export class ForecastStage {
   }
 
   /**
-   * Before the first window: what the factories' keys share (global models,
-   * pooled overruns) as last saved. One that cannot be read is reported and
-   * learned afresh; the keys' own states stand.
+   * Before the first window, and again after a pass whose write failed (its
+   * shared state reset first): what the factories' keys share (global
+   * models, pooled overruns) as last saved. One that cannot be read is
+   * reported and learned afresh; the keys' own states stand.
    */
   private restoreShared(): void {
     for (const factory of this.factories()) {
       const shared = factory.shared;
       if (!shared || this.sharedSaved.has(factory)) continue;
+      if (this.sharedStale.delete(factory)) shared.reset?.();
       let saved: number | null = null;
       try {
         const state = this.store.getSharedModelState(factory.name);

@@ -817,12 +817,12 @@ describe("augur-ensemble global model, live", () => {
 });
 
 describe("augur-ensemble overruns pooled across pairs", () => {
-  it("shares one price, one set of pooled rates and the peers' prior among a stage's pairs, saved with every pass: a restarted stage goes on exactly as one never stopped", async () => {
+  it("shares one price, one set of pooled rates and the peers' prior among a stage's pairs, saved with every pass: a restarted stage, or one whose store write failed and was retried, goes on exactly as one never stopped", async () => {
     // Seven pairs; the seventh (img-1, as user-1's) starts with the restarted stage's first batch: its peers' level,
     // its prior, is read from the store.
     const windows = burstyWindows(7, 200, seededRandom(8)).filter((w) => !(w.user === "user-6" && w.windowStart < T0 + 120 * 60_000));
     const cut = windows.findIndex((w) => w.user === "user-6");
-    const run = async (options: object, restart: boolean) => {
+    const run = async (options: object, at_cut: "nothing" | "restart" | "failed write") => {
       const { dir, cleanup } = tempDir();
       try {
         const open = () => {
@@ -835,12 +835,21 @@ describe("augur-ensemble overruns pooled across pairs", () => {
         let live = open();
         const limits: unknown[] = [];
         for (let at = 0, end = 0; at < windows.length; at = end) {
-          if (at === cut && restart) {
+          end = at < cut ? Math.min(at + 100, cut) : at + 100;
+          if (at === cut && at_cut === "restart") {
             live.store.close();
             await live.transport.close();
             live = open();
           }
-          end = at < cut ? Math.min(at + 100, cut) : at + 100;
+          if (at === cut && at_cut === "failed write") {
+            const { store } = live;
+            const write = store.writeProfiles;
+            store.writeProfiles = () => {
+              throw new Error("disk full (simulated)");
+            };
+            await assert.rejects(live.stage.handle(asRecords(windows.slice(at, end))), /disk full/);
+            store.writeProfiles = write;
+          }
           for (const p of await live.stage.handle(asRecords(windows.slice(at, end)))) {
             if (p.level === "exact") limits.push([p.user, p.version, p.resources.cpu!.limit, p.resources.mem!.limit, p.resources.cpu!.model, p.resources.mem!.model]);
           }
@@ -853,14 +862,19 @@ describe("augur-ensemble overruns pooled across pairs", () => {
         cleanup();
       }
     };
-    const never = await run({}, false);
+    const never = await run({}, "nothing");
     assert.deepEqual(Object.keys(never.shared!.calibration!).sort(), ["cpu", "mem"], "the pairs' shared price and rates, saved");
     const young = never.limits.filter((l) => (l as string[])[0] === "user-6" && (l as string[]).slice(4).some((model) => model.includes(":prior×")));
     assert.ok(young.length > 0, "the pair that starts after the restart holds its peers' level for a while");
-    const restarted = await run({}, true);
+    const restarted = await run({}, "restart");
     assert.deepEqual(restarted.limits, never.limits, "the pairs restored exactly");
     assert.deepEqual(restarted.shared, never.shared, "and what they share");
-    const alone = await run({ poolAcrossPairs: false }, false);
+    // The failed pass's windows moved the pairs, what they share and the user factor's inputs in memory; the retry
+    // starts over from the store.
+    const retried = await run({}, "failed write");
+    assert.deepEqual(retried.limits, never.limits, "the retried pass applied each window once");
+    assert.deepEqual(retried.shared, never.shared, "and what the pairs share");
+    const alone = await run({ poolAcrossPairs: false }, "nothing");
     assert.equal(alone.shared, null, "pairs alone share nothing");
     assert.notDeepEqual(alone.limits, never.limits, "pooled, a pair's limits follow what all pairs showed");
   });
