@@ -54,20 +54,27 @@ export interface ForecastStageOptions {
   peersGroup?: string;
 }
 
-/** A fallback level's newest profile on `augur.profiles`, as a pair's prior reads it (repartition). */
-interface RemoteLevel extends PeerLevel {
+/** A profile on `augur.profiles` as the pairs' prior reads it (repartition): a fallback level's limits, and its p90s and an exact pair's for the user factor. */
+interface RemoteProfile extends PeerLevel {
+  readonly image: string;
+  readonly user: string;
+  readonly exact: boolean;
   readonly version: number;
   readonly windows: number;
+  readonly limits: Limits;
+  readonly p90: Limits;
 }
 
-/** A record of `augur.profiles` as a fallback level's prior reads it; null if it is not a level's profile under its own key, with a version, a window count and predictions. */
-function remoteLevel(record: TopicRecord<Profile>): RemoteLevel | null {
+/** A record of `augur.profiles` as the pairs' prior reads it; null if it is not a profile under its own key, with a version, a window count and predictions. */
+function remoteProfile(record: TopicRecord<Profile>): RemoteProfile | null {
   const profile = record.value as Partial<Profile> | null;
   if (typeof profile !== "object" || profile === null || typeof profile.image !== "string" || typeof profile.user !== "string") return null;
-  if (pairKey(profile.image, profile.user) !== record.key || (profile.image !== ANY && profile.user !== ANY)) return null;
-  const { version, windows } = profile;
+  const { image, user, version, windows } = profile;
+  const exact = image !== ANY && user !== ANY;
+  if (pairKey(image, user) !== record.key || exact !== (profile.level === "exact")) return null;
   const limits = limitsOf(profile.resources);
-  return typeof version === "number" && Number.isFinite(version) && typeof windows === "number" && Number.isFinite(windows) && limits ? { version, windows, limits } : null;
+  if (!(typeof version === "number" && Number.isFinite(version) && typeof windows === "number" && Number.isFinite(windows) && limits)) return null;
+  return { image, user, exact, version, windows, limits, p90: limitsOf(profile.resources!, "p90") };
 }
 
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
@@ -93,8 +100,12 @@ export class ForecastStage {
   private consumer: Consumer | null = null;
   private levelConsumer: Consumer | null = null;
   private peersConsumer: Consumer | null = null;
-  /** Repartition: every fallback level's newest profile seen on `augur.profiles`, by key. */
-  private readonly remoteLevels = new Map<string, RemoteLevel>();
+  /**
+   * Repartition: every fallback level's newest profile seen on
+   * `augur.profiles`, by key; and per user (the `cacheKeys` last seen), its
+   * pairs' newest p90s by image.
+   */
+  private readonly remote = { levels: new Map<string, RemoteProfile>(), users: new Map<string, Map<string, Limits>>() };
   /**
    * Inline, what the user factor of the peers' prior reads, kept as windows
    * fold: per user, its pairs' newest p90s by image, and per image, its
@@ -131,30 +142,38 @@ export class ForecastStage {
       });
       const group = this.options.peersGroup;
       if (group && this.factory.readsPeers) {
-        this.peersConsumer = await this.transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest" }, async (batch) => this.followLevels(batch));
+        this.peersConsumer = await this.transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest" }, async (batch) => this.followProfiles(batch));
       }
     }
   }
 
   /**
-   * Keeps the newest profile of each fallback level (exact pairs' profiles
-   * are passed over; one entry per image, per user and everyone's). A
-   * record that is not a level's profile, or whose version, window count or
-   * predictions are missing, is reported and skipped: it only ever feeds a
-   * prior.
+   * Keeps the newest profile of each fallback level (one per image, per
+   * user and everyone's) and, for the user factor, the p90s of the pairs of
+   * the `cacheKeys` users last seen (a user dropped comes back as its pairs
+   * publish again). A record that is not a profile under its own key, or
+   * whose version, window count or predictions are missing, is reported and
+   * skipped: it only ever feeds a prior.
    */
-  followLevels(batch: Array<TopicRecord<Profile>>): void {
+  followProfiles(batch: Array<TopicRecord<Profile>>): void {
+    const { levels, users } = this.remote;
     for (const record of batch) {
-      if (record.value?.level === "exact") continue;
-      const level = remoteLevel(record);
-      if (!level) {
-        console.error(`augur: forecast: the record at ${record.topic}[${record.partition}]@${record.offset} (key ${record.key}) is not a fallback level's profile; no prior from it`);
+      const profile = remoteProfile(record);
+      if (!profile) {
+        console.error(`augur: forecast: the record at ${record.topic}[${record.partition}]@${record.offset} (key ${record.key}) is not a profile; no prior from it`);
         this.metrics.stageErrors.inc({ stage: STAGE });
         continue;
       }
-      const known = this.remoteLevels.get(record.key);
-      if (known && (known.version > level.version || (known.version === level.version && known.windows > level.windows))) continue;
-      this.remoteLevels.set(record.key, level);
+      if (profile.exact) {
+        const pairs = users.get(profile.user) ?? new Map<string, Limits>();
+        users.delete(profile.user); // re-insert: most recently seen last
+        users.set(profile.user, pairs.set(profile.image, profile.p90));
+        if (users.size > this.options.cacheKeys) users.delete(users.keys().next().value!);
+        continue;
+      }
+      const known = levels.get(record.key);
+      if (known && (known.version > profile.version || (known.version === profile.version && known.windows > profile.windows))) continue;
+      levels.set(record.key, profile);
     }
   }
 
@@ -352,15 +371,20 @@ export class ForecastStage {
    * profile, but its window count is: a level that counts more windows than
    * the pair has folded (`windows`, this one included) folded some of
    * another pair's. Before a level's profile comes in, no prior from it.
+   * The image's level is scaled by the user's factor, from the user's pairs'
+   * and their images' profiles as they came in.
    */
   private remotePeersOf(window: WindowAggregate, windows: number): Peers {
+    const { levels: known, users } = this.remote;
     let levels: PeerLevel[] | null = null;
+    const userFactor = (resource: Resource) => userFactorOf(users.get(window.user) ?? new Map(), (image) => known.get(pairKey(image, ANY))?.p90, window.image, resource);
     return (resource) => {
       levels ??= profileLevels(window.image, window.user)
         .slice(1)
-        .flatMap((level) => {
-          const known = this.remoteLevels.get(pairKey(level.image, level.user));
-          return known && known.windows > windows ? [known] : [];
+        .flatMap((level): PeerLevel[] => {
+          const profile = known.get(pairKey(level.image, level.user));
+          if (!profile || !(profile.windows > windows)) return [];
+          return [level.level === "image" ? { limits: profile.limits, userFactor } : profile];
         });
       return peerLimit(levels, resource);
     };

@@ -1006,7 +1006,7 @@ describe("the peers' prior, distributed (levels repartitioned)", () => {
   type ModelState = { model: { resources: { cpu: { forecaster: EnsembleState } } } };
   const priorIn = (store: ProfileStore, image: string, user: string) => (store.getModelState(image, user)!.state as ModelState).model.resources.cpu.forecaster.percentiles.prior;
 
-  it("takes a pair's prior from its levels' newest profiles on augur.profiles, only from a level that counts more windows than the pair; a record that is not a level's profile is reported and skipped", async () => {
+  it("takes a pair's prior from its levels' newest profiles on augur.profiles, only from a level that counts more windows than the pair, its image's scaled by the user's factor; a record that is not a profile under its key is reported and skipped", async () => {
     const { dir, cleanup } = tempDir();
     const transport = new EmbeddedTransport();
     const store = new ProfileStore(dir);
@@ -1016,25 +1016,28 @@ describe("the peers' prior, distributed (levels repartitioned)", () => {
     const stage = new ForecastStage(transport, store, createModelFactory("augur-ensemble", {}), metrics, { cacheKeys: 2_000, levels: "repartition", fallbackFactory: createModelFactory(DEFAULT_FALLBACK_MODEL, {}) });
     try {
       console.error = (line: string) => void logged.push(line);
-      stage.followLevels([
+      stage.followProfiles([
         profileRecord(level("img", "*", 40, 3.5), "img|*", 0),
         profileRecord(level("*", "*", 100, 7), "*|*", 1),
         // An older version of a level does not replace the newer one.
         profileRecord(level("img", "*", 30, 99, T0 - 60_000), "img|*", 2),
         // A pair's only level so far, fed by the pair alone: as many windows as the pair will have.
         profileRecord(level("solo", "*", 1, 50), "solo|*", 3),
-        // Exact profiles are passed over; hostile records are reported.
-        profileRecord({ ...level("img", "u", 5, 1), level: "exact" }, "img|u", 4),
+        // User "new" runs image a at half its level's p90 (1 against 2): its factor is ½.
+        profileRecord(level("a", "*", 50, 3), "a|*", 4),
+        profileRecord({ ...level("a", "new", 5, 1.5), level: "exact" }, "a|new", 9),
+        // Hostile records are reported (a pair's key on a level's profile, a level's on a pair's).
         profileRecord(level("img", "*", 40, 1), "other|*", 5),
         profileRecord({ ...level("x", "*", 40, 1), windows: "many" }, "x|*", 6),
         profileRecord(null, "y|*", 7),
         profileRecord(level("a", "b", 40, 1), "a|b", 8),
+        profileRecord({ ...level("c", "*", 40, 1), level: "exact" }, "c|*", 10),
       ]);
-      assert.equal(logged.length, 4, logged.join("\n"));
-      assert.match(logged[0]!, /augur\.profiles\[0\]@5 \(key other\|\*\) is not a fallback level's profile/);
-      assert.match(await metrics.registry.metrics(), /augur_stage_errors_total\{stage="forecast"\} 4/);
+      assert.equal(logged.length, 5, logged.join("\n"));
+      assert.match(logged[0]!, /augur\.profiles\[0\]@5 \(key other\|\*\) is not a profile; no prior from it/);
+      assert.match(await metrics.registry.metrics(), /augur_stage_errors_total\{stage="forecast"\} 5/);
       await stage.handle(asRecords([...windowsFor("img", "new", 0.5, 2e8, 1, T0 + 3_600_000), ...windowsFor("solo", "one", 0.5, 2e8, 1, T0 + 3_600_000)]));
-      assert.equal(priorIn(store, "img", "new"), 3.5, "its image's newest profile");
+      assert.equal(priorIn(store, "img", "new"), 3.5 * userFactor([0.5]), "its image's newest profile × the user's factor");
       assert.equal(priorIn(store, "solo", "one"), 7, "not its image's level, which holds its own window alone: everyone's");
     } finally {
       console.error = errors;
