@@ -77,6 +77,13 @@ function remoteProfile(record: TopicRecord<Profile>): RemoteProfile | null {
   return { image, user, exact, version, windows, limits, p90: limitsOf(profile.resources!, "p90") };
 }
 
+/** Sets `key` as the most recently seen entry of `map`, dropping the least recently seen beyond `size`. */
+function keepRecent<K, V>(map: Map<K, V>, key: K, value: V, size: number): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > size) map.delete(map.keys().next().value!);
+}
+
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
 
 /** What one batch changed. */
@@ -101,9 +108,9 @@ export class ForecastStage {
   private levelConsumer: Consumer | null = null;
   private peersConsumer: Consumer | null = null;
   /**
-   * Repartition: every fallback level's newest profile seen on
-   * `augur.profiles`, by key; and per user (the `cacheKeys` last seen), its
-   * pairs' newest p90s by image.
+   * Repartition: the fallback levels' newest profiles seen on
+   * `augur.profiles`, by key; and per user, its pairs' newest p90s by image
+   * (each the `cacheKeys` last seen).
    */
   private readonly remote = { levels: new Map<string, RemoteProfile>(), users: new Map<string, Map<string, Limits>>() };
   /**
@@ -148,10 +155,10 @@ export class ForecastStage {
   }
 
   /**
-   * Keeps the newest profile of each fallback level (one per image, per
-   * user and everyone's) and, for the user factor, the p90s of the pairs of
-   * the `cacheKeys` users last seen (a user dropped comes back as its pairs
-   * publish again). A record that is not a profile under its own key, or
+   * Keeps the newest profile of each fallback level and, for the user
+   * factor, the p90s of each user's pairs: of the `cacheKeys` levels and
+   * users last seen (one dropped comes back as soon as it publishes again:
+   * a level at each window it folds). A record that is not a profile under its own key, or
    * whose version, window count or predictions are missing, is reported and
    * skipped: it only ever feeds a prior.
    */
@@ -166,14 +173,12 @@ export class ForecastStage {
       }
       if (profile.exact) {
         const pairs = users.get(profile.user) ?? new Map<string, Limits>();
-        users.delete(profile.user); // re-insert: most recently seen last
-        users.set(profile.user, pairs.set(profile.image, profile.p90));
-        if (users.size > this.options.cacheKeys) users.delete(users.keys().next().value!);
+        keepRecent(users, profile.user, pairs.set(profile.image, profile.p90), this.options.cacheKeys);
         continue;
       }
       const known = levels.get(record.key);
       if (known && (known.version > profile.version || (known.version === profile.version && known.windows > profile.windows))) continue;
-      levels.set(record.key, profile);
+      keepRecent(levels, record.key, profile, this.options.cacheKeys);
     }
   }
 
