@@ -110,7 +110,7 @@ export class DashboardFeed extends EventEmitter {
   /** Reads the topics with one consumer group per topic, named `<group>.<topic>` (a Kafka group shares one subscription). */
   async start(transport: Transport, group: string): Promise<void> {
     const each = <T>(topic: string, apply: (value: T) => void) =>
-      transport.consume<T>(topic, { group: `${group}.${topic}`, from: "earliest", maxBatch: 1_000 }, async (batch) => {
+      transport.consume<T>(topic, { group: `${group}.${topic}`, from: "earliest", maxBatch: 1_000, ephemeral: true }, async (batch) => {
         for (const record of batch) {
           try {
             apply(record.value);

@@ -149,7 +149,7 @@ export class ForecastStage {
       });
       const group = this.options.peersGroup;
       if (group && this.factory.readsPeers) {
-        this.peersConsumer = await this.transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest" }, async (batch) => this.followProfiles(batch));
+        this.peersConsumer = await this.transport.consume<Profile>(TOPICS.profiles, { group, from: "earliest", ephemeral: true }, async (batch) => this.followProfiles(batch));
       }
     }
   }

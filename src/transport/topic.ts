@@ -48,6 +48,12 @@ export interface ConsumeOptions {
   /** Where a group with no committed position starts. */
   from?: "earliest" | "latest";
   /**
+   * A group of this consumer alone (a name made for one process, read from
+   * `from` each time): the transport deletes it when the consumer stops,
+   * rather than leave one more group behind at every start.
+   */
+  ephemeral?: boolean;
+  /**
    * Called with a partition newly assigned to this member, before its first
    * batch is handled: the place to restore that partition's state (rebalances).
    */

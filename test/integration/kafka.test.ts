@@ -375,7 +375,14 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       run(["replay", "--trace", TRACE, "--bus", "kafka", "--config", s.config, "--speedup", "8000", "--batch", "50"]);
       // Pooled, limits depend on the order windows of different pairs came in: the same windows, not the same numbers.
       await converged(`${s.dir}/forecast`, reference);
+      // The process's own group on augur.profiles is deleted when it stops: restarts leave no groups behind.
+      const admin = kafka.admin();
+      await admin.connect();
+      const peersGroups = async () => (await admin.listGroups()).groups.map((g) => g.groupId).filter((id) => id.startsWith(`${s.namespace}augur-forecast-peers-`));
+      assert.equal((await peersGroups()).length, 1, "one peers group while the forecast process runs");
       await Promise.all([forecast, aggregate].map((child) => stopChild(child)));
+      assert.deepEqual(await peersGroups(), [], "none once it stopped");
+      await admin.disconnect();
       const store = new ProfileStore(`${s.dir}/forecast`);
       try {
         const priors = [...reference.values()]

@@ -73,7 +73,8 @@ export class KafkaTransport implements Transport {
   private readonly kafka: Kafka;
   private producer: Producer | null = null;
   private connecting: Promise<Producer> | null = null;
-  private readonly consumers = new Set<TransportConsumer>();
+  /** Consumers running, with the group each ephemeral one is to delete when it stops (null: none). */
+  private readonly consumers = new Map<TransportConsumer, string | null>();
   protected closed = false;
 
   constructor(
@@ -267,19 +268,31 @@ export class KafkaTransport implements Transport {
 
   async consume<T>(topic: string, options: ConsumeOptions, handler: BatchHandler<T>): Promise<Consumer> {
     const consumer = this.newConsumer(topic, options, handler as BatchHandler<unknown>);
-    this.consumers.add(consumer);
+    this.consumers.set(consumer, options.ephemeral ? this.physical(options.group) : null);
     await consumer.start();
-    return {
-      stop: async () => {
-        await consumer.stop();
-        this.consumers.delete(consumer);
-      },
-    };
+    return { stop: () => this.retire(consumer) };
+  }
+
+  /** Stops a consumer; an ephemeral one's group is deleted (a failure to is reported, not thrown: the group only lingers). */
+  private async retire(consumer: TransportConsumer): Promise<void> {
+    if (!this.consumers.has(consumer)) return;
+    const group = this.consumers.get(consumer)!;
+    this.consumers.delete(consumer);
+    await consumer.stop();
+    if (group === null) return;
+    const admin = this.kafka.admin();
+    try {
+      await admin.connect();
+      await admin.deleteGroups([group]);
+    } catch (error) {
+      console.error(`augur: deleting consumer group ${group}: ${errorMessage(error)}; it stays until the broker expires it`);
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.consumers].map((consumer) => consumer.stop()));
-    this.consumers.clear();
+    await Promise.all([...this.consumers.keys()].map((consumer) => this.retire(consumer)));
     this.closed = true;
     await this.disconnectProducer();
   }
