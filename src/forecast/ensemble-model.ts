@@ -221,8 +221,9 @@ class EnsembleModel implements ForecastModel {
 export const ENSEMBLE_MODEL = "augur-ensemble";
 
 export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFactory {
+  const fresh = () => new GlobalLearners({ learn: config.learnGlobalModel });
   // Replaced, not emptied, by a reset: models made before it keep the old one (the stage drops them all).
-  let learners = new GlobalLearners({ learn: config.learnGlobalModel });
+  let learners = fresh();
   return {
     name: ENSEMBLE_MODEL,
     stateVersion: 6,
@@ -235,7 +236,7 @@ export function createEnsembleModelFactory(config: EnsembleModelConfig): ModelFa
       },
       toState: () => learners.export(),
       restore: (state) => learners.load(parseGlobalModels(state) ?? savedGlobalModels({})),
-      reset: () => void (learners = new GlobalLearners({ learn: config.learnGlobalModel })),
+      reset: () => void (learners = fresh()),
       prepare: async () => void (config.learnGlobalModel && (await initTensorflow())),
     },
   };

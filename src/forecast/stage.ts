@@ -77,12 +77,19 @@ function remoteProfile(record: TopicRecord<Profile>): RemoteProfile | null {
   return { image, user, exact, version, windows, limits, p90: limitsOf(profile.resources!, "p90") };
 }
 
-/** Sets `key` as the most recently seen entry of `map`, dropping the least recently seen beyond `size`. */
-function keepRecent<K, V>(map: Map<K, V>, key: K, value: V, size: number): void {
+/** Sets `key` to `value` as the most recently used entry of `map` (last in its order); returns the value. */
+function touch<K, V>(map: Map<K, V>, key: K, value: V): V {
   map.delete(key);
   map.set(key, value);
-  if (map.size > size) map.delete(map.keys().next().value!);
+  return value;
 }
+
+/** Drops the least recently used entries of `map` beyond `size`. */
+function bound(map: Map<unknown, unknown>, size: number): void {
+  while (map.size > size) map.delete(map.keys().next().value);
+}
+
+const NO_PAIRS: ReadonlyMap<string, Limits> = new Map();
 
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
 
@@ -122,6 +129,8 @@ export class ForecastStage {
    * `cacheKeys`: it reads the same whenever it is loaded.
    */
   private readonly factorInputs = { users: new Map<string, Map<string, Limits>>(), images: new Map<string, Limits>() };
+  /** Whether the user factor is read here (inline, pairs that take the prior): else nothing keeps its inputs. */
+  private readonly keepsFactorInputs: boolean;
   /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
   private readonly sharedSaved = new Map<ModelFactory, number | null>();
   /** Factories whose shared state moved on in a pass whose write failed: reset before they are restored again. */
@@ -133,7 +142,9 @@ export class ForecastStage {
     private readonly factory: ModelFactory,
     private readonly metrics: Metrics,
     private readonly options: ForecastStageOptions = { cacheKeys: 2_000, levels: "inline" },
-  ) {}
+  ) {
+    this.keepsFactorInputs = options.levels !== "repartition" && factory.readsPeers === true;
+  }
 
   async start(): Promise<void> {
     for (const factory of this.factories()) await factory.shared?.prepare?.();
@@ -173,12 +184,14 @@ export class ForecastStage {
       }
       if (profile.exact) {
         const pairs = users.get(profile.user) ?? new Map<string, Limits>();
-        keepRecent(users, profile.user, pairs.set(profile.image, profile.p90), this.options.cacheKeys);
+        touch(users, profile.user, pairs.set(profile.image, profile.p90));
+        bound(users, this.options.cacheKeys);
         continue;
       }
       const known = levels.get(record.key);
       if (known && (known.version > profile.version || (known.version === profile.version && known.windows > profile.windows))) continue;
-      keepRecent(levels, record.key, profile, this.options.cacheKeys);
+      touch(levels, record.key, profile);
+      bound(levels, this.options.cacheKeys);
     }
   }
 
@@ -311,8 +324,10 @@ export class ForecastStage {
       oomKills: state.oomKills,
     };
     state.lastLimits = limitsOf(profile.resources);
-    if (level.level === "exact") this.factorInputs.users.get(level.user)?.set(level.image, limitsOf(profile.resources, "p90"));
-    else if (level.level === "image") this.factorInputs.images.set(level.image, limitsOf(profile.resources, "p90"));
+    if (this.keepsFactorInputs) {
+      if (level.level === "exact") this.factorInputs.users.get(level.user)?.set(level.image, limitsOf(profile.resources, "p90"));
+      else if (level.level === "image") this.factorInputs.images.set(level.image, limitsOf(profile.resources, "p90"));
+    }
     pass.republish.delete(key);
     pass.updates.set(key, { profile, state });
   }
@@ -342,11 +357,8 @@ export class ForecastStage {
 
   /** A user's pairs' newest p90s by image (see `factorInputs`). */
   private pairsOfUser(user: string, pass: Pass): Map<string, Limits> {
-    const users = this.factorInputs.users;
-    let pairs = users.get(user);
-    if (pairs) {
-      users.delete(user); // re-insert: most recently used last
-    } else {
+    let pairs = this.factorInputs.users.get(user);
+    if (!pairs) {
       pairs = new Map();
       try {
         for (const profile of this.store.profilesOfUser(user)) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
@@ -356,18 +368,12 @@ export class ForecastStage {
       }
       for (const { profile } of pass.updates.values()) if (profile.level === "exact" && profile.user === user) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
     }
-    users.set(user, pairs);
-    return pairs;
+    return touch(this.factorInputs.users, user, pairs);
   }
 
   /** An image level's newest p90s (see `factorInputs`). */
   private imageLevel(image: string): Limits {
-    const images = this.factorInputs.images;
-    let found = images.get(image);
-    if (found) images.delete(image);
-    else found = this.stored(image, ANY, "p90") ?? {};
-    images.set(image, found);
-    return found;
+    return touch(this.factorInputs.images, image, this.factorInputs.images.get(image) ?? this.stored(image, ANY, "p90") ?? {});
   }
 
   /**
@@ -382,7 +388,7 @@ export class ForecastStage {
   private remotePeersOf(window: WindowAggregate, windows: number): Peers {
     const { levels: known, users } = this.remote;
     let levels: PeerLevel[] | null = null;
-    const userFactor = (resource: Resource) => userFactorOf(users.get(window.user) ?? new Map(), (image) => known.get(pairKey(image, ANY))?.p90, window.image, resource);
+    const userFactor = (resource: Resource) => userFactorOf(users.get(window.user) ?? NO_PAIRS, (image) => known.get(pairKey(image, ANY))?.p90, window.image, resource);
     return (resource) => {
       levels ??= profileLevels(window.image, window.user)
         .slice(1)
@@ -533,11 +539,7 @@ export class ForecastStage {
   private load(image: string, user: string, firstSeen: number): KeyState {
     const key = pairKey(image, user);
     const cached = this.cache.get(key);
-    if (cached) {
-      this.cache.delete(key); // re-insert: most recently used last
-      this.cache.set(key, cached);
-      return cached;
-    }
+    if (cached) return touch(this.cache, key, cached);
     const stored = this.store.getModelState(image, user);
     let state: KeyState | null = null;
     const factory = this.factoryFor(image, user);
@@ -556,7 +558,6 @@ export class ForecastStage {
   }
 
   private evict(): void {
-    const { cacheKeys } = this.options;
-    for (const map of [this.cache, this.factorInputs.users, this.factorInputs.images]) while (map.size > cacheKeys) map.delete(map.keys().next().value!);
+    for (const map of [this.cache, this.factorInputs.users, this.factorInputs.images]) bound(map, this.options.cacheKeys);
   }
 }
