@@ -2,7 +2,6 @@ import type { Command } from "commander";
 import { parseAllocationRequest } from "../allocate/engine.js";
 import { ValidationError } from "../core/errors.js";
 import type { AllocationDecision } from "../core/types.js";
-import { openEngine } from "../pipeline/embedded.js";
 import { DEFAULT_CONFIG, EXIT, fail, loadFromFlags } from "./common.js";
 
 function positiveNumber(name: string) {
@@ -46,7 +45,9 @@ export function registerAllocate(program: Command): void {
     .action(async (flags) => {
       let decision: AllocationDecision;
       try {
-        const { store, engine } = openEngine(loadFromFlags(flags));
+        const pipeline = loadFromFlags(flags);
+        const { openEngine } = await import("../pipeline/embedded.js");
+        const { store, engine } = openEngine(pipeline);
         try {
           const request: Record<string, number> = {};
           if (flags.cpu !== undefined) request.cpu = flags.cpu;

@@ -1,11 +1,7 @@
 import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ConfigError, ValidationError } from "../core/errors.js";
-import { startStage, STAGE_NAMES, type StageName } from "../pipeline/embedded.js";
-import { replayTrace } from "../pipeline/replay.js";
-import { createTransport } from "../transport/create.js";
-import { KafkaTransport } from "../transport/kafka/kafka-transport.js";
-import { createTopics, topicSpecs } from "../transport/kafka/topics.js";
+import { STAGE_NAMES, type StageName } from "../pipeline/stage-names.js";
 import { DEFAULT_CONFIG, DEFAULT_KAFKA_CONFIG, fail, loadFromFlags } from "./common.js";
 
 
@@ -38,6 +34,7 @@ export function registerStage(program: Command): void {
           throw new ConfigError(`--metrics-listen: expected host:port, got ${JSON.stringify(flags.metricsListen)}`);
         }
         const pipeline = loadFromFlags(flags);
+        const { startStage } = await import("../pipeline/embedded.js");
         const running = await startStage(pipeline, name as StageName, { metricsListen: flags.metricsListen });
         process.stderr.write(`augur: stage ${name} running on ${running.transport.kind}${running.address ? `, serving ${running.address}` : ""} (node ${pipeline.node})\n`);
         onSignals(() => running.stop());
@@ -59,6 +56,11 @@ export function registerTopics(program: Command): void {
         const pipeline = loadFromFlags(flags);
         const config = pipeline.config.transport;
         if (config.kind !== "kafka") throw new ConfigError(`${pipeline.path}: transport.kind: topics need kafka (got ${config.kind})`);
+        const [{ createTransport }, { KafkaTransport }, { createTopics, topicSpecs }] = await Promise.all([
+          import("../transport/create.js"),
+          import("../transport/kafka/kafka-transport.js"),
+          import("../transport/kafka/topics.js"),
+        ]);
         const transport = await createTransport(pipeline.config);
         if (!(transport instanceof KafkaTransport)) throw new ConfigError("topics create needs the kafkajs client");
         const admin = transport.admin();
@@ -99,6 +101,7 @@ export function registerReplay(program: Command): void {
         const batch = Number(flags.batch);
         if (!Number.isInteger(batch) || batch < 1 || batch > 100_000) throw new ValidationError(`--batch: an integer from 1 to 100000, got ${JSON.stringify(flags.batch)}`);
         const pipeline = loadFromFlags(flags);
+        const { replayTrace } = await import("../pipeline/replay.js");
         const summary = await replayTrace(pipeline, { trace: flags.trace, format: flags.format as TraceFormat, bus: flags.bus, speedup, batch, flush: !flags.keepOpen });
         process.stdout.write(`${JSON.stringify(summary)}\n`);
       } catch (error) {

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import type { RunEvent } from "../actuate/launcher.js";
 import { AugurError, ValidationError } from "../core/errors.js";
-import { openLaunchPipeline } from "../pipeline/launch.js";
 import { DEFAULT_CONFIG, EXIT, fail, loadFromFlags } from "./common.js";
 
 /** Parses --request: explicit amounts for this run (cores, bytes, GPUs, egress bytes/s). */
@@ -49,7 +48,9 @@ export function registerExec(program: Command): void {
       if (flags.events !== "text" && flags.events !== "json") fail(new ValidationError(`--events must be text or json, got '${flags.events}'`));
       let opened;
       try {
-        opened = await openLaunchPipeline(loadFromFlags(flags));
+        const pipeline = loadFromFlags(flags);
+        const { openLaunchPipeline } = await import("../pipeline/launch.js");
+        opened = await openLaunchPipeline(pipeline);
       } catch (error) {
         fail(error);
       }

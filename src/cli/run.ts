@@ -1,8 +1,6 @@
 import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ConfigError, ValidationError, errorMessage } from "../core/errors.js";
-import { startEmbeddedPipeline } from "../pipeline/embedded.js";
-import { publishTrace } from "../pipeline/replay.js";
 import { DEFAULT_CONFIG, fail, loadFromFlags } from "./common.js";
 
 interface RunFlags {
@@ -36,6 +34,7 @@ export function registerRun(program: Command): void {
         if (speedup !== undefined && !(speedup > 0 && Number.isFinite(speedup))) throw new ValidationError(`--speedup: a positive number, got ${JSON.stringify(flags.speedup)}`);
         const pipeline = loadFromFlags(flags);
         node = pipeline.node;
+        const { startEmbeddedPipeline } = await import("../pipeline/embedded.js");
         running = await startEmbeddedPipeline(pipeline);
       } catch (error) {
         fail(error);
@@ -56,6 +55,7 @@ export function registerRun(program: Command): void {
       process.once("SIGTERM", () => shutdown("SIGTERM"));
       if (flags.replay) {
         const started = Date.now();
+        const { publishTrace } = await import("../pipeline/replay.js");
         publishTrace(running.transport, { trace: flags.replay, format: flags.format as TraceFormat, speedup }).then(
           (done) => process.stderr.write(`augur: replayed ${done.samples} samples of ${flags.replay} in ${Date.now() - started} ms (${done.rejectedRows} rows rejected)\n`),
           (error: unknown) => process.stderr.write(`augur: --replay ${flags.replay}: ${errorMessage(error)}\n`),

@@ -6,7 +6,18 @@
 // tensor call per key and step would cost more than the whole ensemble.
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
-import * as tf from "@tensorflow/tfjs";
+import type * as Tf from "@tensorflow/tfjs";
+
+const require = createRequire(import.meta.url);
+let tfjs: typeof Tf | null = null;
+/**
+ * tfjs, loaded when first needed: it takes about half a second to load, and
+ * only training needs it (every command that never trains starts without it).
+ * Its Node entry is CommonJS, so this is the same instance an import gives.
+ */
+function tensorflow(): typeof Tf {
+  return (tfjs ??= require("@tensorflow/tfjs") as typeof Tf);
+}
 
 /** Quantile levels the network predicts (pinball loss). */
 export const GLOBAL_LEVELS = [0.99, 0.999] as const;
@@ -25,6 +36,7 @@ let backendReady: Promise<string> | null = null;
 /** Picks the fastest backend here: tfjs-node if installed, else WASM, else plain JS. */
 export function initTensorflow(): Promise<string> {
   backendReady ??= (async () => {
+    const tf = tensorflow();
     try {
       await import(/* optional */ "@tensorflow/tfjs-node" as string);
       if (await tf.setBackend("tensorflow")) return "tensorflow";
@@ -33,7 +45,6 @@ export function initTensorflow(): Promise<string> {
     }
     try {
       const wasm = await import("@tensorflow/tfjs-backend-wasm");
-      const require = createRequire(import.meta.url);
       wasm.setWasmPaths(`${dirname(require.resolve("@tensorflow/tfjs-backend-wasm/package.json"))}/dist/`);
       if (await tf.setBackend("wasm")) return "wasm";
     } catch {
@@ -195,6 +206,7 @@ export class GlobalQuantileModel {
     const levels = GLOBAL_LEVELS.length;
     const n = reservoir.size;
     const batch = Math.min(options.batch, n);
+    const tf = tensorflow();
     const learned = tf.tidy(() => {
       const x = tf.tensor2d(reservoir.features.subarray(0, n * GLOBAL_FEATURES), [n, GLOBAL_FEATURES]);
       const y = tf.tensor2d(reservoir.targets.subarray(0, n), [n, 1]);
@@ -221,21 +233,21 @@ export class GlobalQuantileModel {
         }
         const next = tf.tidy(() => {
           const index = tf.tensor1d(indices, "int32");
-          const [w1, b1, w2, b2, w3, b3] = tf.split(params, sizes) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
-          const [W1, W2, W3] = [w1.reshape(shapes[0]!), w2.reshape(shapes[1]!), w3.reshape(shapes[2]!)] as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-          const xb = tf.gather(x, index) as tf.Tensor2D;
+          const [w1, b1, w2, b2, w3, b3] = tf.split(params, sizes) as [Tf.Tensor, Tf.Tensor, Tf.Tensor, Tf.Tensor, Tf.Tensor, Tf.Tensor];
+          const [W1, W2, W3] = [w1.reshape(shapes[0]!), w2.reshape(shapes[1]!), w3.reshape(shapes[2]!)] as [Tf.Tensor2D, Tf.Tensor2D, Tf.Tensor2D];
+          const xb = tf.gather(x, index) as Tf.Tensor2D;
           const yb = tf.gather(y, index);
-          const z1 = xb.matMul(W1).add(b1) as tf.Tensor2D;
+          const z1 = xb.matMul(W1).add(b1) as Tf.Tensor2D;
           const h1 = tf.relu(z1);
-          const z2 = h1.matMul(W2).add(b2) as tf.Tensor2D;
+          const z2 = h1.matMul(W2).add(b2) as Tf.Tensor2D;
           const h2 = tf.relu(z2);
-          const raw = h2.matMul(W3).add(b3) as tf.Tensor2D;
+          const raw = h2.matMul(W3).add(b3) as Tf.Tensor2D;
           const quantiles = tf.relu(raw).matMul(a).add(tf.abs(raw).matMul(b));
           // Pinball loss, mean over the batch and the levels: d/dq = ([y ≤ q] − τ) / (batch · levels).
-          const dq = tf.lessEqual(yb, quantiles).cast("float32").sub(tau).div(batch * levels) as tf.Tensor2D;
-          const dRaw = dq.matMul(a.transpose()).mul(tf.step(raw)).add(dq.matMul(b.transpose()).mul(tf.sign(raw))) as tf.Tensor2D;
-          const dz2 = dRaw.matMul(W3.transpose()).mul(tf.step(z2)) as tf.Tensor2D;
-          const dz1 = dz2.matMul(W2.transpose()).mul(tf.step(z1)) as tf.Tensor2D;
+          const dq = tf.lessEqual(yb, quantiles).cast("float32").sub(tau).div(batch * levels) as Tf.Tensor2D;
+          const dRaw = dq.matMul(a.transpose()).mul(tf.step(raw)).add(dq.matMul(b.transpose()).mul(tf.sign(raw))) as Tf.Tensor2D;
+          const dz2 = dRaw.matMul(W3.transpose()).mul(tf.step(z2)) as Tf.Tensor2D;
+          const dz1 = dz2.matMul(W2.transpose()).mul(tf.step(z1)) as Tf.Tensor2D;
           const gradient = tf.concat([
             xb.transpose().matMul(dz1).reshape([-1]),
             dz1.sum(0),
@@ -252,7 +264,7 @@ export class GlobalQuantileModel {
         params.dispose();
         moment.dispose();
         variance.dispose();
-        [params, moment, variance] = next as [tf.Tensor, tf.Tensor, tf.Tensor];
+        [params, moment, variance] = next as [Tf.Tensor, Tf.Tensor, Tf.Tensor];
       }
       moment.dispose();
       variance.dispose();

@@ -22,10 +22,7 @@ import { ProfileStore } from "../store/profile-store.js";
 import { createTransport } from "../transport/create.js";
 import { EmbeddedTransport } from "../transport/embedded/embedded-transport.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
-
-/** Stages that `augur stage NAME` runs as their own process. */
-export const STAGE_NAMES = ["collect", "aggregate", "forecast", "detect", "history", "allocate", "actuate", "api"] as const;
-export type StageName = (typeof STAGE_NAMES)[number];
+import { STAGE_NAMES, type StageName } from "./stage-names.js";
 
 export interface RunningPipeline {
   stages: StageName[];

@@ -14,7 +14,7 @@ import { ProfileStore } from "../../src/store/profile-store.js";
 import { T0, tempDir } from "../helpers.js";
 import { parseAllDocuments } from "yaml";
 import { pipelineConfig } from "../../src/config/pipeline.js";
-import { STAGE_NAMES } from "../../src/pipeline/embedded.js";
+import { STAGE_NAMES } from "../../src/pipeline/stage-names.js";
 
 const fixtures = fileURLToPath(new URL("../../../test/fixtures/k8s/", import.meta.url));
 const MIB = 2 ** 20;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -104,6 +104,54 @@ describe("augur CLI", () => {
       const result = augur(["allocate", "--image", "i", "--user", "u", "--cpu", "100000", "--memory", "1", "--json", "--data-dir", dir]);
       assert.equal(result.status, 1);
       assert.equal(JSON.parse(result.stdout).reason, "capacity");
+    } finally {
+      cleanup();
+    }
+  });
+});
+
+describe("what a command loads", () => {
+  // Libraries that take a large share of a start (tfjs alone about half a second) and that most commands never use.
+  const HEAVY = ["@tensorflow/tfjs", "@tensorflow/tfjs-core", "kafkajs", "node-rdkafka", "@confluentinc/schemaregistry", "rxjs", "fastify"];
+
+  /** Runs augur with a preload that records, per process, the packages it loaded and whether it is a trace command's re-run. */
+  function loaded(dir: string, args: string[], env: NodeJS.ProcessEnv = {}): Array<{ rerun: boolean; packages: string[] }> {
+    const record = join(dir, "loaded.jsonl");
+    const preload = join(dir, "record-loaded.cjs");
+    writeFileSync(
+      preload,
+      `process.on("exit", () => {
+        const packages = new Set(Object.keys(require.cache).map((file) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(file)?.[1]).filter(Boolean));
+        require("node:fs").appendFileSync(${JSON.stringify(record)}, JSON.stringify({ rerun: process.env[${JSON.stringify(HEAP_ENV)}] !== undefined, packages: [...packages] }) + "\\n");
+      });\n`,
+    );
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== HEAP_ENV && name !== "NODE_OPTIONS"));
+    const result = spawnSync(process.execPath, ["--require", preload, CLI, ...args], { encoding: "utf8", env: { ...inherited, ...env }, timeout: 60_000 });
+    assert.equal(result.status, 0, `${args.join(" ")}: ${result.stderr}`);
+    return readFileSync(record, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { rerun: boolean; packages: string[] });
+  }
+
+  it("help, an allocation and a backtest's waiting parent leave the libraries they do not use unloaded", () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const [help] = loaded(dir, ["--help"]);
+      assert.deepEqual(help!.packages.filter((name) => HEAVY.includes(name)), [], "augur --help");
+      rmSync(join(dir, "loaded.jsonl"));
+      const [allocation] = loaded(dir, ["allocate", "--image", "img", "--user", "u", "--data-dir", join(dir, "data")]);
+      for (const name of ["@tensorflow/tfjs", "kafkajs", "@confluentinc/schemaregistry"]) assert.ok(!allocation!.packages.includes(name), `augur allocate loads ${name}`);
+      rmSync(join(dir, "loaded.jsonl"));
+      const trace = join(dir, "t.csv");
+      writeFileSync(trace, "ts,workload,image,user,cpu,mem\n" + Array.from({ length: 30 }, (_, k) => `${1_767_571_200_000 + k * 60_000},w,img,u,0.5,100000000`).join("\n") + "\n");
+      const processes = loaded(dir, ["backtest", "--trace", trace, "--out", join(dir, "r.json")]);
+      const run = processes.find((p) => p.rerun) ?? processes[0]!;
+      assert.ok(run.packages.includes("@tensorflow/tfjs"), "the backtest itself loads tfjs (the augur policy trains)");
+      assert.ok(!run.packages.includes("kafkajs"), "a backtest loads no Kafka client");
+      const waiting = processes.find((p) => !p.rerun);
+      // Where the heap is raised, the process that only waits for the re-run loads no package at all.
+      if (processes.length === 2) assert.deepEqual(waiting!.packages, [], "the process that waits for the re-run");
     } finally {
       cleanup();
     }
