@@ -2,11 +2,12 @@
 // throughput of decoding the same rows with no policy at all (the reference),
 // measured in the same run on a synthetic trace in the canonical format.
 import { writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadCanonical } from "../src/backtest/adapters/index.js";
 import { augurModels, augurPolicy } from "../src/backtest/policies/augur.js";
-import { POLICIES } from "../src/backtest/policies/index.js";
+import { replayInParallel, shareTrace } from "../src/backtest/parallel.js";
+import { DEFAULT_POLICIES, POLICIES } from "../src/backtest/policies/index.js";
 import { replay } from "../src/backtest/replay.js";
 import { initTensorflow } from "../src/forecast/global-model.js";
 import { seededRandom } from "../src/core/random.js";
@@ -63,3 +64,25 @@ const learned = augurPolicy();
 replay(trace, { policies: [learned], resources: ["cpu", "mem"], sampleWorkloads: 0 });
 const models = augurModels(learned.exportModels!());
 report("augur-pretrained", await best(() => replay(trace, { policies: [augurPolicy({ learn: false, models })], resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
+
+// The default policies together (what `augur backtest` runs), in one thread and
+// on one thread per core (`--workers`, one shard per policy and resource):
+// wall time, in samples of the trace per second; the one-thread run is the
+// reference of the parallel one.
+const threads = availableParallelism();
+const together = (ms: number) => Math.round(samples / (ms / 1000));
+const oneThread = together(await best(() => replay(trace, { policies: DEFAULT_POLICIES.map((name) => POLICIES[name]!({ resources: ["cpu", "mem"] })), resources: ["cpu", "mem"], sampleWorkloads: 0 }), 2));
+const shared = shareTrace(trace);
+const parallel = together(
+  await best(() => replayInParallel({ trace: shared, policies: DEFAULT_POLICIES, resources: ["cpu", "mem"], context: {}, workers: threads, exportModels: false, sampleWorkloads: 0 }), 2),
+);
+console.log(
+  JSON.stringify({
+    benchmark: "backtest.default-policies-parallel",
+    unit: "samples/s",
+    value: parallel,
+    threads,
+    reference: { name: `${DEFAULT_POLICIES.join(",")} in one thread (samples/s)`, value: oneThread },
+    ratio: +(parallel / oneThread).toFixed(4),
+  }),
+);

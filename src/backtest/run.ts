@@ -5,7 +5,8 @@ import { initTensorflow } from "../forecast/global-model.js";
 import { cannotRead, ValidationError } from "../core/errors.js";
 import { isResource, RESOURCES, type Resource } from "../core/types.js";
 import { loadTrace, requireUsable, TRACE_FORMATS, type TraceFormat } from "./adapters/index.js";
-import { POLICIES, POLICY_NAMES } from "./policies/index.js";
+import { replayInParallel, shareTrace, workerCount } from "./parallel.js";
+import { JOIN_MODELS, POLICIES, POLICY_NAMES } from "./policies/index.js";
 import { replay, type ReplayResult } from "./replay.js";
 import { clairvoyantSlack } from "./metrics.js";
 import { renderReport, type BacktestResult } from "./report.js";
@@ -29,10 +30,18 @@ export interface BacktestOptions {
   /** augur's service level: the fraction of steps allowed above the memory limit (OOM kills), and above a rate limit (throttling). */
   memoryMissRate?: string | number;
   rateMissRate?: string | number;
+  /**
+   * Threads the replay runs on (text from the command line or a number):
+   * one shard per (policy, resource) each, the same result; 1 replays all in
+   * this thread. Default: one per core, at most one per shard, for traces of
+   * PARALLEL_FROM_ROWS rows or more (below, starting the threads costs more
+   * than they save).
+   */
+  workers?: string | number;
   onProgress?: (done: number, total: number) => void;
 }
 
-export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources" | "decisionSeconds" | "memoryMissRate" | "rateMissRate">): void {
+export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "policies" | "resources" | "decisionSeconds" | "memoryMissRate" | "rateMissRate" | "workers">): void {
   if (!(TRACE_FORMATS as readonly string[]).includes(options.format)) {
     throw new ValidationError(`--format must be one of ${TRACE_FORMATS.join(", ")}, got '${options.format}'`);
   }
@@ -44,6 +53,20 @@ export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "
   if (unknownResources.length > 0) throw new ValidationError(`--resources takes names from ${RESOURCES.join(", ")}; unknown: ${unknownResources.join(", ")}`);
   decisionMs(options.decisionSeconds);
   serviceLevel(options);
+  workers(options.workers);
+}
+
+const MAX_WORKERS = 256;
+/** Rows (trace and training trace) from which a backtest replays on every core unless told otherwise. */
+export const PARALLEL_FROM_ROWS = 200_000;
+
+/** `--workers`: a whole number of threads from 1 to MAX_WORKERS; undefined where not given (one per core). */
+function workers(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value).trim();
+  const count = /^\d{1,3}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(count >= 1 && count <= MAX_WORKERS)) throw new ValidationError(`--workers takes a whole number of threads from 1 to ${MAX_WORKERS}, got '${text.slice(0, 40)}'`);
+  return count;
 }
 
 const MAX_DECISION_SECONDS = 86_400;
@@ -82,8 +105,8 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   const models = options.loadModels ? readModels(options.loadModels) : undefined;
   await initTensorflow();
   const started = performance.now();
-  const trace = await loadTrace(options.trace, options.format);
-  const train = options.train ? await loadTrace(options.train, options.format) : undefined;
+  let trace = await loadTrace(options.trace, options.format);
+  let train = options.train ? await loadTrace(options.train, options.format) : undefined;
   const rejected: RejectedRow[] = [...(train?.rejected ?? []), ...trace.rejected];
   try {
     requireUsable(trace, options.trace);
@@ -95,13 +118,29 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   }
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
   const level = serviceLevel(options);
-  const policies = options.policies.map((name) => POLICIES[name]!({ resources, models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level }));
-  const replayed = replay(trace, {
-    policies,
-    resources,
-    train,
-    onProgress: options.onProgress,
-  });
+  const context = { models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level };
+  const rows = trace.rows + (train?.rows ?? 0);
+  const threads = workerCount(options.policies.length * resources.length, workers(options.workers) ?? (rows >= PARALLEL_FROM_ROWS ? undefined : 1));
+  let replayed: ReplayResult;
+  let saved: Record<string, unknown>;
+  if (threads === 1) {
+    const policies = options.policies.map((name) => POLICIES[name]!({ ...context, resources }));
+    replayed = replay(trace, { policies, resources, train, onProgress: options.onProgress });
+    saved = options.saveModels ? Object.fromEntries(policies.flatMap((policy) => (policy.exportModels ? [[policy.name, policy.exportModels()]] : []))) : {};
+  } else {
+    // In shared memory from here on: the copies the threads read are the only ones kept.
+    trace = shareTrace(trace);
+    train = train && shareTrace(train);
+    const parallel = await replayInParallel({ trace, train, policies: options.policies, resources, context, workers: threads, exportModels: options.saveModels !== undefined, onProgress: options.onProgress });
+    replayed = parallel.replayed;
+    saved = Object.fromEntries(
+      Object.entries(parallel.models).map(([name, byResource]) => {
+        const join = JOIN_MODELS[name];
+        if (!join) throw new Error(`policy ${name} exports models but has no way to join its shards' (JOIN_MODELS)`);
+        return [name, join(byResource)];
+      }),
+    );
+  }
   const result: BacktestResult = {
     trace: options.trace,
     train: options.train ?? null,
@@ -118,7 +157,6 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
   writeFileSync(options.out, JSON.stringify(result, null, 2) + "\n");
   if (options.report) writeFileSync(options.report, renderReport(result, replayed.series));
   if (options.saveModels) {
-    const saved = Object.fromEntries(policies.flatMap((policy) => (policy.exportModels ? [[policy.name, policy.exportModels()]] : [])));
     writeFileSync(options.saveModels, JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: saved }) + "\n");
   }
   writeRejected(options.rejectedOut, rejected);

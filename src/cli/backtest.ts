@@ -2,7 +2,7 @@ import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { DEFAULT_POLICIES, POLICY_NAMES } from "../backtest/policies/index.js";
-import { runBacktest } from "../backtest/run.js";
+import { PARALLEL_FROM_ROWS, runBacktest } from "../backtest/run.js";
 import { SERVICE_LEVEL } from "../forecast/ensemble.js";
 import { fail } from "./common.js";
 
@@ -29,6 +29,7 @@ export function registerBacktest(program: Command): void {
     .option("--rate-miss-rate <fraction>", `augur: fraction of steps allowed above a CPU, GPU, network or disk limit (default ${SERVICE_LEVEL.rate})`)
     .option("--load-models <file>", "start from models learned by an earlier run (--save-models)")
     .option("--save-models <file>", "write the models learned in this run (versioned JSON)")
+    .option("--workers <n>", `threads the replay runs on, one (policy, resource) at a time each; the result is the same (default: one per core from ${PARALLEL_FROM_ROWS.toLocaleString("en")} rows; 1: all in one thread)`)
     .action(async (flags) => {
       const bar = process.stderr.isTTY ? new SingleBar({ format: "replay [{bar}] {percentage}% | {value}/{total} rows | eta {eta_formatted}", hideCursor: true }) : null;
       let started = false;
@@ -47,6 +48,7 @@ export function registerBacktest(program: Command): void {
           decisionSeconds: flags.decisionSeconds,
           memoryMissRate: flags.memoryMissRate,
           rateMissRate: flags.rateMissRate,
+          workers: flags.workers,
           onProgress: (done, total) => {
             if (!bar) return;
             if (!started) bar.start(total, 0);

@@ -179,6 +179,29 @@ export class GlobalLearners {
   }
 }
 
+/**
+ * What learners that each ran one resource (a backtest's shards) exported,
+ * joined as the export of learners that ran them all: each resource's model
+ * and calibration from the learners that ran it; the others' (loaded, the
+ * same in every part) from any part.
+ */
+export function joinSavedGlobalModels(byResource: Partial<Record<Resource, SavedGlobalModels>>): SavedGlobalModels {
+  const parts = Object.entries(byResource) as Array<[Resource, SavedGlobalModels]>;
+  const models: GlobalModels = { ...parts[0]?.[1].models };
+  const calibration: Partial<Record<Resource, Calibration>> = { ...parts[0]?.[1].calibration };
+  for (const [resource, part] of parts) {
+    for (const [joined, own] of [
+      [models, part.models],
+      [calibration, part.calibration ?? {}],
+    ] as const) {
+      const mine = own[resource];
+      if (mine === undefined) delete joined[resource];
+      else (joined as Record<string, unknown>)[resource] = mine;
+    }
+  }
+  return { ...savedGlobalModels(models), ...(Object.keys(calibration).length > 0 ? { calibration } : {}) };
+}
+
 export function savedGlobalModels(models: GlobalModels): SavedGlobalModels {
   return { kind: KIND, version: GLOBAL_MODEL_VERSION, models };
 }

@@ -11,7 +11,8 @@ import { augurLivePolicy } from "../../src/backtest/policies/augur-live.js";
 import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
-import { DEFAULT_LIMITS, replay } from "../../src/backtest/replay.js";
+import { DEFAULT_LIMITS, replay, type ReplayResult } from "../../src/backtest/replay.js";
+import { checkBacktestOptions, runBacktest, type BacktestOptions } from "../../src/backtest/run.js";
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
 import { traceSamples } from "../../src/pipeline/trace-samples.js";
@@ -566,6 +567,63 @@ describe("augur cold starts", () => {
     }
     const late = ratios.slice(-300).sort((a, b) => a - b);
     assert.ok(late[150]! < 0.9, `late first-step limits at ${late[150]} of the peers' peak`);
+  });
+});
+
+describe("a backtest on several threads", () => {
+  /** A canonical trace: pairs of six images and twenty users (several pairs a user), daily CPU, memory in steps. */
+  function writeTrace(path: string, from: number, steps: number, seed: number): void {
+    const random = seededRandom(seed);
+    const lines = ["ts,workload,image,user,cpu,mem"];
+    for (let step = 0; step < steps; step++) {
+      const ts = from + step * MIN;
+      for (let w = 0; w < 40; w++) {
+        const daily = 1 + Math.sin((2 * Math.PI * (step + 37 * w)) / 1440);
+        const mem = (1 + (w % 4)) * 2e8 * (1 + Math.floor(((step + 13 * w) % 240) / 80)) + random() * 2e7;
+        lines.push(`${ts},w${w},image-${w % 6},user-${w % 20},${((0.1 + (w % 5) * 0.2) * daily + random() * 0.1).toFixed(4)},${Math.round(mem)}`);
+      }
+    }
+    writeFileSync(path, lines.join("\n") + "\n");
+  }
+
+  const sortedSeries = (series: ReplayResult["series"]) => [...series].sort((a, b) => `${a.workload}|${a.resource}`.localeCompare(`${b.workload}|${b.resource}`));
+
+  it("scores, samples, series and saved models equal the replay of every policy in one thread", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const train = join(dir, "train.csv");
+      const trace = join(dir, "trace.csv");
+      writeTrace(train, T0, 300, 1);
+      writeTrace(trace, T0 + 300 * MIN, 360, 2);
+      const run = async (workers: number, extra: Partial<BacktestOptions> = {}) => {
+        const models = join(dir, `models-${workers}-${extra.loadModels ? "loaded" : "fresh"}.json`);
+        const { result, replayed } = await runBacktest({ trace, train, format: "canonical", policies: ["static", "vpa", "autopilot", "augur", "augur-live"], out: join(dir, "r.json"), saveModels: models, workers, ...extra });
+        return { result: { ...result, elapsed_ms: 0 }, series: sortedSeries(replayed.series), models: JSON.parse(readFileSync(models, "utf8")) };
+      };
+      const one = await run(1);
+      assert.ok(one.models.policies.augur.models.cpu && one.models.policies.augur.models.mem, "the global models trained in the run (their join is checked)");
+      const three = await run(3);
+      assert.deepEqual(three.result, one.result);
+      assert.deepEqual(three.series, one.series);
+      assert.ok(three.series.length > 0 && Object.keys(three.series[0]!.points[0]!.limits).length === 5, "every policy's limits in the sampled series");
+      assert.deepEqual(three.models, one.models);
+      // From models and calibrations loaded: each shard starts from its resource's.
+      const loadModels = join(dir, "models-1-fresh.json");
+      const loaded = { loadModels, policies: ["augur"] };
+      assert.deepEqual((await run(2, loaded)).models, (await run(1, loaded)).models);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("refuses a number of workers that is not a whole number from 1 to 256, before reading the trace", () => {
+    for (const workers of ["0", "-1", "1.5", "abc", "257", "1e3", "", " 2x"]) {
+      assert.throws(() => checkBacktestOptions({ format: "canonical", policies: ["augur"], workers }), /--workers takes a whole number of threads from 1 to 256/, JSON.stringify(workers));
+    }
+    for (const workers of ["1", "4", 256]) checkBacktestOptions({ format: "canonical", policies: ["augur"], workers });
+    const refused = augur(["backtest", "--trace", "/nonexistent.csv", "--out", "/tmp/never.json", "--workers", "many"]);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /--workers takes a whole number/);
   });
 });
 

@@ -1,4 +1,5 @@
 import type { Resource } from "../../core/types.js";
+import { joinSavedGlobalModels, type SavedGlobalModels } from "../../forecast/global-learners.js";
 import { staticPolicy, type BacktestPolicy } from "../policy.js";
 import { augurModels, augurPolicy } from "./augur.js";
 import { augurLivePolicy } from "./augur-live.js";
@@ -26,5 +27,13 @@ export const POLICIES: Record<string, (context: PolicyContext) => BacktestPolicy
 };
 
 export const POLICY_NAMES = Object.keys(POLICIES);
+
+/**
+ * For each policy that exports models: its exports from shards that each
+ * ran one resource (a parallel backtest), joined as one run's export.
+ */
+export const JOIN_MODELS: Record<string, (byResource: Partial<Record<Resource, unknown>>) => unknown> = {
+  augur: (byResource) => joinSavedGlobalModels(byResource as Partial<Record<Resource, SavedGlobalModels>>),
+};
 /** What a backtest runs when `--policies` is not given. */
 export const DEFAULT_POLICIES = POLICY_NAMES.filter((name) => name !== "augur-live");
