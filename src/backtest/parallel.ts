@@ -74,7 +74,7 @@ export function shareTrace(trace: Trace): Trace {
  * Replays `trace` (after `train`) through every (policy, resource) shard on
  * `workers` threads and merges what they scored as one replay of them all
  * would have: scores per policy and resource, the sample count, the sampled
- * workloads' series with every policy's limits.
+ * workloads' series with every policy's limits and forecasts.
  */
 export async function replayInParallel(options: {
   trace: Trace;
@@ -154,8 +154,14 @@ function merge(shards: readonly Shard[], results: Map<Shard, { replayed: ReplayR
     for (const kept of replayed.series) {
       const key = `${kept.workload}|${kept.resource}`;
       const joined = series.get(key);
-      if (!joined) series.set(key, { ...kept, points: kept.points.map((point) => ({ ...point, limits: { ...point.limits } })) });
-      else kept.points.forEach((point, i) => Object.assign(joined.points[i]!.limits, point.limits));
+      if (!joined) series.set(key, { ...kept, points: kept.points.map((point) => ({ ...point, limits: { ...point.limits }, ...(point.forecasts ? { forecasts: { ...point.forecasts } } : {}) })) });
+      else {
+        kept.points.forEach((point, i) => {
+          const into = joined.points[i]!;
+          Object.assign(into.limits, point.limits);
+          if (point.forecasts) into.forecasts = { ...into.forecasts, ...point.forecasts };
+        });
+      }
     }
   }
   const order = (resource: Resource) => resources.indexOf(resource);

@@ -21,6 +21,13 @@ export interface BacktestPolicy {
   readonly name: string;
   limit(pair: PairRef, resource: Resource, ts: number, fallback: number): number;
   observe(pair: PairRef, resource: Resource, ts: number, usage: number, workload: number, limitUsed: number): void;
+  /**
+   * The usage the policy's model expects at the step, before the margin or
+   * rule that makes its limit (null where it has none yet): asked for the
+   * report's sample workloads right after `limit` for the same step, and
+   * changing nothing.
+   */
+  forecast?(pair: PairRef, resource: Resource, ts: number): number | null;
   /** Called once the training trace has been replayed, before scoring starts. */
   endOfTraining?(): void;
   /** What the policy learned that is worth keeping across runs (JSON-safe), if anything. */

@@ -19,6 +19,8 @@ export interface SeriesPoint {
   ts: number;
   usage: number;
   limits: Record<string, number>;
+  /** What each policy with a forecast (`BacktestPolicy.forecast`) expected at the step; absent where none had one. */
+  forecasts?: Record<string, number>;
 }
 
 export interface ReplayResult {
@@ -104,6 +106,16 @@ export class CursorHeap<C extends { series: WorkloadSeries; index: number } = Cu
   }
 }
 
+/** The policies' forecasts for a step whose limits they just set; undefined where none has one. */
+function forecastsOf(policies: readonly BacktestPolicy[], pair: PairRef, resource: Resource, ts: number): Record<string, number> | undefined {
+  let forecasts: Record<string, number> | undefined;
+  for (const policy of policies) {
+    const forecast = policy.forecast?.(pair, resource, ts);
+    if (forecast !== undefined && forecast !== null && Number.isFinite(forecast)) (forecasts ??= {})[policy.name] = forecast;
+  }
+  return forecasts;
+}
+
 /**
  * Replays traces in event time through the policies. Rows that share a
  * timestamp are decided together before any of them is observed, so no
@@ -145,6 +157,8 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
   let samples = 0;
 
   const limitsBuffer: number[][] = [];
+  /** Per cursor of the group and resource, the policies' forecasts (sample workloads only). */
+  const forecastsBuffer: Array<Array<Record<string, number> | undefined> | undefined> = [];
   for (const phase of phases) {
     const heap = new CursorHeap();
     for (const series of phase.trace.workloads) {
@@ -167,6 +181,9 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
         const cursor = group[g]!;
         const row = cursor.index;
         const limits = (limitsBuffer[g] ??= []);
+        // A sample workload's step: its forecasts are kept for the report (its limits are read below).
+        const forecasts: Array<Record<string, number> | undefined> | undefined = cursor.scored && sampled.has(cursor.series.workload) ? [] : undefined;
+        forecastsBuffer[g] = forecasts;
         for (let r = 0; r < resources.length; r++) {
           const resource = resources[r]!;
           const usage = cursor.series.values[resource]?.[row];
@@ -174,6 +191,7 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
           const traceLimit = resource === "cpu" ? cursor.series.limits.cpu?.[row] : resource === "mem" ? cursor.series.limits.mem?.[row] : undefined;
           const fallback = traceLimit !== undefined && !Number.isNaN(traceLimit) && traceLimit > 0 ? traceLimit : defaults[resource];
           for (let p = 0; p < policies.length; p++) limits[r * policies.length + p] = policies[p]!.limit(cursor.pair, resource, ts, fallback);
+          if (forecasts) forecasts[r] = forecastsOf(policies, cursor.pair, resource, ts);
         }
       }
       // …then score and observe.
@@ -182,7 +200,7 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
         const row = cursor.index;
         const limits = limitsBuffer[g]!;
         const cold = ts - firstSeen[cursor.workload]! < COLD_START_MS;
-        const sampleThis = cursor.scored && sampled.has(cursor.series.workload);
+        const sampleThis = forecastsBuffer[g] !== undefined;
         for (let r = 0; r < resources.length; r++) {
           const resource = resources[r]!;
           const usage = cursor.series.values[resource]?.[row];
@@ -197,7 +215,8 @@ export function replay(trace: Trace, options: ReplayOptions): ReplayResult {
             const key = `${cursor.series.workload}|${resource}`;
             let series = kept.get(key);
             if (!series) kept.set(key, (series = { workload: cursor.series.workload, resource, points: [] }));
-            series.points.push({ ts, usage, limits: Object.fromEntries(policies.map((policy, p) => [policy.name, limits[r * policies.length + p]!])) });
+            const forecasts = forecastsBuffer[g]![r];
+            series.points.push({ ts, usage, limits: Object.fromEntries(policies.map((policy, p) => [policy.name, limits[r * policies.length + p]!])), ...(forecasts ? { forecasts } : {}) });
           }
         }
         cursor.index++;

@@ -55,13 +55,26 @@ function timeline(title: string, points: SeriesPoint[], policies: string[]): str
   if (shown.length < 2) return "";
   const t0 = shown[0]!.ts;
   const t1 = shown[shown.length - 1]!.ts;
-  const maxY = Math.max(...shown.map((p) => Math.max(p.usage, ...policies.map((name) => p.limits[name] ?? 0)))) * 1.05 || 1;
+  const maxY = Math.max(...shown.map((p) => Math.max(p.usage, ...policies.map((name) => Math.max(p.limits[name] ?? 0, p.forecasts?.[name] ?? 0))))) * 1.05 || 1;
   const x = (ts: number) => pad + ((ts - t0) / Math.max(1, t1 - t0)) * (width - pad - 10);
   const y = (v: number) => height - pad - (Math.min(v, maxY) / maxY) * (height - pad - 10);
   const line = (values: Array<[number, number]>, color: string, dash = "") =>
     `<polyline fill="none" stroke="${color}" stroke-width="1.2"${dash ? ` stroke-dasharray="${dash}"` : ""} points="${values.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`;
   const lines = [line(shown.map((p) => [p.ts, p.usage]), "#000")];
-  policies.forEach((name, i) => lines.push(line(shown.map((p) => [p.ts, p.limits[name] ?? 0]), COLORS[i % COLORS.length]!, "4 2")));
+  policies.forEach((name, i) => {
+    const color = COLORS[i % COLORS.length]!;
+    lines.push(line(shown.map((p) => [p.ts, p.limits[name] ?? 0]), color, "4 2"));
+    // The forecast, dotted, over the steps that had one (a policy has none before its first data).
+    let run: Array<[number, number]> = [];
+    for (const p of [...shown, null]) {
+      const forecast = p?.forecasts?.[name];
+      if (p && forecast !== undefined) run.push([p.ts, forecast]);
+      else {
+        if (run.length > 1) lines.push(line(run, color, "1 2"));
+        run = [];
+      }
+    }
+  });
   const legend = ["usage", ...policies]
     .map((name, i) => `<tspan fill="${i === 0 ? "#000" : COLORS[(i - 1) % COLORS.length]}">■ ${escape(name)} </tspan>`)
     .join("");
@@ -105,5 +118,5 @@ export function renderReport(result: BacktestResult, series: ReplayResult["serie
 <body><h1>augur backtest</h1>
 <p>Trace <code>${escape(result.trace)}</code> (${escape(result.format)})${result.train ? `, trained on <code>${escape(result.train)}</code>` : ""}: ${result.samples.toLocaleString("en")} samples, ${result.workloads} workloads, ${result.rejected} rows rejected, replayed in ${(result.elapsed_ms / 1000).toFixed(1)} s${result.decision_seconds ? `; augur held each limit decision for ${result.decision_seconds} s` : ""}${result.service_level ? `; augur's service level: ${result.service_level.memory_miss_rate} of steps above the memory limit, ${result.service_level.rate_miss_rate} above a rate limit` : ""}.</p>
 <p>slack = Σ max(limit − usage, 0) / Σ limit; violation rate = steps with usage &gt; limit / steps; unmet = Σ max(usage − limit, 0) / Σ usage; cold = each workload's first hour.</p>
-${table}<h2>Sample workloads</h2>${timelines}</body></html>`;
+${table}<h2>Sample workloads</h2><p>Usage (black), each policy's limit (dashed) and its forecast (dotted: the usage its model expects at the step, before the margin or rule that makes the limit; vpa: the recommender's P90, autopilot: the newest window's percentile, augur: the chosen forecaster's source).</p>${timelines}</body></html>`;
 }

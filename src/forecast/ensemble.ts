@@ -711,6 +711,16 @@ export class EnsembleForecaster {
     return limit;
   }
 
+  /**
+   * What the chosen candidate forecasts for the step `limit` was last asked
+   * for: its source (a window's peak, a decaying percentile, a seasonal peak,
+   * the global model's quantile, the peers' level) before its margin and any
+   * bump after an overrun; null before the first decision.
+   */
+  forecast(): number | null {
+    return this.decided ? this.scores[((this.chosen / MARGINS.length) | 0) * STRIDE + HELD]! : null;
+  }
+
   /** The highest limit any candidate of the key's own history holds under the decision in force (−∞ before one). */
   private highestLimit(): number {
     let highest = -Infinity;

@@ -12,6 +12,7 @@ import { autopilotPolicy } from "../../src/backtest/policies/autopilot.js";
 import { vpaPolicy } from "../../src/backtest/policies/vpa.js";
 import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backtest/policy.js";
 import { DEFAULT_LIMITS, replay, type ReplayResult } from "../../src/backtest/replay.js";
+import { renderReport } from "../../src/backtest/report.js";
 import { checkBacktestOptions, runBacktest, type BacktestOptions } from "../../src/backtest/run.js";
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
@@ -322,6 +323,51 @@ describe("replay", () => {
     });
     replay({ name: "t", rows: 4, rejected: [], workloads: [series("a", "i1"), series("b", "i1")] }, { policies: [spy], resources: ["cpu"] });
     assert.deepEqual(events, [`limit i1 ${T0}`, `limit i1 ${T0}`, `observe i1 ${T0}`, `observe i1 ${T0}`, `limit i1 ${T0 + MIN}`, `limit i1 ${T0 + MIN}`, `observe i1 ${T0 + MIN}`, `observe i1 ${T0 + MIN}`]);
+  });
+});
+
+describe("forecasts in the report's series", () => {
+  it("vpa's P90 before its margin, autopilot's newest percentile before its margin, augur's chosen source (its limit is that times one of its margins); asked after the limit, changing nothing", () => {
+    const vpa = vpaPolicy();
+    assert.equal(vpa.forecast!(pair, "cpu", T0), null, "no data: no forecast");
+    vpa.observe(pair, "cpu", T0, 0.5, 0, 1);
+    assert.equal(vpa.limit(pair, "cpu", T0 + MIN, 1), 0.587);
+    assert.ok(Math.abs(vpa.forecast!(pair, "cpu", T0 + MIN)! - 0.5111) < 1e-4, "P90 = 0.5111, the upper bucket edge (× 1.15 = the limit)");
+
+    // A steady, a spiky and a stepping workload, sampled for the report; every step's forecasts kept beside its limits.
+    const steps = 600;
+    const series = (workload: string, value: (k: number) => number): WorkloadSeries => ({
+      workload,
+      image: workload,
+      user: "u",
+      ts: Float64Array.from({ length: steps }, (_, k) => T0 + k * MIN),
+      values: { cpu: Float64Array.from({ length: steps }, (_, k) => value(k)) },
+      limits: {},
+    });
+    const trace = { name: "t", rows: 3 * steps, rejected: [], workloads: [series("steady", () => 0.5), series("spiky", (k) => (k % 17 === 0 ? 2 : 0.3)), series("stepping", (k) => (k < 300 ? 0.2 : 1.2))] };
+    const run = () => replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy()], resources: ["cpu"], sampleWorkloads: 3 });
+    const replayed = run();
+    assert.equal(replayed.series.length, 3);
+    for (const { workload, points } of replayed.series) {
+      const late = points.slice(100);
+      for (const name of ["vpa", "autopilot", "augur"]) assert.ok(late.every((p) => p.forecasts?.[name] !== undefined), `${workload}: ${name} forecasts every step once it has data`);
+      for (const p of late) assert.ok(p.limits.autopilot! >= p.forecasts!.autopilot! * 1.15 - 1e-9, "autopilot's limit is the hour's highest percentile × 1.15");
+      // augur's limit is its forecast × the chosen margin, or higher while the bump after an overrun holds it (the steady workload has none).
+      const margined = late.filter((p) => [1, 1.1, 1.25, 1.5, 2].some((m) => Math.abs(p.limits.augur! / p.forecasts!.augur! - m) < 1e-9));
+      if (workload === "steady") assert.equal(margined.length, late.length, "steady: every step at forecast × margin");
+      assert.ok(late.every((p) => p.limits.augur! >= p.forecasts!.augur! - 1e-9), `${workload}: augur's limit is never below its forecast`);
+    }
+    // Asking for forecasts changes nothing: the scores are those of a replay that keeps no series.
+    const unsampled = replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy()], resources: ["cpu"], sampleWorkloads: 0 });
+    assert.deepEqual(unsampled.scores, replayed.scores);
+  });
+
+  it("draws each forecast dotted beside the dashed limit in the report", () => {
+    const points = Array.from({ length: 10 }, (_, k) => ({ ts: T0 + k * MIN, usage: 0.4, limits: { vpa: 0.6, static: 1 }, ...(k > 2 ? { forecasts: { vpa: 0.5 } } : {}) }));
+    const result = { trace: "t", train: null, format: "canonical", samples: 10, workloads: 1, elapsed_ms: 1, rejected: 0, policies: { static: {}, vpa: {} } };
+    const html = renderReport(result, [{ workload: "w", resource: "cpu", points }]);
+    assert.equal(html.match(/stroke-dasharray="1 2"/g)?.length, 1, "one dotted forecast line, vpa's, over the steps that have one");
+    assert.equal(html.match(/stroke-dasharray="4 2"/g)?.length, 2, "a dashed limit per policy");
   });
 });
 

@@ -264,6 +264,7 @@ export function augurPolicy(options: AugurPolicyOptions = {}): BacktestPolicy {
       }
       learners.trainIfDue(resource);
     },
+    forecast: (pair, resource) => forecasters.get(resource)?.[pair.id]?.forecast() ?? null,
   };
 }
 

@@ -67,6 +67,11 @@ class AutopilotState {
   limit(): number | null {
     return this.recent.length === 0 ? null : Math.max(...this.recent);
   }
+
+  /** The newest window's percentile, before the margin and the hour's maximum. */
+  estimate(): number | null {
+    return this.recent.length === 0 ? null : this.recent[this.recent.length - 1]! / (1 + AUTOPILOT.margin);
+  }
 }
 
 /** `autopilot`: CPU S_p95 (t½ 12 h), memory S_p98 (t½ 48 h), × 1.15, max over the last hour. */
@@ -82,5 +87,6 @@ export function autopilotPolicy(): BacktestPolicy {
     observe(pair, resource, ts, usage) {
       states.get(pair, resource).add(ts, usage);
     },
+    forecast: (pair, resource) => states.peek(pair, resource)?.estimate() ?? null,
   };
 }

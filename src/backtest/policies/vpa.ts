@@ -110,6 +110,11 @@ class VpaState {
     if (ts > this.lastSample) this.lastSample = ts;
   }
 
+  /** The target's percentile of the histogram before the margin and the floors (null while empty). */
+  estimate(): number | null {
+    return this.histogram.isEmpty() ? null : this.histogram.percentile(VPA.targetPercentile);
+  }
+
   /** logic/recommender.go: target, lower and upper bound with the confidence multipliers. */
   recommendation(): { target: number; lower: number; upper: number } | null {
     if (this.histogram.isEmpty()) return null;
@@ -155,5 +160,6 @@ export function vpaPolicy(options: { halfLifeMs?: number } = {}): BacktestPolicy
         state.addRateSample(ts, usage, workload);
       }
     },
+    forecast: (pair, resource) => states.peek(pair, resource)?.estimate() ?? null,
   };
 }
