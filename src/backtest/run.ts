@@ -58,7 +58,7 @@ export function checkBacktestOptions(options: Pick<BacktestOptions, "format" | "
 
 const MAX_WORKERS = 256;
 /** Rows (trace and training trace) from which a backtest replays on every core unless told otherwise. */
-export const PARALLEL_FROM_ROWS = 200_000;
+export const PARALLEL_FROM_ROWS = 1_000_000;
 
 /** `--workers`: a whole number of threads from 1 to MAX_WORKERS; undefined where not given (one per core). */
 function workers(value: string | number | undefined): number | undefined {
