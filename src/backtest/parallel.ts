@@ -7,6 +7,7 @@
 // replay of all of them together gives (a test holds them equal).
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
+import { ValidationError } from "../core/errors.js";
 import type { Resource } from "../core/types.js";
 import type { PolicyContext } from "./policies/index.js";
 import type { ReplayResult, SeriesPoint } from "./replay.js";
@@ -32,7 +33,7 @@ export interface ShardTask {
 export type ShardMessage =
   | { kind: "progress"; done: number; total: number }
   | { kind: "done"; replayed: ReplayResult; models?: unknown }
-  | { kind: "failed"; message: string };
+  | { kind: "failed"; message: string; invalid: boolean };
 
 export interface ParallelReplay {
   replayed: ReplayResult;
@@ -108,7 +109,10 @@ export async function replayInParallel(options: {
         worker.off("message", onMessage);
         worker.off("error", onError);
         worker.off("exit", onExit);
-        if (message.kind === "failed") reject(new Error(`${shard.policy} on ${shard.resource}: ${message.message}`));
+        if (message.kind === "failed") {
+          const text = `${shard.policy} on ${shard.resource}: ${message.message}`;
+          reject(message.invalid ? new ValidationError(text) : new Error(text));
+        }
         else {
           results.set(shard, { replayed: message.replayed, models: message.models });
           progress.set(shard, perShard);

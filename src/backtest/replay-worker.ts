@@ -1,7 +1,7 @@
 // A worker thread of `replayInParallel`: replays each shard it is sent (one
 // policy on one resource) and sends back what it scored.
 import { parentPort } from "node:worker_threads";
-import { errorMessage } from "../core/errors.js";
+import { AugurError, errorMessage } from "../core/errors.js";
 import { initTensorflow } from "../forecast/global-model.js";
 import type { ShardMessage, ShardTask } from "./parallel.js";
 import { POLICIES } from "./policies/index.js";
@@ -25,6 +25,7 @@ port.on("message", async (task: ShardTask) => {
     });
     send({ kind: "done", replayed, ...(task.exportModels && policy.exportModels ? { models: policy.exportModels() } : {}) });
   } catch (error) {
-    send({ kind: "failed", message: errorMessage(error) });
+    // Bad input (models, options) stays a usage error when the main thread rethrows it.
+    send({ kind: "failed", message: errorMessage(error), invalid: error instanceof AugurError && (error.code === "invalid" || error.code === "config") });
   }
 });

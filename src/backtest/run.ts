@@ -103,6 +103,9 @@ function resourcesIn(trace: Trace): Resource[] {
 export async function runBacktest(options: BacktestOptions): Promise<{ result: BacktestResult; replayed: ReplayResult }> {
   checkBacktestOptions(options);
   const models = options.loadModels ? readModels(options.loadModels) : undefined;
+  const context = { models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: serviceLevel(options) };
+  // Each policy built once before the trace is read: models it cannot use are refused at once, here, not in a thread.
+  for (const name of options.policies) POLICIES[name]!({ ...context, resources: [] });
   await initTensorflow();
   const started = performance.now();
   let trace = await loadTrace(options.trace, options.format);
@@ -117,8 +120,6 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     throw error;
   }
   const resources = (options.resources as Resource[] | undefined) ?? resourcesIn(trace);
-  const level = serviceLevel(options);
-  const context = { models, decisionMs: decisionMs(options.decisionSeconds), serviceLevel: level };
   const rows = trace.rows + (train?.rows ?? 0);
   const threads = workerCount(options.policies.length * resources.length, workers(options.workers) ?? (rows >= PARALLEL_FROM_ROWS ? undefined : 1));
   let replayed: ReplayResult;
@@ -149,8 +150,8 @@ export async function runBacktest(options: BacktestOptions): Promise<{ result: B
     workloads: replayed.workloads,
     elapsed_ms: Math.round(performance.now() - started),
     rejected: rejected.length,
-    decision_seconds: decisionMs(options.decisionSeconds) / 1000,
-    service_level: { memory_miss_rate: level.memory, rate_miss_rate: level.rate },
+    decision_seconds: context.decisionMs / 1000,
+    service_level: { memory_miss_rate: context.serviceLevel.memory, rate_miss_rate: context.serviceLevel.rate },
     policies: replayed.scores,
     clairvoyant: Object.fromEntries(resources.map((resource) => [resource, clairvoyantSlack(trace.workloads, resource)])),
   };

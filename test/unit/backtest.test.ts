@@ -14,6 +14,8 @@ import { staticPolicy, type BacktestPolicy, type PairRef } from "../../src/backt
 import { DEFAULT_LIMITS, replay, type ReplayResult } from "../../src/backtest/replay.js";
 import { renderReport } from "../../src/backtest/report.js";
 import { checkBacktestOptions, runBacktest, type BacktestOptions } from "../../src/backtest/run.js";
+import { replayInParallel } from "../../src/backtest/parallel.js";
+import { ValidationError } from "../../src/core/errors.js";
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
 import { traceSamples } from "../../src/pipeline/trace-samples.js";
@@ -657,6 +659,26 @@ describe("a backtest on several threads", () => {
       const loadModels = join(dir, "models-1-fresh.json");
       const loaded = { loadModels, policies: ["augur"] };
       assert.deepEqual((await run(2, loaded)).models, (await run(1, loaded)).models);
+    } finally {
+      cleanup();
+    }
+  });
+
+  it("refuses models a policy cannot use before reading the trace, and a thread's refusal stays a usage error", async () => {
+    const { dir, cleanup } = tempDir();
+    try {
+      const models = join(dir, "models.json");
+      writeFileSync(models, JSON.stringify({ kind: "augur-backtest-models", version: 1, policies: { augur: { kind: "augur-global-models", version: 2, models: { quantum: {} } } } }));
+      const refused = augur(["backtest", "--trace", join(dir, "none.csv"), "--out", join(dir, "r.json"), "--policies", "augur", "--load-models", models, "--workers", "2"]);
+      assert.equal(refused.status, 2, refused.stderr);
+      assert.match(refused.stderr, /unknown resource 'quantum'/, "the models are refused, not the missing trace");
+      const trace = join(dir, "t.csv");
+      writeTrace(trace, T0, 5, 3);
+      const loaded = await loadCanonical(trace);
+      await assert.rejects(
+        replayInParallel({ trace: loaded, policies: ["vpa", "augur"], resources: ["cpu"], context: { models: { augur: { kind: "other" } } }, workers: 2, exportModels: false }),
+        (error: unknown) => error instanceof ValidationError && /augur on cpu: not augur global models/.test(error.message),
+      );
     } finally {
       cleanup();
     }
