@@ -156,6 +156,10 @@ class EnsembleModel implements ForecastModel {
     }
   }
 
+  forecast(resource: Resource): number | null {
+    return this.entries.get(resource)?.forecaster.forecast() ?? null;
+  }
+
   predict(): Profile["resources"] {
     const out: Profile["resources"] = {};
     for (const [resource, entry] of this.entries) {

@@ -20,6 +20,12 @@ export interface ForecastModel {
   observe(window: WindowAggregate, peers?: Peers): void;
   predict(): Profile["resources"];
   toState(): unknown;
+  /**
+   * What the model expects of the resource's usage for the step its last
+   * prediction is for, before the margin that makes the limit (null where
+   * it has none); for reports, changing nothing. Optional.
+   */
+  forecast?(resource: Resource): number | null;
 }
 
 /**

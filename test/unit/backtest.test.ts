@@ -329,7 +329,7 @@ describe("replay", () => {
 });
 
 describe("forecasts in the report's series", () => {
-  it("vpa's P90 before its margin, autopilot's newest percentile before its margin, augur's chosen source (its limit is that times one of its margins); asked after the limit, changing nothing", () => {
+  it("vpa's P90 before its margin, autopilot's newest percentile before its margin, augur's and augur-live's chosen source (their limit is that times one of its margins); asked after the limit, changing nothing", () => {
     const vpa = vpaPolicy();
     assert.equal(vpa.forecast!(pair, "cpu", T0), null, "no data: no forecast");
     vpa.observe(pair, "cpu", T0, 0.5, 0, 1);
@@ -347,20 +347,21 @@ describe("forecasts in the report's series", () => {
       limits: {},
     });
     const trace = { name: "t", rows: 3 * steps, rejected: [], workloads: [series("steady", () => 0.5), series("spiky", (k) => (k % 17 === 0 ? 2 : 0.3)), series("stepping", (k) => (k < 300 ? 0.2 : 1.2))] };
-    const run = () => replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy()], resources: ["cpu"], sampleWorkloads: 3 });
+    const run = () => replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy(), augurLivePolicy()], resources: ["cpu"], sampleWorkloads: 3 });
     const replayed = run();
     assert.equal(replayed.series.length, 3);
     for (const { workload, points } of replayed.series) {
       const late = points.slice(100);
-      for (const name of ["vpa", "autopilot", "augur"]) assert.ok(late.every((p) => p.forecasts?.[name] !== undefined), `${workload}: ${name} forecasts every step once it has data`);
+      for (const name of ["vpa", "autopilot", "augur", "augur-live"]) assert.ok(late.every((p) => p.forecasts?.[name] !== undefined), `${workload}: ${name} forecasts every step once it has data`);
       for (const p of late) assert.ok(p.limits.autopilot! >= p.forecasts!.autopilot! * 1.15 - 1e-9, "autopilot's limit is the hour's highest percentile × 1.15");
       // augur's limit is its forecast × the chosen margin, or higher while the bump after an overrun holds it (the steady workload has none).
       const margined = late.filter((p) => [1, 1.1, 1.25, 1.5, 2].some((m) => Math.abs(p.limits.augur! / p.forecasts!.augur! - m) < 1e-9));
       if (workload === "steady") assert.equal(margined.length, late.length, "steady: every step at forecast × margin");
-      assert.ok(late.every((p) => p.limits.augur! >= p.forecasts!.augur! - 1e-9), `${workload}: augur's limit is never below its forecast`);
+      for (const name of ["augur", "augur-live"]) assert.ok(late.every((p) => p.limits[name]! >= p.forecasts![name]! - 1e-9), `${workload}: ${name}'s limit is never below its forecast`);
+      if (workload === "steady") assert.ok(late.every((p) => [1, 1.1, 1.25, 1.5, 2].some((m) => Math.abs(p.limits["augur-live"]! / p.forecasts!["augur-live"]! - m) < 1e-9)), "steady: augur-live's limit is its forecast × a margin");
     }
     // Asking for forecasts changes nothing: the scores are those of a replay that keeps no series.
-    const unsampled = replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy()], resources: ["cpu"], sampleWorkloads: 0 });
+    const unsampled = replay(trace, { policies: [vpaPolicy(), autopilotPolicy(), augurPolicy(), augurLivePolicy()], resources: ["cpu"], sampleWorkloads: 0 });
     assert.deepEqual(unsampled.scores, replayed.scores);
   });
 

@@ -147,6 +147,11 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       if (!live) return fallback;
       return live.prediction[resource]?.limit ?? fallback;
     },
+    forecast(pair, resource) {
+      // The model is as its last prediction left it: its forecast is the one that prediction's limit was made from.
+      const live = pairs.get(pairKey(pair.image, pair.user));
+      return live?.prediction[resource] ? (live.model.forecast?.(resource) ?? null) : null;
+    },
     observe(pair, resource, ts, usage, workload) {
       let sample = pending.get(workload);
       if (sample && sample.ts !== ts) {
