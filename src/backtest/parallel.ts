@@ -112,8 +112,7 @@ export async function replayInParallel(options: {
         if (message.kind === "failed") {
           const text = `${shard.policy} on ${shard.resource}: ${message.message}`;
           reject(message.invalid ? new ValidationError(text) : new Error(text));
-        }
-        else {
+        } else {
           results.set(shard, { replayed: message.replayed, models: message.models });
           progress.set(shard, perShard);
           report();
