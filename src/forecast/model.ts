@@ -98,10 +98,15 @@ export function userFactorOf(pairs: ReadonlyMap<string, Limits>, imageLevel: (im
   return userFactor(ratios.sort((a, b) => a - b));
 }
 
-/** Whether a level's contributors (the pairs whose windows it folded, as keys) hold a pair other than `source`. */
-export function fedByOthers(contributors: Readonly<Record<string, unknown>>, source: string): boolean {
-  for (const key in contributors) if (key !== source) return true;
-  return false;
+/**
+ * Whether a level folded windows of a pair other than the one asking:
+ * `contributors` pairs fed it, `fedByAsker` tells whether the asker is one.
+ * Counts, not the pairs themselves: the everyone level of a large trace has
+ * tens of thousands, and a walk of their keys (what a `for … in` over a
+ * record costs, however early it stops) made this most of a live replay.
+ */
+export function fedByOthers(contributors: number, fedByAsker: boolean): boolean {
+  return contributors > (fedByAsker ? 1 : 0);
 }
 
 /** One field of a profile's predictions, per resource where it is a number: the limits by default (undefined for no profile). */

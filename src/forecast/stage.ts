@@ -12,6 +12,8 @@ interface KeyState {
   model: ForecastModel;
   /** Per contributing (image, user): end of the newest window folded in. Makes redelivery harmless. */
   appliedUntil: Record<string, number>;
+  /** How many pairs `appliedUntil` holds (in memory only: counted when the state is loaded). */
+  contributors: number;
   firstSeen: number;
   version: number;
   windows: number;
@@ -309,6 +311,7 @@ export class ForecastStage {
       peers = this.options.levels !== "repartition" ? this.peersOf(window, pass) : this.remotePeersOf(window, state.windows + 1);
     }
     state.model.observe(window, peers);
+    if (!Object.hasOwn(state.appliedUntil, source)) state.contributors++;
     state.appliedUntil[source] = window.windowEnd;
     state.version = Math.max(state.version, window.windowEnd);
     state.windows++;
@@ -348,9 +351,9 @@ export class ForecastStage {
         .map((level) => {
           const state = this.load(level.image, level.user, window.windowStart);
           state.lastLimits ??= this.stored(level.image, level.user, "limit");
-          return { contributors: state.appliedUntil, limits: state.lastLimits, userFactor: level.level === "image" ? userFactor : undefined };
+          return { fedByOthers: fedByOthers(state.contributors, Object.hasOwn(state.appliedUntil, source)), limits: state.lastLimits, userFactor: level.level === "image" ? userFactor : undefined };
         })
-        .filter((level) => fedByOthers(level.contributors, source));
+        .filter((level) => level.fedByOthers);
       return peerLimit(levels, resource);
     };
   }
@@ -546,13 +549,14 @@ export class ForecastStage {
     if (stored && stored.model === factory.name && stored.stateVersion === factory.stateVersion) {
       try {
         const persisted = stored.state as PersistedKeyState;
-        state = { ...persisted, appliedUntil: { ...persisted.appliedUntil }, model: factory.restore(persisted.model) };
+        const appliedUntil = { ...persisted.appliedUntil };
+        state = { ...persisted, appliedUntil, contributors: Object.keys(appliedUntil).length, model: factory.restore(persisted.model) };
       } catch (error) {
         console.error(`augur: model state of ${key} is unreadable, starting afresh: ${String(error)}`);
         this.metrics.stageErrors.inc({ stage: STAGE });
       }
     }
-    state ??= { model: factory.create(), appliedUntil: {}, firstSeen, version: 0, windows: 0, oomKills: 0 };
+    state ??= { model: factory.create(), appliedUntil: {}, contributors: 0, firstSeen, version: 0, windows: 0, oomKills: 0 };
     this.cache.set(key, state);
     return state;
   }

@@ -520,6 +520,9 @@ describe("augur-live policy", () => {
             const burst = random() < 0.03 ? 3 : 1;
             rows.push(`${T0 + step * MIN + w * 1000},w${w},img-${pairOf % 3},u${pairOf % 2},${(0.3 * (1 + pairOf) * burst * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(2e8 * (1 + pairOf) * (0.9 + 0.1 * random()))}`);
           }
+          // From the third hour, a pair of its own image and user, ten times the others' size: its image's and its
+          // user's levels hold its own windows only (no prior from them), everyone's level the others' too.
+          if (step >= 120) rows.push(`${T0 + step * MIN + 7000},w7,img-solo,u-solo,${(3 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(3e9 * (0.9 + 0.1 * random()))}`);
         }
         const file = join(dir, "trace.csv");
         writeFileSync(file, rows.join("\n") + "\n");
@@ -573,8 +576,8 @@ describe("augur-live policy", () => {
           assert.equal(limit, inForce.resources[resource]!.limit, key);
           compared++;
         }
-        assert.equal(compared + fallbacks, 7 * 360 * 2);
-        assert.equal(fallbacks, 7 * 2, "a pair's first minute has no profile");
+        assert.equal(compared + fallbacks, (7 * 360 + 240) * 2);
+        assert.equal(fallbacks, 8 * 2, "a pair's first minute has no profile");
         // Pooled, young pairs hold their peers' level (the fallback levels' limits) for a while; alone, there is none.
         const fromPrior = profiles.filter((p) => Object.values(p.resources).some((r) => r.model.includes(":prior×"))).length;
         if (poolAcrossPairs) assert.ok(fromPrior > 0, "some profile holds the peers' prior");

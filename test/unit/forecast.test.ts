@@ -957,6 +957,23 @@ describe("the peers' prior, live", () => {
     }
   });
 
+  it("gives no prior from levels that folded only the pair's own windows, also when a restarted stage reads them from the store; a new pair gets theirs", async () => {
+    const { open, limit, close, priorOf } = inlineStages();
+    try {
+      await open().handle(asRecords(windowsFor("solo", "first", 1, 2e8, 4)));
+      assert.equal(priorOf("solo", "first"), null, "every level holds the pair's own windows only");
+      // Restarted: the levels are read from the store. Twenty more windows refresh the pair's prior at least twice.
+      const restarted = open();
+      await restarted.handle(asRecords(windowsFor("solo", "first", 1, 2e8, 20, T0 + 4 * 60_000)));
+      assert.equal(priorOf("solo", "first"), null, "still its own windows only");
+      const image = limit("solo", "*");
+      await restarted.handle(asRecords(windowsFor("solo", "second", 1, 2e8, 1, T0 + 24 * 60_000)));
+      assert.equal(priorOf("solo", "second"), image, "another pair's windows are its peers' (its user has no other pair: factor 1)");
+    } finally {
+      await close();
+    }
+  });
+
   it("scales a young pair's image level by how its user's other pairs compare with their images; a restarted stage reads the same factor from the store; a garbled one is reported", async () => {
     const { dir, open, quiet, logged, priorOf, limit, p90, close } = inlineStages();
     const young = (image: string) => windowsFor(image, "small", 1, 2e8, 1, T0 + 3_600_000);

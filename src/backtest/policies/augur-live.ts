@@ -42,7 +42,7 @@ export interface AugurLiveOptions {
 /** A fallback level: its model, the pairs whose windows it folded, and its limits and p90s, predicted when first read after a fold. */
 class LiveLevel implements PeerLevel {
   readonly model: ForecastModel;
-  readonly contributors: Record<string, true> = {};
+  readonly contributors = new Set<string>();
   private predicted: { limits: Limits; p90: Limits } | undefined;
   private stale = false;
 
@@ -69,7 +69,7 @@ class LiveLevel implements PeerLevel {
 
   fold(window: WindowAggregate, pair: string): void {
     this.model.observe(window);
-    this.contributors[pair] = true;
+    this.contributors.add(pair);
     this.stale = true;
   }
 }
@@ -123,7 +123,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       let peers: PeerLevel[] | null = null;
       const pairsOfUser = users.get(window.user) ?? new Map<string, Limits>();
       const userFactor = (resource: Resource) => userFactorOf(pairsOfUser, (image) => levels.get(pairKey(image, ANY))?.p90, window.image, resource);
-      const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors, key) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
+      const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors.size, level.contributors.has(key)) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
       pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= peersOf()), resource) : undefined);
       pair.prediction = pair.model.predict();
       if (pooled) users.set(window.user, pairsOfUser.set(window.image, limitsOf(pair.prediction, "p90")));
