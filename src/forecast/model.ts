@@ -49,8 +49,10 @@ export interface SharedModelState {
   prepare?(): Promise<void>;
 }
 
+/** A number per resource: a profile's limits or its p90s. */
+export type PerResource = Partial<Record<Resource, number>>;
 /** A profile's limits, per resource. */
-export type Limits = Partial<Record<Resource, number>>;
+export type Limits = PerResource;
 
 /** The limit a pair's peers ran at for a resource, NaN where there is none (see `ForecastModel.observe`). */
 export type Peers = (resource: Resource) => number;
@@ -86,7 +88,7 @@ export function peerLimit(levels: readonly PeerLevel[], resource: Resource): num
  * (`image`) left out; 1 where there is no ratio. `pairs`: the user's pairs'
  * p90s by image; `imageLevel`: an image level's p90s.
  */
-export function userFactorOf(pairs: ReadonlyMap<string, Limits>, imageLevel: (image: string) => Limits | undefined, image: string, resource: Resource): number {
+export function userFactorOf(pairs: ReadonlyMap<string, PerResource>, imageLevel: (image: string) => PerResource | undefined, image: string, resource: Resource): number {
   const ratios: number[] = [];
   for (const [other, own] of pairs) {
     if (other === image) continue;
@@ -109,17 +111,17 @@ export function fedByOthers(contributors: number, fedByAsker: boolean): boolean 
   return contributors > (fedByAsker ? 1 : 0);
 }
 
-/** One field of a profile's predictions, per resource where it is a number: the limits by default (undefined for no profile). */
-export function limitsOf(resources: Profile["resources"], field?: "limit" | "p90"): Limits;
-export function limitsOf(resources: Profile["resources"] | undefined, field?: "limit" | "p90"): Limits | undefined;
-export function limitsOf(resources: Profile["resources"] | undefined, field: "limit" | "p90" = "limit"): Limits | undefined {
+/** One field of a profile's predictions (its limits, its p90s), per resource where it is a number; undefined for no profile. */
+export function predicted(resources: Profile["resources"], field: "limit" | "p90"): PerResource;
+export function predicted(resources: Profile["resources"] | undefined, field: "limit" | "p90"): PerResource | undefined;
+export function predicted(resources: Profile["resources"] | undefined, field: "limit" | "p90"): PerResource | undefined {
   if (!resources) return undefined;
-  const limits: Limits = {};
+  const values: PerResource = {};
   for (const [resource, prediction] of Object.entries(resources) as Array<[Resource, Partial<Record<"limit" | "p90", unknown>> | null]>) {
     const value = prediction?.[field];
-    if (typeof value === "number") limits[resource] = value;
+    if (typeof value === "number") values[resource] = value;
   }
-  return limits;
+  return values;
 }
 
 /** A named kind of model: what config files call it, and how to build or restore one. */

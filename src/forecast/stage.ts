@@ -5,7 +5,7 @@ import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type 
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import { fedByOthers, limitsOf, peerLimit, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers } from "./model.js";
+import { fedByOthers, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers, type PerResource } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -64,7 +64,7 @@ interface RemoteProfile extends PeerLevel {
   readonly version: number;
   readonly windows: number;
   readonly limits: Limits;
-  readonly p90: Limits;
+  readonly p90: PerResource;
 }
 
 /** A record of `augur.profiles` as the pairs' prior reads it; null if it is not a profile under its own key, with a version, a window count and predictions. */
@@ -74,9 +74,9 @@ function remoteProfile(record: TopicRecord<Profile>): RemoteProfile | null {
   const { image, user, version, windows } = profile;
   const exact = image !== ANY && user !== ANY;
   if (pairKey(image, user) !== record.key || exact !== (profile.level === "exact")) return null;
-  const limits = limitsOf(profile.resources);
+  const limits = predicted(profile.resources, "limit");
   if (!(typeof version === "number" && Number.isFinite(version) && typeof windows === "number" && Number.isFinite(windows) && limits)) return null;
-  return { image, user, exact, version, windows, limits, p90: limitsOf(profile.resources!, "p90") };
+  return { image, user, exact, version, windows, limits, p90: predicted(profile.resources!, "p90") };
 }
 
 /** Sets `key` to `value` as the most recently used entry of `map` (last in its order); returns the value. */
@@ -91,7 +91,7 @@ function bound(map: Map<unknown, unknown>, size: number): void {
   while (map.size > size) map.delete(map.keys().next().value);
 }
 
-const NO_PAIRS: ReadonlyMap<string, Limits> = new Map();
+const NO_PAIRS: ReadonlyMap<string, PerResource> = new Map();
 
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
 
@@ -121,7 +121,7 @@ export class ForecastStage {
    * `augur.profiles`, by key; and per user, its pairs' newest p90s by image
    * (each the `cacheKeys` last seen).
    */
-  private readonly remote = { levels: new Map<string, RemoteProfile>(), users: new Map<string, Map<string, Limits>>() };
+  private readonly remote = { levels: new Map<string, RemoteProfile>(), users: new Map<string, Map<string, PerResource>>() };
   /**
    * Inline, what the user factor of the peers' prior reads, kept as windows
    * fold: per user, its pairs' newest p90s by image, and per image, its
@@ -130,7 +130,7 @@ export class ForecastStage {
    * pass in progress is merged in) and dropped, least recently used, beyond
    * `cacheKeys`: it reads the same whenever it is loaded.
    */
-  private readonly factorInputs = { users: new Map<string, Map<string, Limits>>(), images: new Map<string, Limits>() };
+  private readonly factorInputs = { users: new Map<string, Map<string, PerResource>>(), images: new Map<string, PerResource>() };
   /** Whether the user factor is read here (inline, pairs that take the prior): else nothing keeps its inputs. */
   private readonly keepsFactorInputs: boolean;
   /** Per factory with shared state: the generation the store holds (null: none yet); absent until restored. */
@@ -185,7 +185,7 @@ export class ForecastStage {
         continue;
       }
       if (profile.exact) {
-        const pairs = users.get(profile.user) ?? new Map<string, Limits>();
+        const pairs = users.get(profile.user) ?? new Map<string, PerResource>();
         touch(users, profile.user, pairs.set(profile.image, profile.p90));
         bound(users, this.options.cacheKeys);
         continue;
@@ -326,10 +326,10 @@ export class ForecastStage {
       resources: state.model.predict(),
       oomKills: state.oomKills,
     };
-    state.lastLimits = limitsOf(profile.resources);
+    state.lastLimits = predicted(profile.resources, "limit");
     if (this.keepsFactorInputs) {
-      if (level.level === "exact") this.factorInputs.users.get(level.user)?.set(level.image, limitsOf(profile.resources, "p90"));
-      else if (level.level === "image") this.factorInputs.images.set(level.image, limitsOf(profile.resources, "p90"));
+      if (level.level === "exact") this.factorInputs.users.get(level.user)?.set(level.image, predicted(profile.resources, "p90"));
+      else if (level.level === "image") this.factorInputs.images.set(level.image, predicted(profile.resources, "p90"));
     }
     pass.republish.delete(key);
     pass.updates.set(key, { profile, state });
@@ -359,23 +359,23 @@ export class ForecastStage {
   }
 
   /** A user's pairs' newest p90s by image (see `factorInputs`). */
-  private pairsOfUser(user: string, pass: Pass): Map<string, Limits> {
+  private pairsOfUser(user: string, pass: Pass): Map<string, PerResource> {
     let pairs = this.factorInputs.users.get(user);
     if (!pairs) {
       pairs = new Map();
       try {
-        for (const profile of this.store.profilesOfUser(user)) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
+        for (const profile of this.store.profilesOfUser(user)) pairs.set(profile.image, predicted(profile.resources, "p90"));
       } catch (error) {
         console.error(`augur: the profiles of user ${user} are unreadable, the user's factor reads only the pairs folded from now on: ${errorMessage(error)}`);
         this.metrics.stageErrors.inc({ stage: STAGE });
       }
-      for (const { profile } of pass.updates.values()) if (profile.level === "exact" && profile.user === user) pairs.set(profile.image, limitsOf(profile.resources, "p90"));
+      for (const { profile } of pass.updates.values()) if (profile.level === "exact" && profile.user === user) pairs.set(profile.image, predicted(profile.resources, "p90"));
     }
     return touch(this.factorInputs.users, user, pairs);
   }
 
   /** An image level's newest p90s (see `factorInputs`). */
-  private imageLevel(image: string): Limits {
+  private imageLevel(image: string): PerResource {
     return touch(this.factorInputs.images, image, this.factorInputs.images.get(image) ?? this.stored(image, ANY, "p90") ?? {});
   }
 
@@ -405,9 +405,9 @@ export class ForecastStage {
   }
 
   /** A key's limits (or p90s) as its stored profile has them; none (reported) where that profile cannot be read. */
-  private stored(image: string, user: string, field: "limit" | "p90"): Limits | undefined {
+  private stored(image: string, user: string, field: "limit" | "p90"): PerResource | undefined {
     try {
-      return limitsOf(this.store.getProfile(image, user)?.resources, field);
+      return predicted(this.store.getProfile(image, user)?.resources, field);
     } catch (error) {
       console.error(`augur: the profile of ${pairKey(image, user)} is unreadable, no prior from it until it is folded again: ${errorMessage(error)}`);
       this.metrics.stageErrors.inc({ stage: STAGE });

@@ -19,7 +19,7 @@ import { ANY, pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Resource, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import { fedByOthers, limitsOf, peerLimit, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel } from "../../forecast/model.js";
+import { fedByOthers, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type PerResource } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
 
@@ -43,27 +43,27 @@ export interface AugurLiveOptions {
 class LiveLevel implements PeerLevel {
   readonly model: ForecastModel;
   readonly contributors = new Set<string>();
-  private predicted: { limits: Limits; p90: Limits } | undefined;
+  private cached: { limits: Limits; p90: PerResource } | undefined;
   private stale = false;
 
   constructor(factory: ModelFactory) {
     this.model = factory.create();
   }
 
-  private prediction(): { limits: Limits; p90: Limits } | undefined {
+  private prediction(): { limits: Limits; p90: PerResource } | undefined {
     if (this.stale) {
       const resources = this.model.predict();
-      this.predicted = { limits: limitsOf(resources), p90: limitsOf(resources, "p90") };
+      this.cached = { limits: predicted(resources, "limit"), p90: predicted(resources, "p90") };
       this.stale = false;
     }
-    return this.predicted;
+    return this.cached;
   }
 
   get limits(): Limits | undefined {
     return this.prediction()?.limits;
   }
 
-  get p90(): Limits | undefined {
+  get p90(): PerResource | undefined {
     return this.prediction()?.p90;
   }
 
@@ -107,7 +107,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
         return found;
       });
   /** Pooled, per user its pairs' p90s by image, as their last windows left them (the user factor of the image level's prior). */
-  const users = new Map<string, Map<string, Limits>>();
+  const users = new Map<string, Map<string, PerResource>>();
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
   let now = -Infinity;
@@ -121,12 +121,12 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       // As the stage folds: the pair first (pooled, with its peers as they were before this window, the image's
       // level scaled by the user's factor), then its levels.
       let peers: PeerLevel[] | null = null;
-      const pairsOfUser = users.get(window.user) ?? new Map<string, Limits>();
+      const pairsOfUser = users.get(window.user) ?? new Map<string, PerResource>();
       const userFactor = (resource: Resource) => userFactorOf(pairsOfUser, (image) => levels.get(pairKey(image, ANY))?.p90, window.image, resource);
       const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors.size, level.contributors.has(key)) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
       pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= peersOf()), resource) : undefined);
       pair.prediction = pair.model.predict();
-      if (pooled) users.set(window.user, pairsOfUser.set(window.image, limitsOf(pair.prediction, "p90")));
+      if (pooled) users.set(window.user, pairsOfUser.set(window.image, predicted(pair.prediction, "p90")));
       for (const level of fallbacks) level.fold(window, key);
     }
   };
