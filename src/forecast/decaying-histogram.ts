@@ -40,6 +40,17 @@ interface Layout {
   options: Readonly<HistogramOptions>;
   numBuckets: number;
   logRatio: number;
+  /** Each bucket's lower edge, as `bucketStart` computes it (filled on first use). */
+  starts: Float64Array | null;
+  /**
+   * The decay factor last computed by a histogram of this layout, for the
+   * time and reference it was computed for: in a replay the keys add at the
+   * same times from the same reference, and the power is one of the larger
+   * costs of an add.
+   */
+  factorAt: number;
+  factorReference: number;
+  factor: number;
 }
 /** One layout per distinct options: a replay holds hundreds of thousands of histograms of a few kinds. */
 const LAYOUTS = new Map<string, Layout>();
@@ -56,9 +67,19 @@ function layoutOf(options: HistogramOptions): Layout {
   // numBuckets = ceil(log_ratio(maxValue*(ratio-1)/first + 1)) + 1 (ANCHORS §1.3)
   const logRatio = Math.log(ratio);
   const numBuckets = Math.ceil(Math.log((maxValue * (ratio - 1)) / firstBucketSize + 1) / logRatio) + 1;
-  layout = { options: Object.freeze({ maxValue, firstBucketSize, ratio, epsilon, halfLifeMs }), numBuckets, logRatio };
+  layout = { options: Object.freeze({ maxValue, firstBucketSize, ratio, epsilon, halfLifeMs }), numBuckets, logRatio, starts: null, factorAt: Number.NaN, factorReference: Number.NaN, factor: 1 };
   if (LAYOUTS.size < MAX_LAYOUTS) LAYOUTS.set(key, layout);
   return layout;
+}
+
+/** The lower edge of a bucket: first × (ratio^bucket − 1) / (ratio − 1) (ANCHORS §1.3), 0 for the first. */
+function edgeOf({ firstBucketSize, ratio }: HistogramOptions, bucket: number): number {
+  if (bucket === 0) return 0;
+  return (firstBucketSize * (Math.pow(ratio, bucket) - 1)) / (ratio - 1);
+}
+
+function bucketStarts(layout: Layout): Float64Array {
+  return Float64Array.from({ length: layout.numBuckets }, (_, bucket) => edgeOf(layout.options, bucket));
 }
 
 export class DecayingHistogram {
@@ -94,9 +115,8 @@ export class DecayingHistogram {
   }
 
   bucketStart(bucket: number): number {
-    if (bucket === 0) return 0;
-    const { firstBucketSize, ratio } = this.options;
-    return (firstBucketSize * (Math.pow(ratio, bucket) - 1)) / (ratio - 1);
+    const starts = (this.layout.starts ??= bucketStarts(this.layout));
+    return bucket >= 0 && bucket < starts.length ? starts[bucket]! : edgeOf(this.options, bucket);
   }
 
   findBucket(value: number): number {
@@ -140,10 +160,16 @@ export class DecayingHistogram {
     this.updateMinAndMax();
   }
 
-  /** 2^((t − reference) / half-life), kept for the last time asked. */
+  /** 2^((t − reference) / half-life), kept for the last time asked (by this histogram, or by one of its layout from the same reference). */
   private decayFactor(timeMs: number): number {
     if (timeMs !== this.factorAt) {
-      this.factor = Math.pow(2, (timeMs - this.referenceMs) / this.options.halfLifeMs);
+      const layout = this.layout;
+      if (timeMs !== layout.factorAt || this.referenceMs !== layout.factorReference) {
+        layout.factor = Math.pow(2, (timeMs - this.referenceMs) / layout.options.halfLifeMs);
+        layout.factorAt = timeMs;
+        layout.factorReference = this.referenceMs;
+      }
+      this.factor = layout.factor;
       this.factorAt = timeMs;
     }
     return this.factor;
