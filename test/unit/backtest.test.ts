@@ -17,6 +17,7 @@ import { checkBacktestOptions, runBacktest, type BacktestOptions } from "../../s
 import { replayInParallel } from "../../src/backtest/parallel.js";
 import { ValidationError } from "../../src/core/errors.js";
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
+import { allocationConfig } from "../../src/allocate/config.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
 import { traceSamples } from "../../src/pipeline/trace-samples.js";
 import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, type WorkloadSeries } from "../../src/backtest/trace.js";
@@ -25,6 +26,7 @@ import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor, PooledMisses } from "../../src/forecast/ensemble.js";
 import { GlobalLearners } from "../../src/forecast/global-learners.js";
 import { GLOBAL_FEATURES, initTensorflow } from "../../src/forecast/global-model.js";
+import { predicted, userFactorOf } from "../../src/forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
@@ -523,6 +525,15 @@ describe("augur-live policy", () => {
           // From the third hour, a pair of its own image and user, ten times the others' size: its image's and its
           // user's levels hold its own windows only (no prior from them), everyone's level the others' too.
           if (step >= 120) rows.push(`${T0 + step * MIN + 7000},w7,img-solo,u-solo,${(3 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(3e9 * (0.9 + 0.1 * random()))}`);
+          // A late user: from the second hour on an image others run, at four times their size (the image's level
+          // holds both); from the fourth hour on another such image, whose new run gets the image's level scaled by
+          // the user's factor (above 1).
+          if (step >= 100) rows.push(`${T0 + step * MIN + 9000},w9,img-2,u-late,${(4 * 0.9 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(4 * 6e8 * (0.9 + 0.1 * random()))}`);
+          if (step >= 200) rows.push(`${T0 + step * MIN + 8000},w8,img-1,u-late,${(0.5 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(4e8 * (0.9 + 0.1 * random()))}`);
+          // A new image run for two minutes, then by another new user: its level has two windows, fewer than the
+          // engine's minWindows, so the second user's new run gets everyone's.
+          if (step === 300 || step === 301) rows.push(`${T0 + step * MIN + 10_000},w10,img-3,u-brief,0.2,${2e8}`);
+          if (step >= 303) rows.push(`${T0 + step * MIN + 11_000},w11,img-3,u-after,0.3,${3e8}`);
         }
         const file = join(dir, "trace.csv");
         writeFileSync(file, rows.join("\n") + "\n");
@@ -553,31 +564,51 @@ describe("augur-live policy", () => {
         const sizeMs = DEFAULT_WINDOW_SECONDS * 1000;
         const aggregator = new WindowAggregator({ kind: "tumbling", sizeMs, slideMs: sizeMs, allowedLatenessMs: 0, sketchAccuracy: 0.01 });
         const profiles: Profile[] = [];
+        const levelProfiles: Profile[] = [];
         let offset = 0;
         const fold = async (windows: WindowAggregate[]) => {
           const records = windows.map((value) => ({ topic: "augur.windows", partition: 0, offset: offset++, key: `${value.image}|${value.user}`, value, timestamp: value.windowEnd, headers: {} }));
-          if (records.length > 0) profiles.push(...(await stage.handle(records)).filter((p) => p.level === "exact"));
+          if (records.length === 0) return;
+          for (const profile of await stage.handle(records)) (profile.level === "exact" ? profiles : levelProfiles).push(profile);
         };
         for (const sample of traceSamples(trace)) await fold(aggregator.add(sample).closed);
         await fold(aggregator.flush());
         store.close();
         await transport.close();
 
+        // A pair with no profile yet: what the allocation engine gives a new run, from the fallback levels' profiles then.
+        const minWindows = allocationConfig.parse({}).minWindows;
+        const newRun = (image: string, user: string, resource: "cpu" | "mem", ts: number): { level: string; limit: number } => {
+          for (const [levelImage, levelUser] of [[image, "*"], ["*", user], ["*", "*"]] as const) {
+            const level = levelProfiles.filter((p) => p.image === levelImage && p.user === levelUser && p.version <= ts).at(-1);
+            if (!level || level.windows < minWindows) continue;
+            if (level.level !== "image") return { level: level.level, limit: level.resources[resource]!.limit };
+            // The image's level scaled by the user's factor: the user's other pairs' p90s against their images' then.
+            const inForce = (list: Profile[], image: string, user: string) => list.filter((p) => p.image === image && p.user === user && p.version <= ts).at(-1);
+            const ownPairs = new Map(profiles.filter((p) => p.user === user && p.version <= ts).map((p) => [p.image, predicted(inForce(profiles, p.image, user)!.resources, "p90")]));
+            const factor = userFactorOf(ownPairs, (other) => predicted(inForce(levelProfiles, other, "*")?.resources, "p90"), image, resource);
+            return { level: factor === 1 ? "image" : factor > 1.03 ? "image × the user's factor" : `image × ${factor}`, limit: level.resources[resource]!.limit * factor };
+          }
+          return { level: "default", limit: DEFAULT_LIMITS[resource] };
+        };
         let compared = 0;
-        let fallbacks = 0;
+        const fallbacks: Record<string, number> = {};
         for (const [key, limit] of given) {
           const [image, user, resource, ts] = key.split("|") as [string, string, "cpu" | "mem", string];
           const inForce = profiles.filter((p) => p.image === image && p.user === user && p.version <= Number(ts)).at(-1);
           if (!inForce) {
-            assert.equal(limit, DEFAULT_LIMITS[resource], `${key}: no profile yet, the default`);
-            fallbacks++;
+            const expected = newRun(image, user, resource, Number(ts));
+            assert.equal(limit, expected.limit, `${key}: no profile yet, a new run's (${expected.level})`);
+            fallbacks[expected.level] = (fallbacks[expected.level] ?? 0) + 1;
             continue;
           }
           assert.equal(limit, inForce.resources[resource]!.limit, key);
           compared++;
         }
-        assert.equal(compared + fallbacks, (7 * 360 + 240) * 2);
-        assert.equal(fallbacks, 8 * 2, "a pair's first minute has no profile");
+        assert.equal(compared + Object.values(fallbacks).reduce((a, b) => a + b, 0), (7 * 360 + 240 + 160 + 260 + 2 + 57) * 2);
+        // A pair's first minute has no profile: those of the first minute had no level either, the solo pair's and
+        // the brief and later pairs' image and user none with minWindows windows (everyone's), the late user's images had.
+        assert.deepEqual(fallbacks, { default: 7 * 2, global: 3 * 2, image: 2, "image × the user's factor": 2 });
         // Pooled, young pairs hold their peers' level (the fallback levels' limits) for a while; alone, there is none.
         const fromPrior = profiles.filter((p) => Object.values(p.resources).some((r) => r.model.includes(":prior×"))).length;
         if (poolAcrossPairs) assert.ok(fromPrior > 0, "some profile holds the peers' prior");

@@ -10,11 +10,15 @@
 // and the calibration an earlier augur run learned). Pooled, each window
 // also goes to the pair's fallback levels (image, user, everyone; the
 // pipeline's default fallback model), whose limits before it are the pair's
-// prior, as the stage gives them. A pair with no window closed yet gets the
-// trace's limit or the default (live, the allocation engine falls back to
-// the pair's image, its user or everyone; the `augur` policy's cold start is
-// the measured one).
+// prior, as the stage gives them. Each window goes to the fallback levels
+// whether pairs pool or not (the stage always folds them): a pair with no
+// window closed yet gets what the allocation engine gives a new run
+// (`AllocationEngine.resolve`): the limit of the first of its image (× the
+// user's factor), its user and everyone whose level has folded the engine's
+// `minWindows` (default 3) windows; the trace's limit or the default where
+// none has, or where that level predicts nothing for the resource.
 import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
+import { allocationConfig } from "../../allocate/config.js";
 import { ANY, pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Resource, type Sample, type WindowAggregate } from "../../core/types.js";
@@ -22,6 +26,8 @@ import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
 import { fedByOthers, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type PerResource } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
+
+const NO_PAIRS: ReadonlyMap<string, PerResource> = new Map();
 
 export interface AugurLiveOptions {
   /** Fractions of steps allowed above the memory and rate limits (the live config's memoryMissRate and rateMissRate). */
@@ -43,6 +49,8 @@ export interface AugurLiveOptions {
 class LiveLevel implements PeerLevel {
   readonly model: ForecastModel;
   readonly contributors = new Set<string>();
+  /** Windows folded: the level's profile's `windows`. */
+  windows = 0;
   private cached: { limits: Limits; p90: PerResource } | undefined;
   private stale = false;
 
@@ -70,13 +78,14 @@ class LiveLevel implements PeerLevel {
   fold(window: WindowAggregate, pair: string): void {
     this.model.observe(window);
     this.contributors.add(pair);
+    this.windows++;
     this.stale = true;
   }
 }
 
 interface LivePair {
   model: ForecastModel;
-  /** Its fallback levels (image, user, everyone); none where pairs stand alone. */
+  /** Its fallback levels (image, user, everyone). */
   levels: LiveLevel[];
   /** The model's prediction after its last window, made then as the stage makes it (pooled, later it could differ). */
   prediction: Profile["resources"];
@@ -106,8 +115,25 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
         if (!found) levels.set(id, (found = new LiveLevel(fallbackFactory)));
         return found;
       });
-  /** Pooled, per user its pairs' p90s by image, as their last windows left them (the user factor of the image level's prior). */
+  /** Per user its pairs' p90s by image, as their last windows left them (the user factor that scales the image's level). */
   const users = new Map<string, Map<string, PerResource>>();
+  const factorOf = (image: string, user: string) => {
+    const pairsOfUser = users.get(user) ?? NO_PAIRS;
+    return (resource: Resource) => userFactorOf(pairsOfUser, (other) => levels.get(pairKey(other, ANY))?.p90, image, resource);
+  };
+  const { minWindows } = allocationConfig.parse({});
+  /** A new run's limit as the allocation engine resolves it: the first level with minWindows windows (NaN: none, or no limit for the resource there). */
+  const coldStart = (image: string, user: string, resource: Resource): number => {
+    const fallbacks = levelsOf(image, user);
+    for (let l = 0; l < fallbacks.length; l++) {
+      const level = fallbacks[l]!;
+      if (level.windows < minWindows) continue;
+      const limit = level.limits?.[resource];
+      if (limit === undefined || !(limit > 0 && limit < Infinity)) return Number.NaN;
+      return l === 0 ? limit * factorOf(image, user)(resource) : limit;
+    }
+    return Number.NaN;
+  };
   /** Per workload, its sample of the step being observed (one resource at a time). */
   const pending = new Map<number, Sample>();
   let now = -Infinity;
@@ -116,17 +142,16 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     for (const window of closed) {
       const key = pairKey(window.image, window.user);
       let pair = pairs.get(key);
-      if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: pooled ? levelsOf(window.image, window.user) : [], prediction: {} }));
+      if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: levelsOf(window.image, window.user), prediction: {} }));
       const { levels: fallbacks } = pair;
       // As the stage folds: the pair first (pooled, with its peers as they were before this window, the image's
       // level scaled by the user's factor), then its levels.
       let peers: PeerLevel[] | null = null;
-      const pairsOfUser = users.get(window.user) ?? new Map<string, PerResource>();
-      const userFactor = (resource: Resource) => userFactorOf(pairsOfUser, (image) => levels.get(pairKey(image, ANY))?.p90, window.image, resource);
+      const userFactor = factorOf(window.image, window.user);
       const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors.size, level.contributors.has(key)) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
       pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= peersOf()), resource) : undefined);
       pair.prediction = pair.model.predict();
-      if (pooled) users.set(window.user, pairsOfUser.set(window.image, predicted(pair.prediction, "p90")));
+      users.set(window.user, (users.get(window.user) ?? new Map<string, PerResource>()).set(window.image, predicted(pair.prediction, "p90")));
       for (const level of fallbacks) level.fold(window, key);
     }
   };
@@ -144,7 +169,10 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     limit(pair, resource, ts, fallback) {
       advance(ts);
       const live = pairs.get(pairKey(pair.image, pair.user));
-      if (!live) return fallback;
+      if (!live) {
+        const level = coldStart(pair.image, pair.user, resource);
+        return Number.isNaN(level) ? fallback : level;
+      }
       return live.prediction[resource]?.limit ?? fallback;
     },
     forecast(pair, resource) {
