@@ -7,14 +7,15 @@
 // global model as loaded), exactly as the stage folds it. The limit for a
 // step is the pair's profile limit from the windows closed before it;
 // `--load-models` gives it what `augur models load` would (the global models
-// and the calibration an earlier augur run learned). Pooled, each window
-// also goes to the pair's fallback levels (image, user, everyone; the
-// pipeline's default fallback model), whose limits before it are the pair's
-// prior, as the stage gives them. Each window goes to the fallback levels
-// whether pairs pool or not (the stage always folds them): a pair with no
-// window closed yet gets what the allocation engine gives a new run
-// (`AllocationEngine.resolve`): the limit of the first of its image (× the
-// user's factor), its user and everyone whose level has folded the engine's
+// and the calibration an earlier augur run learned). Each window also goes
+// to the pair's fallback levels (image, user, everyone; the pipeline's
+// default fallback model), as the stage folds them whether pairs pool or
+// not. Pooled, their limits before the window are the pair's prior, as the
+// stage gives them. A pair with no window closed yet gets what the
+// allocation engine gives a new run (`AllocationEngine.resolve`): the limit
+// of the first of its image's level (× the user's factor, as the prior's:
+// the engine's leaves out pairs and image levels of fewer than `minWindows`
+// windows), its user's and everyone's that has folded the engine's
 // `minWindows` (default 3) windows; the trace's limit or the default where
 // none has, or where that level predicts nothing for the resource.
 import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
