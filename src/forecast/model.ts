@@ -53,6 +53,8 @@ export interface SharedModelState {
 export type PerResource = Partial<Record<Resource, number>>;
 /** A profile's limits, per resource. */
 export type Limits = PerResource;
+/** A user with no pairs: `userFactorOf`'s pairs where none are known (factor 1). */
+export const NO_PAIRS: ReadonlyMap<string, PerResource> = new Map();
 
 /** The limit a pair's peers ran at for a resource, NaN where there is none (see `ForecastModel.observe`). */
 export type Peers = (resource: Resource) => number;

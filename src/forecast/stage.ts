@@ -5,7 +5,7 @@ import { PEAK_LIKE, type Profile, type Resource, type ResourceWindowStats, type 
 import type { ProfileStore, ProfileUpdate } from "../store/profile-store.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type OutgoingRecord, type TopicRecord, type Transport } from "../transport/topic.js";
-import { fedByOthers, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers, type PerResource } from "./model.js";
+import { fedByOthers, NO_PAIRS, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type Peers, type PerResource } from "./model.js";
 import { validateWindow } from "./validate-window.js";
 
 interface KeyState {
@@ -90,8 +90,6 @@ function touch<K, V>(map: Map<K, V>, key: K, value: V): V {
 function bound(map: Map<unknown, unknown>, size: number): void {
   while (map.size > size) map.delete(map.keys().next().value);
 }
-
-const NO_PAIRS: ReadonlyMap<string, PerResource> = new Map();
 
 type ProfileLevel = ReturnType<typeof profileLevels>[number];
 

@@ -24,11 +24,9 @@ import { ANY, pairKey, profileLevels } from "../../core/keys.js";
 import { emptySample } from "../../core/sample.js";
 import { setSampleValue, type Profile, type Resource, type Sample, type WindowAggregate } from "../../core/types.js";
 import { ENSEMBLE_MODEL } from "../../forecast/ensemble-model.js";
-import { fedByOthers, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type PerResource } from "../../forecast/model.js";
+import { fedByOthers, NO_PAIRS, peerLimit, predicted, userFactorOf, type ForecastModel, type Limits, type ModelFactory, type PeerLevel, type PerResource } from "../../forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../forecast/registry.js";
 import type { BacktestPolicy } from "../policy.js";
-
-const NO_PAIRS: ReadonlyMap<string, PerResource> = new Map();
 
 export interface AugurLiveOptions {
   /** Fractions of steps allowed above the memory and rate limits (the live config's memoryMissRate and rateMissRate). */
