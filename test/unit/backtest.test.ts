@@ -18,6 +18,8 @@ import { replayInParallel } from "../../src/backtest/parallel.js";
 import { ValidationError } from "../../src/core/errors.js";
 import { DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../src/aggregate/windows.js";
 import { allocationConfig } from "../../src/allocate/config.js";
+import { AllocationEngine } from "../../src/allocate/engine.js";
+import { createScaler } from "../../src/allocate/scaler.js";
 import type { Profile, WindowAggregate } from "../../src/core/types.js";
 import { traceSamples } from "../../src/pipeline/trace-samples.js";
 import { CHUNK_BYTES, forEachCsvRecord, forEachLine, LineFile, MAX_LINE_CHARS, type WorkloadSeries } from "../../src/backtest/trace.js";
@@ -26,7 +28,6 @@ import { DecayingHistogram } from "../../src/forecast/decaying-histogram.js";
 import { histogramOptionsFor, PooledMisses } from "../../src/forecast/ensemble.js";
 import { GlobalLearners } from "../../src/forecast/global-learners.js";
 import { GLOBAL_FEATURES, initTensorflow } from "../../src/forecast/global-model.js";
-import { predicted, userFactorOf } from "../../src/forecast/model.js";
 import { createModelFactory, DEFAULT_FALLBACK_MODEL } from "../../src/forecast/registry.js";
 import { ForecastStage } from "../../src/forecast/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
@@ -530,6 +531,9 @@ describe("augur-live policy", () => {
           // the user's factor (above 1).
           if (step >= 100) rows.push(`${T0 + step * MIN + 9000},w9,img-2,u-late,${(4 * 0.9 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(4 * 6e8 * (0.9 + 0.1 * random()))}`);
           if (step >= 200) rows.push(`${T0 + step * MIN + 8000},w8,img-1,u-late,${(0.5 * (0.8 + 0.2 * random())).toFixed(4)},${Math.round(4e8 * (0.9 + 0.1 * random()))}`);
+          // The late user, for two minutes, on a third image, far above its others: a pair of fewer than minWindows
+          // windows, which the engine's user factor leaves out (the prior's counts it).
+          if (step === 150 || step === 151) rows.push(`${T0 + step * MIN + 12_000},w12,img-0,u-late,6,${8e9}`);
           // A new image run for two minutes, then by another new user: its level has two windows, fewer than the
           // engine's minWindows, so the second user's new run gets everyone's.
           if (step === 300 || step === 301) rows.push(`${T0 + step * MIN + 10_000},w10,img-3,u-brief,0.2,${2e8}`);
@@ -576,20 +580,22 @@ describe("augur-live policy", () => {
         store.close();
         await transport.close();
 
-        // A pair with no profile yet: what the allocation engine gives a new run, from the fallback levels' profiles then.
-        const minWindows = allocationConfig.parse({}).minWindows;
+        // A pair with no profile yet: what the allocation engine gives a new run (`resolve`: the level and the user
+        // factor), asked of the engine itself over the profiles in force then.
+        const config = allocationConfig.parse({});
         const newRun = (image: string, user: string, resource: "cpu" | "mem", ts: number): { level: string; limit: number } => {
-          for (const [levelImage, levelUser] of [[image, "*"], ["*", user], ["*", "*"]] as const) {
-            const level = levelProfiles.filter((p) => p.image === levelImage && p.user === levelUser && p.version <= ts).at(-1);
-            if (!level || level.windows < minWindows) continue;
-            if (level.level !== "image") return { level: level.level, limit: level.resources[resource]!.limit };
-            // The image's level scaled by the user's factor: the user's other pairs' p90s against their images' then.
-            const inForce = (list: Profile[], image: string, user: string) => list.filter((p) => p.image === image && p.user === user && p.version <= ts).at(-1);
-            const ownPairs = new Map(profiles.filter((p) => p.user === user && p.version <= ts).map((p) => [p.image, predicted(inForce(profiles, p.image, user)!.resources, "p90")]));
-            const factor = userFactorOf(ownPairs, (other) => predicted(inForce(levelProfiles, other, "*")?.resources, "p90"), image, resource);
-            return { level: factor === 1 ? "image" : factor > 1.03 ? "image × the user's factor" : `image × ${factor}`, limit: level.resources[resource]!.limit * factor };
-          }
-          return { level: "default", limit: DEFAULT_LIMITS[resource] };
+          const inForce = (list: Profile[]) => [...new Map(list.filter((p) => p.version <= ts).map((p) => [`${p.image}|${p.user}`, p])).values()];
+          const exact = inForce(profiles);
+          const general = inForce(levelProfiles);
+          const then = {
+            getProfile: (i: string, u: string) => [...exact, ...general].find((p) => p.image === i && p.user === u) ?? null,
+            profilesOfUser: (u: string) => exact.filter((p) => p.user === u),
+          } as unknown as ProfileStore;
+          const resolved = new AllocationEngine(config, then, { cpu: 1, memory: 1, gpus: 0 }, "n", createScaler(config.scaler)).resolve(image, user);
+          if (!resolved.profile) return { level: "default", limit: DEFAULT_LIMITS[resource] };
+          const factor = resolved.userFactor[resource === "cpu" ? "cpu" : "memory"];
+          const level = resolved.level !== "image" || factor === 1 ? resolved.level : factor > 1.03 ? "image × the user's factor" : `image × ${factor}`;
+          return { level, limit: resolved.profile.resources[resource]!.limit * factor };
         };
         let compared = 0;
         const fallbacks: Record<string, number> = {};
@@ -605,10 +611,10 @@ describe("augur-live policy", () => {
           assert.equal(limit, inForce.resources[resource]!.limit, key);
           compared++;
         }
-        assert.equal(compared + Object.values(fallbacks).reduce((a, b) => a + b, 0), (7 * 360 + 240 + 160 + 260 + 2 + 57) * 2);
+        assert.equal(compared + Object.values(fallbacks).reduce((a, b) => a + b, 0), (7 * 360 + 240 + 160 + 260 + 2 + 2 + 57) * 2);
         // A pair's first minute has no profile: those of the first minute had no level either, the solo pair's and
         // the brief and later pairs' image and user none with minWindows windows (everyone's), the late user's images had.
-        assert.deepEqual(fallbacks, { default: 7 * 2, global: 3 * 2, image: 2, "image × the user's factor": 2 });
+        assert.deepEqual(fallbacks, { default: 7 * 2, global: 3 * 2, image: 2, "image × the user's factor": 2 * 2 });
         // Pooled, young pairs hold their peers' level (the fallback levels' limits) for a while; alone, there is none.
         const fromPrior = profiles.filter((p) => Object.values(p.resources).some((r) => r.model.includes(":prior×"))).length;
         if (poolAcrossPairs) assert.ok(fromPrior > 0, "some profile holds the peers' prior");

@@ -13,11 +13,11 @@
 // not. Pooled, their limits before the window are the pair's prior, as the
 // stage gives them. A pair with no window closed yet gets what the
 // allocation engine gives a new run (`AllocationEngine.resolve`): the limit
-// of the first of its image's level (× the user's factor, as the prior's:
-// the engine's leaves out pairs and image levels of fewer than `minWindows`
-// windows), its user's and everyone's that has folded the engine's
-// `minWindows` (default 3) windows; the trace's limit or the default where
-// none has, or where that level predicts nothing for the resource.
+// of the first of its image's level (× the user's factor, the engine's: from
+// the user's pairs and image levels that have folded `minWindows` windows),
+// its user's and everyone's that has folded the engine's `minWindows`
+// (default 3) windows; the trace's limit or the default where none has, or
+// where that level predicts nothing for the resource.
 import { DEFAULT_SKETCH_ACCURACY, DEFAULT_WINDOW_SECONDS, WindowAggregator } from "../../aggregate/windows.js";
 import { allocationConfig } from "../../allocate/config.js";
 import { ANY, pairKey, profileLevels } from "../../core/keys.js";
@@ -88,6 +88,8 @@ interface LivePair {
   levels: LiveLevel[];
   /** The model's prediction after its last window, made then as the stage makes it (pooled, later it could differ). */
   prediction: Profile["resources"];
+  /** Windows folded: its profile's `windows`. */
+  windows: number;
 }
 
 export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy {
@@ -114,13 +116,21 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
         if (!found) levels.set(id, (found = new LiveLevel(fallbackFactory)));
         return found;
       });
-  /** Per user its pairs' p90s by image, as their last windows left them (the user factor that scales the image's level). */
+  const { minWindows } = allocationConfig.parse({});
+  /**
+   * Per user its pairs' p90s by image, as their last windows left them (the user factor that scales the image's
+   * level): every pair for the prior (as the stage's), those of `minWindows` windows for a new run (as the engine's).
+   */
   const users = new Map<string, Map<string, PerResource>>();
-  const factorOf = (image: string, user: string) => {
+  const settledUsers = new Map<string, Map<string, PerResource>>();
+  const priorFactorOf = (image: string, user: string) => {
     const pairsOfUser = users.get(user) ?? NO_PAIRS;
     return (resource: Resource) => userFactorOf(pairsOfUser, (other) => levels.get(pairKey(other, ANY))?.p90, image, resource);
   };
-  const { minWindows } = allocationConfig.parse({});
+  const settledLevel = (image: string): PerResource | undefined => {
+    const level = levels.get(pairKey(image, ANY));
+    return level && level.windows >= minWindows ? level.p90 : undefined;
+  };
   /** A new run's limit as the allocation engine resolves it: the first level with minWindows windows (NaN: none, or no limit for the resource there). */
   const coldStart = (image: string, user: string, resource: Resource): number => {
     const fallbacks = levelsOf(image, user);
@@ -129,7 +139,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       if (level.windows < minWindows) continue;
       const limit = level.limits?.[resource];
       if (limit === undefined || !(limit > 0 && limit < Infinity)) return Number.NaN;
-      return l === 0 ? limit * factorOf(image, user)(resource) : limit;
+      return l === 0 ? limit * userFactorOf(settledUsers.get(user) ?? NO_PAIRS, settledLevel, image, resource) : limit;
     }
     return Number.NaN;
   };
@@ -141,16 +151,19 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
     for (const window of closed) {
       const key = pairKey(window.image, window.user);
       let pair = pairs.get(key);
-      if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: levelsOf(window.image, window.user), prediction: {} }));
+      if (!pair) pairs.set(key, (pair = { model: factory.create(), levels: levelsOf(window.image, window.user), prediction: {}, windows: 0 }));
       const { levels: fallbacks } = pair;
       // As the stage folds: the pair first (pooled, with its peers as they were before this window, the image's
       // level scaled by the user's factor), then its levels.
       let peers: PeerLevel[] | null = null;
-      const userFactor = factorOf(window.image, window.user);
+      const userFactor = priorFactorOf(window.image, window.user);
       const peersOf = () => fallbacks.flatMap((level, l): PeerLevel[] => (!fedByOthers(level.contributors.size, level.contributors.has(key)) ? [] : l > 0 ? [level] : [{ get limits() { return level.limits; }, userFactor }]));
       pair.model.observe(window, pooled ? (resource) => peerLimit((peers ??= peersOf()), resource) : undefined);
       pair.prediction = pair.model.predict();
-      users.set(window.user, (users.get(window.user) ?? new Map<string, PerResource>()).set(window.image, predicted(pair.prediction, "p90")));
+      pair.windows++;
+      const p90 = predicted(pair.prediction, "p90");
+      users.set(window.user, (users.get(window.user) ?? new Map<string, PerResource>()).set(window.image, p90));
+      if (pair.windows >= minWindows) settledUsers.set(window.user, (settledUsers.get(window.user) ?? new Map<string, PerResource>()).set(window.image, p90));
       for (const level of fallbacks) level.fold(window, key);
     }
   };
