@@ -488,6 +488,39 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     }
   });
 
+  for (const client of CLIENTS) it(`a batch that fails while its partition stays the member's (its restore failed) is read again: no record skipped (${client})`, async () => {
+    // A broker restart can fail a partition's restore (the changelog read) with the member still owning the
+    // partition: the client has fetched the batch, and its position is past it.
+    const s = setup(client === "kafkajs" ? "reread" : "rereadrd", "", `  client: ${client}`);
+    const { loadPipeline } = await import("../../src/config/pipeline.js");
+    const { createTransport } = await import("../../src/transport/create.js");
+    const transport = await createTransport(loadPipeline(s.config).config);
+    try {
+      run(["topics", "create", "--config", s.config]);
+      const base = { workload: "w1", image: "img", user: "alice", host: "h", source: "test", cpuCores: 0.5, memoryWorkingSetBytes: 1e8 };
+      const count = 40;
+      await transport.topic(TOPICS.samples).publish(Array.from({ length: count }, (_, i) => ({ key: "img|alice", value: { ...base, ts: 1_700_000_000_000 + i * 1_000 }, timestamp: 1_700_000_000_000 + i * 1_000 })));
+      const seen: number[] = [];
+      let restores = 0;
+      const onAssign = async () => {
+        if (restores++ < 2) throw new Error(`restore ${restores} failed: the changelog's leader is away`);
+      };
+      const consumer = await transport.consume<{ ts: number }>(TOPICS.samples, { group: "reread", maxBatch: 5, onAssign }, async (batch) => {
+        for (const record of batch) seen.push(Number(record.value.ts));
+      });
+      try {
+        await eventually(() => (new Set(seen).size === count ? true : undefined), 60_000, `all ${count} records consumed (seen ${new Set(seen).size})`);
+      } finally {
+        await consumer.stop();
+      }
+      assert.equal(restores, 3, "the restore was tried until it succeeded, before any record was handled");
+      assert.deepEqual(seen, Array.from({ length: count }, (_, i) => 1_700_000_000_000 + i * 1_000), "each record once, in order");
+    } finally {
+      await transport.close();
+      s.cleanup();
+    }
+  });
+
   for (const client of CLIENTS) it(`poison records go to the dead letter with the reason, and the stage keeps going (${client})`, async () => {
     const s = setup(client === "kafkajs" ? "poison" : "poisonrd", "", `  client: ${client}`);
     try {

@@ -44,6 +44,7 @@ interface RdConsumer extends RdClient {
   unassign(): void;
   consume(count: number, cb: (err: RdError | null, messages: RdMessage[]) => void): void;
   commitSync(offset: RdTopicPartition & { offset: number }): void;
+  seek(offset: RdTopicPartition & { offset: number }, timeoutMs: number, cb: (err: RdError | null) => void): void;
   commit(offset: RdTopicPartition & { offset: number }): void;
   pause(partitions: RdTopicPartition[]): void;
   resume(partitions: RdTopicPartition[]): void;
@@ -242,7 +243,12 @@ class RdkafkaTransportConsumer implements TransportConsumer {
     return new Promise((resolve, reject) => this.consumer!.consume(count, (err, messages) => (err ? reject(err) : resolve(messages))));
   }
 
-  /** Fetch, split by partition (order kept within each), handle; a failed handler's partition goes back and is read again. */
+  /**
+   * Fetch, split by partition (order kept within each), handle. A batch that
+   * fails while its partition is still this member's (its restore or a commit
+   * failed with the broker away, say) is read again from its first record not
+   * handled: librdkafka's position is already past the whole batch.
+   */
   private async run(): Promise<void> {
     const maxBatch = this.options.maxBatch ?? this.transportOptions.maxBatch;
     while (!this.stopping) {
@@ -265,18 +271,48 @@ class RdkafkaTransportConsumer implements TransportConsumer {
       for (const [partition, batch] of byPartition) {
         if (this.stopping) break;
         if (!this.owned.has(partition)) continue;
+        const owned = this.owned;
+        const progress = { next: batch[0]!.offset };
         try {
-          await this.handle(partition, batch);
+          await this.handle(partition, batch, progress);
         } catch (error) {
-          // Only when the partition went to another member (or the consumer stops) mid-batch:
-          // the new owner reads from the last commit.
-          if (!this.stopping) console.error(`augur: ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; left to the partition's next owner`);
+          if (this.stopping) continue;
+          if (this.owned !== owned || !owned.has(partition)) {
+            // The partition went to another member mid-batch: the new owner reads from the last commit.
+            console.error(`augur: ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; left to the partition's next owner`);
+            continue;
+          }
+          console.error(`augur: ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; reading it again from offset ${progress.next}`);
+          await this.rewind(partition, progress.next, owned);
         }
       }
     }
   }
 
-  private async handle(partition: number, batch: RdMessage[]): Promise<void> {
+  /**
+   * Moves the partition's fetch position back to `offset`, waiting until no
+   * record fetched for the old position can come out (librdkafka drops them);
+   * retried while the partition stays this member's, then a pause before the
+   * next fetch, so that a failure that lasts does not spin.
+   */
+  private async rewind(partition: number, offset: number, owned: Set<number>): Promise<void> {
+    const stillOwned = () => !this.stopping && this.owned === owned && owned.has(partition);
+    try {
+      await withRetry(() => call((cb) => this.consumer!.seek({ topic: this.physicalTopic, partition, offset }, 10_000, cb)), {
+        initialDelayMs: 250,
+        maxDelayMs: 5_000,
+        attempts: Infinity,
+        shouldStop: () => !stillOwned(),
+        onError: logRetry(`moving ${this.options.group} on ${this.topic}[${partition}] back to offset ${offset}`),
+      });
+      await sleep(500);
+    } catch {
+      // Given up only once the partition is no longer this member's: its next owner reads from the last commit.
+    }
+  }
+
+  /** Handles one partition's records in order; `progress.next`: the first record not yet handled and committed. */
+  private async handle(partition: number, batch: RdMessage[], progress: { next: number }): Promise<void> {
     if (this.options.onAssign && !this.assigned.has(partition)) {
       await this.options.onAssign(partition);
       this.assigned.add(partition);
@@ -310,6 +346,9 @@ class RdkafkaTransportConsumer implements TransportConsumer {
         hold: this.hold,
         metrics: this.metrics,
         highWatermark,
+        afterChunk: async (_partition, lastOffset) => {
+          progress.next = lastOffset + 1;
+        },
         commit: async (p, offset) => {
           try {
             this.consumer!.commit({ topic: this.physicalTopic, partition: p, offset });
