@@ -11,7 +11,7 @@ import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
 import type { Profile } from "../../src/core/types.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
-import { DEAD_LETTER_HEADERS, TOPICS } from "../../src/transport/topic.js";
+import { DEAD_LETTER_HEADERS, TOPICS, type Transport } from "../../src/transport/topic.js";
 import { augur, CLI, REPO } from "../cli.js";
 import { eventually, sleep, tempDir } from "../helpers.js";
 
@@ -107,6 +107,24 @@ async function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"
   const exited = new Promise((resolve) => child.once("exit", resolve));
   child.kill(signal);
   await exited;
+}
+
+/** A transport on a namespace of its own whose augur.samples holds `count` samples of one pair, a second apart (their timestamps go to `body`). */
+async function withPublishedSamples(name: string, transportExtra: string, count: number, body: (transport: Transport, stamps: number[]) => Promise<void>): Promise<void> {
+  const s = setup(name, "", transportExtra);
+  const { loadPipeline } = await import("../../src/config/pipeline.js");
+  const { createTransport } = await import("../../src/transport/create.js");
+  const transport = await createTransport(loadPipeline(s.config).config);
+  try {
+    run(["topics", "create", "--config", s.config]);
+    const base = { workload: "w1", image: "img", user: "alice", host: "h", source: "test", cpuCores: 0.5, memoryWorkingSetBytes: 1e8 };
+    const stamps = Array.from({ length: count }, (_, i) => 1_700_000_000_000 + i * 1_000);
+    await transport.topic(TOPICS.samples).publish(stamps.map((ts) => ({ key: "img|alice", value: { ...base, ts }, timestamp: ts })));
+    await body(transport, stamps);
+  } finally {
+    await transport.close();
+    s.cleanup();
+  }
 }
 
 function run(args: string[]): string {
@@ -457,15 +475,7 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     // kafkajs stops a consumer for good on a non-retriable error such as the
     // coordinator's "not aware of this member" after a pause (GC, a stopped VM,
     // a broker whose coordinator was still settling); the transport starts a new one.
-    const s = setup("fenced");
-    const { loadPipeline } = await import("../../src/config/pipeline.js");
-    const { createTransport } = await import("../../src/transport/create.js");
-    const transport = await createTransport(loadPipeline(s.config).config);
-    try {
-      run(["topics", "create", "--config", s.config]);
-      const base = { workload: "w1", image: "img", user: "alice", host: "h", source: "test", cpuCores: 0.5, memoryWorkingSetBytes: 1e8 };
-      const count = 40;
-      await transport.topic(TOPICS.samples).publish(Array.from({ length: count }, (_, i) => ({ key: "img|alice", value: { ...base, ts: 1_700_000_000_000 + i * 1_000 }, timestamp: 1_700_000_000_000 + i * 1_000 })));
+    await withPublishedSamples("fenced", "", 40, async (transport, stamps) => {
       const seen = new Set<number>();
       let paused = false;
       const consumer = await transport.consume<{ ts: number }>(TOPICS.samples, { group: "fenced", maxBatch: 5 }, async (batch) => {
@@ -478,28 +488,17 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
         for (const record of batch) seen.add(Number(record.value.ts));
       });
       try {
-        await eventually(() => (seen.size === count ? true : undefined), 120_000, `all ${count} records consumed`);
+        await eventually(() => (seen.size === stamps.length ? true : undefined), 120_000, `all ${stamps.length} records consumed`);
       } finally {
         await consumer.stop();
       }
-    } finally {
-      await transport.close();
-      s.cleanup();
-    }
+    });
   });
 
   for (const client of CLIENTS) it(`a batch that fails while its partition stays the member's (its restore failed) is read again: no record skipped (${client})`, async () => {
     // A broker restart can fail a partition's restore (the changelog read) with the member still owning the
     // partition: the client has fetched the batch, and its position is past it.
-    const s = setup(client === "kafkajs" ? "reread" : "rereadrd", "", `  client: ${client}`);
-    const { loadPipeline } = await import("../../src/config/pipeline.js");
-    const { createTransport } = await import("../../src/transport/create.js");
-    const transport = await createTransport(loadPipeline(s.config).config);
-    try {
-      run(["topics", "create", "--config", s.config]);
-      const base = { workload: "w1", image: "img", user: "alice", host: "h", source: "test", cpuCores: 0.5, memoryWorkingSetBytes: 1e8 };
-      const count = 40;
-      await transport.topic(TOPICS.samples).publish(Array.from({ length: count }, (_, i) => ({ key: "img|alice", value: { ...base, ts: 1_700_000_000_000 + i * 1_000 }, timestamp: 1_700_000_000_000 + i * 1_000 })));
+    await withPublishedSamples(client === "kafkajs" ? "reread" : "rereadrd", `  client: ${client}`, 40, async (transport, stamps) => {
       const seen: number[] = [];
       let restores = 0;
       const onAssign = async () => {
@@ -509,16 +508,13 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
         for (const record of batch) seen.push(Number(record.value.ts));
       });
       try {
-        await eventually(() => (new Set(seen).size === count ? true : undefined), 60_000, `all ${count} records consumed (seen ${new Set(seen).size})`);
+        await eventually(() => (new Set(seen).size === stamps.length ? true : undefined), 60_000, `all ${stamps.length} records consumed (seen ${new Set(seen).size})`);
       } finally {
         await consumer.stop();
       }
       assert.equal(restores, 3, "the restore was tried until it succeeded, before any record was handled");
-      assert.deepEqual(seen, Array.from({ length: count }, (_, i) => 1_700_000_000_000 + i * 1_000), "each record once, in order");
-    } finally {
-      await transport.close();
-      s.cleanup();
-    }
+      assert.deepEqual(seen, stamps, "each record once, in order");
+    });
   });
 
   for (const client of CLIENTS) it(`poison records go to the dead letter with the reason, and the stage keeps going (${client})`, async () => {
