@@ -45,6 +45,14 @@ export class AggregateStage {
    * sample still in an open window. What a restart must re-read.
    */
   private readonly open = new Map<string, { partition: number; steps: Map<number, number> }>();
+  /**
+   * Per partition, the newest offset this process has taken in (folded into
+   * the windows or sent to the dead letter). A record at or before it comes
+   * again (a rebalance that gives the partition back from its last commit,
+   * which open windows hold back; a batch read again): its effect is already
+   * here, and taking it again would dead-letter it as late, or count it twice.
+   */
+  private readonly takenUpTo = new Map<number, number>();
 
   constructor(
     private readonly transport: Transport,
@@ -83,17 +91,24 @@ export class AggregateStage {
     this.lastRecordWallMs = Date.now();
     for (const record of batch) {
       this.metrics.recordsIn.inc({ stage: STAGE });
+      if (record.offset <= (this.takenUpTo.get(record.partition) ?? -1)) {
+        this.metrics.rejectedSamples.inc({ reason: "redelivered" });
+        continue;
+      }
       let sample: Sample;
       try {
         sample = validateSample(record.value);
       } catch (error) {
         await sendToDeadLetter(this.transport, STAGE, record, error, this.metrics);
+        this.takenUpTo.set(record.partition, record.offset);
         continue;
       }
       if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
       this.track(sample, record);
       this.inputs.next(sample);
+      // Taken in once what it closed is published (a failed publish keeps the windows, and the record comes again).
       await this.publish(record);
+      this.takenUpTo.set(record.partition, record.offset);
     }
   }
 

@@ -33,7 +33,7 @@ export class Metrics {
     });
     this.rejectedSamples = new Counter({
       name: "augur_samples_rejected_total",
-      help: "Samples not counted by the windowing (late or duplicate)",
+      help: "Samples not counted by the windowing: late, duplicate, or redelivered (already taken in by this process)",
       labelNames: ["reason"],
       registers,
     });

@@ -57,6 +57,54 @@ describe("aggregate stage", () => {
     await transport.close();
   });
 
+  it("takes a record read again (a rebalance from the last commit) as already counted: not dead-lettered as late, not counted twice", async () => {
+    const transport = new EmbeddedTransport({ partitions: 2, bufferRecords: 100 });
+    const metrics = new Metrics();
+    const windows: WindowAggregate[] = [];
+    const dead: Array<TopicRecord<DeadLetter>> = [];
+    await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
+      windows.push(...batch.map((r) => r.value));
+    });
+    await transport.consume<DeadLetter>(TOPICS.deadLetter, { group: "t" }, async (batch) => {
+      dead.push(...batch);
+    });
+    const stage = new AggregateStage(
+      transport,
+      { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 0, sketchAccuracy: 0.01, latePolicy: "dead-letter", duplicatePolicy: "dead-letter", idleWatermarkMs: 0 },
+      metrics,
+    );
+    const record = (partition: number, offset: number, value: unknown): TopicRecord<unknown> => ({ topic: TOPICS.samples, partition, offset, key: "img|alice", value, timestamp: T0, headers: {} });
+    // Partition 0: two pairs; bob's window [T0, T0+10s) stays open (it holds the commit back to offset 1), alice's
+    // closes at offset 3. Partition 1: a record that is not a sample, then alice's late sample.
+    const first = [
+      record(0, 0, sample({ ts: T0, cpuCores: 1 })),
+      record(0, 1, sample({ ts: T0 + 1_000, workload: "wb", user: "bob", cpuCores: 5 })),
+      record(0, 2, sample({ ts: T0 + 2_000, cpuCores: 2 })),
+      record(0, 3, sample({ ts: T0 + 12_000, cpuCores: 3 })),
+    ];
+    await stage.handle(first);
+    await stage.handle([record(1, 0, "garbage"), record(1, 1, sample({ ts: T0 + 3_000, workload: "late" }))]);
+    await transport.drain();
+    assert.deepEqual(windows.map((w) => [w.user, w.windowStart - T0, w.resources.cpu!.max]), [["alice", 0, 2]]);
+    assert.equal(dead.length, 2, "the record that is not a sample and the late one");
+    assert.equal(stage.resumeFrom(0), 1, "bob's open window holds partition 0 back");
+
+    // Both partitions come again from their commits (0 and 1), then go on.
+    await stage.handle([...first.slice(1), record(0, 4, sample({ ts: T0 + 14_000, cpuCores: 4 })), record(0, 5, sample({ ts: T0 + 21_000, workload: "wb", user: "bob", cpuCores: 6 }))]);
+    await stage.handle([record(1, 0, "garbage"), record(1, 1, sample({ ts: T0 + 3_000, workload: "late" }))]);
+    await stage.stop({ flush: true });
+    await transport.drain();
+    assert.equal(dead.length, 2, "nothing taken in before is dead-lettered again");
+    assert.deepEqual(
+      windows.map((w) => [w.user, w.windowStart - T0, w.sampleCount, w.resources.cpu!.max]).sort(),
+      [["alice", 0, 2, 2], ["alice", 10_000, 2, 4], ["bob", 0, 1, 5], ["bob", 20_000, 1, 6]],
+    );
+    const text = await metrics.registry.metrics();
+    assert.match(text, /augur_samples_rejected_total\{reason="redelivered"\} 5/);
+    assert.doesNotMatch(text, /reason="duplicate"/);
+    await transport.close();
+  });
+
   it("keeps windows whose publish failed and publishes them with the retried batch: none lost", async () => {
     const transport = new EmbeddedTransport({ partitions: 1, bufferRecords: 100 });
     const windows: WindowAggregate[] = [];
