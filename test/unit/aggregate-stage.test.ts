@@ -7,23 +7,29 @@ import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transpo
 import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type OutgoingRecord, type TopicRecord } from "../../src/transport/topic.js";
 import { T0, sample } from "../helpers.js";
 
+/** An aggregate stage (10 s tumbling windows, late samples dead-lettered) on an embedded transport, and what it published and dead-lettered. */
+async function stageWithSinks(duplicatePolicy: "drop" | "dead-letter") {
+  const transport = new EmbeddedTransport({ partitions: 2, bufferRecords: 100 });
+  const metrics = new Metrics();
+  const windows: WindowAggregate[] = [];
+  const dead: Array<TopicRecord<DeadLetter>> = [];
+  await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
+    windows.push(...batch.map((r) => r.value));
+  });
+  await transport.consume<DeadLetter>(TOPICS.deadLetter, { group: "t" }, async (batch) => {
+    dead.push(...batch);
+  });
+  const stage = new AggregateStage(
+    transport,
+    { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 0, sketchAccuracy: 0.01, latePolicy: "dead-letter", duplicatePolicy, idleWatermarkMs: 0 },
+    metrics,
+  );
+  return { transport, metrics, windows, dead, stage };
+}
+
 describe("aggregate stage", () => {
   it("windows valid samples, dead-letters bad and late ones with the reason, and keeps going", async () => {
-    const transport = new EmbeddedTransport({ partitions: 2, bufferRecords: 100 });
-    const metrics = new Metrics();
-    const windows: WindowAggregate[] = [];
-    const dead: Array<TopicRecord<DeadLetter>> = [];
-    await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
-      windows.push(...batch.map((r) => r.value));
-    });
-    await transport.consume<DeadLetter>(TOPICS.deadLetter, { group: "t" }, async (batch) => {
-      dead.push(...batch);
-    });
-    const stage = new AggregateStage(
-      transport,
-      { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 0, sketchAccuracy: 0.01, latePolicy: "dead-letter", duplicatePolicy: "drop", idleWatermarkMs: 0 },
-      metrics,
-    );
+    const { transport, metrics, windows, dead, stage } = await stageWithSinks("drop");
     await stage.start();
     const samples = transport.topic<unknown>(TOPICS.samples);
     const key = "img|alice";
@@ -58,21 +64,7 @@ describe("aggregate stage", () => {
   });
 
   it("takes a record read again (a rebalance from the last commit) as already counted: not dead-lettered as late, not counted twice", async () => {
-    const transport = new EmbeddedTransport({ partitions: 2, bufferRecords: 100 });
-    const metrics = new Metrics();
-    const windows: WindowAggregate[] = [];
-    const dead: Array<TopicRecord<DeadLetter>> = [];
-    await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
-      windows.push(...batch.map((r) => r.value));
-    });
-    await transport.consume<DeadLetter>(TOPICS.deadLetter, { group: "t" }, async (batch) => {
-      dead.push(...batch);
-    });
-    const stage = new AggregateStage(
-      transport,
-      { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 0, sketchAccuracy: 0.01, latePolicy: "dead-letter", duplicatePolicy: "dead-letter", idleWatermarkMs: 0 },
-      metrics,
-    );
+    const { transport, metrics, windows, dead, stage } = await stageWithSinks("dead-letter");
     const record = (partition: number, offset: number, value: unknown): TopicRecord<unknown> => ({ topic: TOPICS.samples, partition, offset, key: "img|alice", value, timestamp: T0, headers: {} });
     // Partition 0: two pairs; bob's window [T0, T0+10s) stays open (it holds the commit back to offset 1), alice's
     // closes at offset 3. Partition 1: a record that is not a sample, then alice's late sample.
