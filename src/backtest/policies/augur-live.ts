@@ -123,13 +123,14 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
    */
   const users = new Map<string, Map<string, PerResource>>();
   const settledUsers = new Map<string, Map<string, PerResource>>();
+  /**
+   * An image's level's p90s. For a new run too: the engine also leaves out image levels of fewer than minWindows
+   * windows, but a settled pair's image level has folded at least the pair's own.
+   */
+  const imageP90 = (image: string) => levels.get(pairKey(image, ANY))?.p90;
   const priorFactorOf = (image: string, user: string) => {
     const pairsOfUser = users.get(user) ?? NO_PAIRS;
-    return (resource: Resource) => userFactorOf(pairsOfUser, (other) => levels.get(pairKey(other, ANY))?.p90, image, resource);
-  };
-  const settledLevel = (image: string): PerResource | undefined => {
-    const level = levels.get(pairKey(image, ANY));
-    return level && level.windows >= minWindows ? level.p90 : undefined;
+    return (resource: Resource) => userFactorOf(pairsOfUser, imageP90, image, resource);
   };
   /** A new run's limit as the allocation engine resolves it: the first level with minWindows windows (NaN: none, or no limit for the resource there). */
   const coldStart = (image: string, user: string, resource: Resource): number => {
@@ -139,7 +140,7 @@ export function augurLivePolicy(options: AugurLiveOptions = {}): BacktestPolicy 
       if (level.windows < minWindows) continue;
       const limit = level.limits?.[resource];
       if (limit === undefined || !(limit > 0 && limit < Infinity)) return Number.NaN;
-      return l === 0 ? limit * userFactorOf(settledUsers.get(user) ?? NO_PAIRS, settledLevel, image, resource) : limit;
+      return l === 0 ? limit * userFactorOf(settledUsers.get(user) ?? NO_PAIRS, imageP90, image, resource) : limit;
     }
     return Number.NaN;
   };

@@ -277,7 +277,7 @@ class RdkafkaTransportConsumer implements TransportConsumer {
           await this.handle(partition, batch, progress);
         } catch (error) {
           if (this.stopping) continue;
-          if (this.owned !== owned || !owned.has(partition)) {
+          if (!this.holds(partition, owned)) {
             // The partition went to another member mid-batch: the new owner reads from the last commit.
             console.error(`augur: ${this.options.group} on ${this.topic}[${partition}]: ${errorMessage(error)}; left to the partition's next owner`);
             continue;
@@ -296,19 +296,23 @@ class RdkafkaTransportConsumer implements TransportConsumer {
    * next fetch, so that a failure that lasts does not spin.
    */
   private async rewind(partition: number, offset: number, owned: Set<number>): Promise<void> {
-    const stillOwned = () => !this.stopping && this.owned === owned && owned.has(partition);
     try {
       await withRetry(() => call((cb) => this.consumer!.seek({ topic: this.physicalTopic, partition, offset }, 10_000, cb)), {
         initialDelayMs: 250,
         maxDelayMs: 5_000,
         attempts: Infinity,
-        shouldStop: () => !stillOwned(),
+        shouldStop: () => !this.holds(partition, owned),
         onError: logRetry(`moving ${this.options.group} on ${this.topic}[${partition}] back to offset ${offset}`),
       });
       await sleep(500);
     } catch {
       // Given up only once the partition is no longer this member's: its next owner reads from the last commit.
     }
+  }
+
+  /** Whether the consumer runs and the partition is still this member's under the assignment `owned` (no rebalance since). */
+  private holds(partition: number, owned: Set<number>): boolean {
+    return !this.stopping && this.owned === owned && owned.has(partition);
   }
 
   /** Handles one partition's records in order; `progress.next`: the first record not yet handled and committed. */
@@ -324,7 +328,7 @@ class RdkafkaTransportConsumer implements TransportConsumer {
       highWatermark = undefined; // not known yet
     }
     const owned = this.owned;
-    const active = () => !this.stopping && this.owned === owned && owned.has(partition);
+    const active = () => this.holds(partition, owned);
     const messages: RawMessage[] = batch.map((message) => ({
       offset: message.offset,
       key: message.key === null || message.key === undefined ? "" : Buffer.isBuffer(message.key) ? message.key.toString("utf8") : String(message.key),
