@@ -3,20 +3,7 @@ import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ConfigError, ValidationError } from "../core/errors.js";
 import { STAGE_NAMES, type StageName } from "../pipeline/stage-names.js";
 import { DEFAULT_CONFIG, DEFAULT_KAFKA_CONFIG, fail, loadFromFlags } from "./common.js";
-
-
-
-function onSignals(stop: () => Promise<void>): void {
-  const shutdown = (signal: string) => {
-    process.stderr.write(`augur: ${signal}, stopping\n`);
-    stop().then(
-      () => process.exit(0),
-      (error: unknown) => fail(error),
-    );
-  };
-  process.once("SIGINT", () => shutdown("SIGINT"));
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-}
+import { HeldSignals, stopOnSignal } from "./signals.js";
 
 export function registerStage(program: Command): void {
   program
@@ -28,6 +15,8 @@ export function registerStage(program: Command): void {
     .option("--listen <host:port>", "override the config's api.listen (allocate)")
     .option("--metrics-listen <host:port>", "serve /metrics and /healthz here (stages other than allocate)")
     .action(async (name: string, flags: { config: string; dataDir?: string; listen?: string; metricsListen?: string }) => {
+      // Caught from here on: a signal while the stage starts stops it once started.
+      const signals = new HeldSignals();
       try {
         if (!(STAGE_NAMES as readonly string[]).includes(name)) throw new ConfigError(`unknown stage '${name}'; one of ${STAGE_NAMES.join(", ")}`);
         if (flags.metricsListen !== undefined && !/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(flags.metricsListen)) {
@@ -37,7 +26,7 @@ export function registerStage(program: Command): void {
         const { startStage } = await import("../pipeline/embedded.js");
         const running = await startStage(pipeline, name as StageName, { metricsListen: flags.metricsListen });
         process.stderr.write(`augur: stage ${name} running on ${running.transport.kind}${running.address ? `, serving ${running.address}` : ""} (node ${pipeline.node})\n`);
-        onSignals(() => running.stop());
+        stopOnSignal(signals, () => running.stop(), fail);
       } catch (error) {
         fail(error);
       }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import type { RunEvent } from "../actuate/launcher.js";
 import { AugurError, ValidationError } from "../core/errors.js";
 import { DEFAULT_CONFIG, EXIT, fail, loadFromFlags } from "./common.js";
+import { HeldSignals, signalStatus } from "./signals.js";
 
 /** Parses --request: explicit amounts for this run (cores, bytes, GPUs, egress bytes/s). */
 export function parseRequestFlag(text: string): Record<string, unknown> {
@@ -46,6 +47,9 @@ export function registerExec(program: Command): void {
     .argument("<command...>", "the command and its arguments (after --)")
     .action(async (command: string[], flags: { image: string; user: string; request?: Record<string, unknown>; priorityClass?: string; events: string; config: string; dataDir?: string }) => {
       if (flags.events !== "text" && flags.events !== "json") fail(new ValidationError(`--events must be text or json, got '${flags.events}'`));
+      // Caught from here on: a signal while the run's cgroup (and network) is
+      // being made stops the run once it exists, and takes all of it away.
+      const signals = new HeldSignals();
       let opened;
       try {
         const pipeline = loadFromFlags(flags);
@@ -53,6 +57,12 @@ export function registerExec(program: Command): void {
         opened = await openLaunchPipeline(pipeline);
       } catch (error) {
         fail(error);
+      }
+      const early = signals.pending;
+      if (early) {
+        process.stderr.write(`augur: ${early}: not starting the run\n`);
+        await opened.close().catch(() => undefined);
+        process.exit(signalStatus(early));
       }
       let status: number = EXIT.failed;
       try {
@@ -68,12 +78,10 @@ export function registerExec(program: Command): void {
           process.stderr.write(flags.events === "json" ? `${JSON.stringify({ run: run.id, ...event })}\n` : `augur: run ${run.id}: ${describe(event)}\n`);
         for (const event of run.status.events) report(event);
         run.on("event", report);
-        const forward = (signal: NodeJS.Signals) => {
+        signals.handle((signal) => {
           process.stderr.write(`augur: ${signal}: stopping run ${run.id}\n`);
           void opened.launcher.stop(run.id);
-        };
-        process.on("SIGINT", forward);
-        process.on("SIGTERM", forward);
+        });
         const exit = await run.done;
         status = exit.status;
       } catch (error) {

@@ -6,9 +6,10 @@
 // themselves with a heap limit of half the machine's memory, unless the user
 // chose one.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { totalmem } from "node:os";
 import { getHeapStatistics } from "node:v8";
+import { HeldSignals, signalStatus } from "./signals.js";
 
 /** Commands that hold a whole trace and every key's state. */
 const TRACE_COMMANDS = new Set(["backtest", "detect", "inject"]);
@@ -46,23 +47,20 @@ export function largerHeapOption(context: HeapContext): string | null {
 export async function rerunWithLargerHeap(): Promise<number | null> {
   const option = largerHeapOption({ args: process.argv.slice(2), execArgv: process.execArgv, env: process.env, totalBytes: totalmem(), heapLimitBytes: getHeapStatistics().heap_size_limit });
   if (option === null) return null;
-  // The handlers go in before the re-run starts: a signal that came between
-  // the spawn and them would kill this process alone and leave the re-run.
-  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
-  let child: ChildProcess | undefined;
-  const forward = (signal: NodeJS.Signals) => child?.kill(signal);
-  for (const signal of signals) process.on(signal, forward);
+  // The signals are caught before the re-run starts: one that came between
+  // the spawn and the handlers would kill this process alone and leave the re-run.
+  const signals = new HeldSignals(["SIGINT", "SIGTERM", "SIGHUP"]);
   const rerun = spawn(process.execPath, [option, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, [HEAP_ENV]: option } });
-  child = rerun;
+  signals.handle((signal) => rerun.kill(signal));
   return await new Promise<number>((resolve) => {
     rerun.on("error", (error) => {
       console.error(`augur: cannot re-run with a larger heap (${error.message})`);
       resolve(1);
     });
     rerun.on("exit", (code, signal) => {
-      for (const s of signals) process.off(s, forward);
+      signals.release();
       // Killed by a signal: exit as the shell expects (128 + its number).
-      resolve(code ?? 128 + (signal === "SIGINT" ? 2 : signal === "SIGHUP" ? 1 : signal === "SIGKILL" ? 9 : 15));
+      resolve(code ?? signalStatus(signal ?? "SIGTERM"));
     });
   });
 }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { TRACE_FORMATS, type TraceFormat } from "../backtest/adapters/index.js";
 import { ConfigError, ValidationError, errorMessage } from "../core/errors.js";
 import { DEFAULT_CONFIG, fail, loadFromFlags } from "./common.js";
+import { HeldSignals, stopOnSignal } from "./signals.js";
 
 interface RunFlags {
   config: string;
@@ -25,6 +26,8 @@ export function registerRun(program: Command): void {
     .option("--format <format>", `format of the --replay trace: ${TRACE_FORMATS.join(" | ")}`, "canonical")
     .option("--speedup <factor>", "--replay: event time runs this many times faster than wall time (default: as fast as possible)")
     .action(async (flags: RunFlags) => {
+      // Caught from here on: a signal while the pipeline starts stops it once started.
+      const signals = new HeldSignals();
       let running;
       let node: string;
       let speedup: number | undefined;
@@ -44,15 +47,7 @@ export function registerRun(program: Command): void {
         `augur: serving http://${running.address.replace(/^http:\/\//, "")} (node ${node}, dashboard at /ui/); ` +
           `data in ${running.store.dataDir}; write token from ${running.tokenSource}; cgroups ${versions || "off"}\n`,
       );
-      const shutdown = (signal: string) => {
-        process.stderr.write(`augur: ${signal}, stopping\n`);
-        running.stop().then(
-          () => process.exit(0),
-          (error: unknown) => fail(error),
-        );
-      };
-      process.once("SIGINT", () => shutdown("SIGINT"));
-      process.once("SIGTERM", () => shutdown("SIGTERM"));
+      stopOnSignal(signals, () => running.stop(), fail);
       if (flags.replay) {
         const started = Date.now();
         const { publishTrace } = await import("../pipeline/replay.js");

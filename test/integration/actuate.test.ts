@@ -4,7 +4,8 @@
 // touched outside augur's root.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -214,6 +215,37 @@ api: { listen: "127.0.0.1:0" }
     const achieved = measured.bytes / measured.seconds;
     assert.ok(achieved > rate * 0.8 && achieved < rate * 1.15, `achieved ${Math.round(achieved)} bytes/s against ${rate}`);
     await eventually(() => (spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(namespace) ? undefined : true), 5000, "the namespace to go");
+  });
+
+  it("stops a run whose start a SIGTERM interrupted, and leaves no cgroup, namespace or process behind", { skip: !hasTc && "no ip/tc" }, async () => {
+    // The run's cgroup is made before its network namespace (tens of milliseconds of
+    // ip and tc): augur exec is signalled as soon as the cgroup is there, before the command starts.
+    const mount = layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!;
+    // Its cgroups: <root>/<image>-<hash>/<user>-<hash>/<run>.
+    const subdirs = (path: string) => (existsSync(path) ? readdirSync(path, { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => join(path, entry.name)) : []);
+    const runCgroups = () => subdirs(join(mount, root)).filter((path) => path.includes("/interrupted-")).flatMap(subdirs).flatMap(subdirs);
+    const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", "--image", "interrupted", "--user", "gina", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/sleep", "60"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && runCgroups().length === 0) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    child.kill("SIGTERM");
+    const [code, signal] = await exited;
+    assert.match(stderr, /SIGTERM: stopping as soon as started/, "the signal came while the run was being made");
+    assert.deepEqual([code, signal], [143, null], `augur exec exits with the run's status, killed by SIGTERM:\n${stderr}`);
+    const events = stderr.split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line) as Record<string, unknown>);
+    const started = events.find((event) => event.type === "started")!;
+    assert.equal(events.at(-1)!.type, "exited");
+    assert.equal(events.at(-1)!.signal, "SIGTERM");
+    assert.deepEqual(runCgroups(), [], "the run's cgroup is gone");
+    assert.equal(spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes((started.network as { namespace: string }).namespace), false, "its namespace is gone");
+    const pid = started.pid as number;
+    assert.equal(existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z "), false, "its command is stopped");
   });
 
   it("never lets hostile ids or arguments escape the root or reach a shell", async () => {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { totalmem } from "node:os";
 import { join } from "node:path";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { getHeapStatistics } from "node:v8";
 import { HEAP_ENV, largerHeapOption } from "../../src/cli/heap.js";
 import { augur, CLI } from "../cli.js";
@@ -204,5 +204,61 @@ describe("a trace command's heap", () => {
     } finally {
       cleanup();
     }
+  });
+});
+
+describe("signals while a command starts", { timeout: 30_000 }, () => {
+  // A process that catches signals from its start and is given a handler
+  // only when a line comes on its stdin, as a command once what it started exists.
+  const SCRIPT = `
+    import { HeldSignals } from ${JSON.stringify(new URL("../../src/cli/signals.js", import.meta.url).href)};
+    const signals = new HeldSignals();
+    process.stdout.write("ready\\n");
+    process.stdin.once("data", () => {
+      process.stdout.write("pending " + signals.pending + "\\n");
+      signals.handle((signal) => {
+        process.stdout.write("handled " + signal + "\\n");
+        signals.release();
+        process.exit(0);
+      });
+    });`;
+
+  const children: ChildProcess[] = [];
+  after(() => {
+    for (const child of children) child.kill("SIGKILL");
+  });
+
+  function starting() {
+    const child = spawn(process.execPath, ["--input-type=module", "-e", SCRIPT], { stdio: ["pipe", "pipe", "pipe"] });
+    children.push(child);
+    const output = { stdout: "", stderr: "" };
+    child.stdout.on("data", (chunk) => (output.stdout += chunk));
+    child.stderr.on("data", (chunk) => (output.stderr += chunk));
+    const until = async (stream: "stdout" | "stderr", text: string) => {
+      for (let tries = 0; tries < 400 && !output[stream].includes(text); tries++) await new Promise((resolve) => setTimeout(resolve, 25));
+      assert.ok(output[stream].includes(text), `waiting for ${JSON.stringify(text)} on ${stream}: ${JSON.stringify(output)}`);
+    };
+    return { child, output, until, exited: once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]> };
+  }
+
+  it("holds one that comes before the handler and gives it to the handler once there is one", async () => {
+    const { child, output, until, exited } = starting();
+    await until("stdout", "ready");
+    child.kill("SIGTERM");
+    await until("stderr", "SIGTERM: stopping as soon as started");
+    child.stdin.end("started\n");
+    assert.deepEqual(await exited, [0, null], output.stderr);
+    assert.equal(output.stdout, "ready\npending SIGTERM\nhandled SIGTERM\n");
+  });
+
+  it("exits at once, as killed by it, on a second one before the handler (a start that hangs)", async () => {
+    const { child, output, until, exited } = starting();
+    await until("stdout", "ready");
+    child.kill("SIGTERM");
+    await until("stderr", "stopping as soon as started");
+    child.kill("SIGINT");
+    assert.deepEqual(await exited, [130, null], output.stderr);
+    assert.match(output.stderr, /SIGINT again while starting: exiting now/);
+    child.stdin.destroy();
   });
 });
