@@ -8,7 +8,7 @@ import type { CgroupReading } from "../collect/cgroup.js";
 import { usageOf } from "../collect/gpu.js";
 import { delta, rate } from "../collect/host-collector.js";
 import { readOwnNetns } from "../collect/proc.js";
-import { ActuationError, CapacityError, ValidationError, errorMessage } from "../core/errors.js";
+import { ActuationError, CapacityError, TransientError, ValidationError, errorMessage } from "../core/errors.js";
 import { pairKey } from "../core/keys.js";
 import type { Metrics } from "../core/metrics.js";
 import { emptySample, validateSample } from "../core/sample.js";
@@ -166,6 +166,10 @@ export class Launcher {
   private readonly limiter: ChangeLimiter;
   private readonly processes: ProcessConnector;
   private readonly now: () => number;
+  /** Set by stopAll: no run starts after it. */
+  private stopping = false;
+  /** Starts in progress, each settled (never rejected) when it ends. */
+  private readonly starting = new Set<Promise<void>>();
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -184,8 +188,26 @@ export class Launcher {
     }
   }
 
-  /** Starts a run. Throws CapacityError when the node cannot take it, ValidationError for a bad spec. */
+  /**
+   * Starts a run. Throws CapacityError when the node cannot take it,
+   * ValidationError for a bad spec, TransientError once the launcher is stopping.
+   */
   async start(spec: RunSpec): Promise<Run> {
+    if (this.stopping) throw new TransientError("this node's launcher is stopping: no new runs");
+    const starting = this.startRun(spec);
+    const settled = starting.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.starting.add(settled);
+    try {
+      return await starting;
+    } finally {
+      this.starting.delete(settled);
+    }
+  }
+
+  private async startRun(spec: RunSpec): Promise<Run> {
     if (!Array.isArray(spec.argv) || spec.argv.length === 0 || spec.argv.some((arg) => typeof arg !== "string" || arg.includes("\0"))) {
       throw new ValidationError("the command must be a non-empty list of strings without NUL bytes", spec.argv);
     }
@@ -504,7 +526,14 @@ export class Launcher {
     await run.done.catch(() => undefined);
   }
 
+  /**
+   * Stops every run, and refuses new ones from now on. A run still starting
+   * (its cgroup and network being made) is waited for and stopped too: none
+   * outlives the launcher.
+   */
   async stopAll(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(this.starting);
     await Promise.all([...this.runs.keys()].map((id) => this.stop(id)));
   }
 

@@ -86,6 +86,7 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
   };
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, _request, reply) => {
+    if (error instanceof AugurError && error.code === "transient") return problem(reply.header("retry-after", "5"), 503, "unavailable", error.message);
     if (error instanceof AugurError) return problem(reply, error.code === "invalid" ? 400 : 500, error.code, error.message);
     const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
     const reason = status === 413 ? "too-large" : status === 415 ? "unsupported-media-type" : status === 400 ? "invalid" : "error";

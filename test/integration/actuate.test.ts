@@ -105,6 +105,16 @@ api: { listen: "127.0.0.1:0" }
     );
   });
 
+  /** The run cgroups of an image's runs there are now (<root>/<image>-<hash>/<user>-<hash>/<run>), in the memory hierarchy. */
+  function runCgroupsOf(image: string): string[] {
+    const mount = layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!;
+    const subdirs = (path: string) => (existsSync(path) ? readdirSync(path, { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => join(path, entry.name)) : []);
+    return subdirs(join(mount, root))
+      .filter((path) => path.includes(`/${image}-`))
+      .flatMap(subdirs)
+      .flatMap(subdirs);
+  }
+
   after(() => {
     // Whatever a failed test left: only below this test's own root.
     for (const mount of new Set(Object.values(layout!.roots))) {
@@ -220,10 +230,7 @@ api: { listen: "127.0.0.1:0" }
   it("stops a run whose start a SIGTERM interrupted, and leaves no cgroup, namespace or process behind", { skip: !hasTc && "no ip/tc" }, async () => {
     // The run's cgroup is made before its network namespace (tens of milliseconds of
     // ip and tc): augur exec is signalled as soon as the cgroup is there, before the command starts.
-    const mount = layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!;
-    // Its cgroups: <root>/<image>-<hash>/<user>-<hash>/<run>.
-    const subdirs = (path: string) => (existsSync(path) ? readdirSync(path, { withFileTypes: true }).filter((entry) => entry.isDirectory()).map((entry) => join(path, entry.name)) : []);
-    const runCgroups = () => subdirs(join(mount, root)).filter((path) => path.includes("/interrupted-")).flatMap(subdirs).flatMap(subdirs);
+    const runCgroups = () => runCgroupsOf("interrupted");
     const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", "--image", "interrupted", "--user", "gina", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/sleep", "60"], {
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -361,6 +368,37 @@ api: { listen: "127.0.0.1:0" }
         return body.state === "exited" ? body : undefined;
       }, 15_000, "the run to stop");
       assert.equal(final.exit!.signal, "SIGTERM");
+    });
+
+    it("stopping the pipeline stops its runs, the one still starting included, and refuses new ones meanwhile", { skip: !hasTc && "no ip/tc" }, async () => {
+      const yaml = readFileSync(join(dir, "api.yaml"), "utf8").replace(/^dataDir: .*$/m, `dataDir: ${join(dir, "data-stopping")}`);
+      writeFileSync(join(dir, "stopping.yaml"), yaml);
+      const pipeline = await startEmbeddedPipeline(loadPipeline(join(dir, "stopping.yaml")));
+      try {
+        const postTo = (body: unknown) => fetch(`${pipeline.address}/v1/runs`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+        const first = await postTo({ image: "stopping", user: "hana", command: ["/bin/sleep", "60"] });
+        assert.equal(first.status, 201, await first.clone().text());
+        const { pid: firstPid } = (await first.json()) as { pid: number };
+        // A second run asks for a network: augur is stopped while it is being made.
+        const second = postTo({ image: "stopping", user: "ivan", request: { netEgress: 1_000_000 }, command: ["/bin/sleep", "60"] });
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline && runCgroupsOf("stopping").length < 2) await new Promise((resolve) => setImmediate(resolve));
+        assert.equal(runCgroupsOf("stopping").length, 2, "the second run's cgroup is made");
+        const stopping = pipeline.stop();
+        const refused = await postTo({ image: "stopping", user: "hana", command: ["/bin/sleep", "60"] });
+        assert.equal(refused.status, 503, await refused.clone().text());
+        assert.equal(refused.headers.get("retry-after"), "5");
+        assert.match(((await refused.json()) as { message: string }).message, /stopping/);
+        const started = await second;
+        assert.equal(started.status, 201, "the run being made when augur stopped started");
+        const { pid: secondPid, network } = (await started.json()) as { pid: number; network: { namespace: string } };
+        await stopping;
+        assert.deepEqual(runCgroupsOf("stopping"), [], "no run's cgroup outlives the pipeline");
+        for (const pid of [firstPid, secondPid]) assert.equal(existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, "utf8").includes(") Z "), false, `run ${pid} is stopped`);
+        assert.equal(spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(network.namespace), false, "its namespace is gone");
+      } finally {
+        await pipeline.stop();
+      }
     });
   });
 });
