@@ -168,8 +168,8 @@ export class Launcher {
   private readonly now: () => number;
   /** Set by stopAll: no run starts after it. */
   private stopping = false;
-  /** Starts in progress, each settled (never rejected) when it ends. */
-  private readonly starting = new Set<Promise<void>>();
+  /** Starts in progress. */
+  private readonly starting = new Set<Promise<Run>>();
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -195,15 +195,11 @@ export class Launcher {
   async start(spec: RunSpec): Promise<Run> {
     if (this.stopping) throw new TransientError("this node's launcher is stopping: no new runs");
     const starting = this.startRun(spec);
-    const settled = starting.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.starting.add(settled);
+    this.starting.add(starting);
     try {
       return await starting;
     } finally {
-      this.starting.delete(settled);
+      this.starting.delete(starting);
     }
   }
 
@@ -533,7 +529,7 @@ export class Launcher {
    */
   async stopAll(): Promise<void> {
     this.stopping = true;
-    await Promise.all(this.starting);
+    await Promise.allSettled(this.starting);
     await Promise.all([...this.runs.keys()].map((id) => this.stop(id)));
   }
 

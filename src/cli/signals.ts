@@ -6,8 +6,9 @@ import { constants } from "node:os";
  * a run's cgroup is being made or a pipeline is starting is held, and given
  * to the handler as soon as there is one, instead of killing augur midway
  * and leaving what it made behind. A second signal before the handler
- * exits at once, so a start that hangs can still be ended. Loads nothing but node's own modules (the
- * heap re-run uses it before the commands' modules load).
+ * exits at once, so a start that hangs can still be ended. Loads nothing but
+ * node's own modules (the heap re-run uses it before the commands' modules
+ * load).
  */
 export class HeldSignals {
   private held: NodeJS.Signals | null = null;
@@ -29,9 +30,9 @@ export class HeldSignals {
     for (const signal of signals) process.on(signal, this.listener);
   }
 
-  /** The first signal that came before a handler was given, if any. */
+  /** The first signal that came before a handler was given, if any (none once one is: it took it). */
   get pending(): NodeJS.Signals | null {
-    return this.handler ? null : this.held;
+    return this.held;
   }
 
   /** Every signal from now on goes to `handler`; one held already goes to it at once. */
