@@ -6,7 +6,7 @@ import { parseAllocationRequest } from "../allocate/engine.js";
 import type { Inventory } from "../allocate/inventory.js";
 import type { CgroupReading } from "../collect/cgroup.js";
 import { usageOf } from "../collect/gpu.js";
-import { delta, rate } from "../collect/host-collector.js";
+import { countersOf, delta, fillRates, type Counters } from "../collect/host-collector.js";
 import { readOwnNetns } from "../collect/proc.js";
 import { ActuationError, CapacityError, TransientError, ValidationError, errorMessage } from "../core/errors.js";
 import { pairKey } from "../core/keys.js";
@@ -138,18 +138,6 @@ export class Run extends EventEmitter {
   abort(error: Error): void {
     this.fail(error);
   }
-}
-
-interface Previous {
-  atSeconds: number;
-  cpuSeconds: number | null;
-  ioRead: number | null;
-  ioWrite: number | null;
-  netRx: number | null;
-  netTx: number | null;
-  oomKills: number | null;
-  throttledPeriods: number | null;
-  throttledSeconds: number | null;
 }
 
 
@@ -357,7 +345,7 @@ export class Launcher {
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
 
-    const previous: { value: Previous | null; oomKills: number } = { value: null, oomKills: 0 };
+    const previous: { value: Counters | null; oomKills: number } = { value: null, oomKills: 0 };
     let sampling = Promise.resolve();
     const tick = () => {
       sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
@@ -393,7 +381,7 @@ export class Launcher {
   }
 
   /** One sample of a run: publish it, and act on OOM kills, heavy throttling and a working set near the limit. */
-  private async sample(run: Run, previous: { value: Previous | null; oomKills: number }, explicit: { cpu: boolean; memory: boolean }): Promise<void> {
+  private async sample(run: Run, previous: { value: Counters | null; oomKills: number }, explicit: { cpu: boolean; memory: boolean }): Promise<void> {
     const { cgroups, config } = this.deps;
     const path = run.status.cgroup;
     if (!cgroups.exists(path)) return;
@@ -401,17 +389,7 @@ export class Launcher {
     const nowMs = this.now();
     const atSeconds = performance.now() / 1000;
     const net = reading.pids[0] !== undefined ? readOwnNetns(reading.pids[0]) : null;
-    const current: Previous = {
-      atSeconds,
-      cpuSeconds: reading.cpuSeconds,
-      ioRead: reading.ioReadBytes,
-      ioWrite: reading.ioWriteBytes,
-      netRx: net?.rxBytes ?? null,
-      netTx: net?.txBytes ?? null,
-      oomKills: reading.oomKills,
-      throttledPeriods: reading.throttledPeriods,
-      throttledSeconds: reading.throttledSeconds,
-    };
+    const current = countersOf(reading, net, atSeconds);
     const before = previous.value;
     previous.value = current;
     const sample: Sample = emptySample({ ts: nowMs, workload: `run:${run.id}`, image: run.status.image, user: run.status.user, host: this.deps.node, source: "launcher" });
@@ -423,14 +401,7 @@ export class Launcher {
     sample.oomKills = oomNow;
     let throttledShare = 0;
     if (before) {
-      const seconds = atSeconds - before.atSeconds;
-      sample.cpuCores = rate(current.cpuSeconds, before.cpuSeconds, seconds);
-      sample.diskReadBytesPerSecond = rate(current.ioRead, before.ioRead, seconds);
-      sample.diskWriteBytesPerSecond = rate(current.ioWrite, before.ioWrite, seconds);
-      sample.netRxBytesPerSecond = rate(current.netRx, before.netRx, seconds);
-      sample.netTxBytesPerSecond = rate(current.netTx, before.netTx, seconds);
-      sample.cpuThrottledPeriods = delta(current.throttledPeriods, before.throttledPeriods);
-      sample.cpuThrottledSeconds = delta(current.throttledSeconds, before.throttledSeconds);
+      const seconds = fillRates(sample, current, before);
       const periods = seconds / (cgroups.config.cpuPeriodMicros / 1e6);
       throttledShare = periods > 0 ? sample.cpuThrottledPeriods / periods : 0;
     }

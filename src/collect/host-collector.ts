@@ -46,7 +46,8 @@ export const hostCollectorConfig = z
   .strict();
 export type HostCollectorConfig = z.infer<typeof hostCollectorConfig>;
 
-interface Counters {
+/** A workload's cumulative counters at one reading (monotonic seconds). */
+export interface Counters {
   atSeconds: number;
   cpuSeconds: number | null;
   ioReadBytes: number | null;
@@ -67,6 +68,42 @@ export function rate(now: number | null, before: number | null | undefined, seco
 export function delta(now: number | null, before: number | null | undefined): number {
   if (now === null || before === null || before === undefined || now < before) return 0;
   return now - before;
+}
+
+/** The counters of a cgroup or process reading and its network namespace's, at `atSeconds`. */
+export function countersOf(
+  raw: Pick<Counters, "cpuSeconds" | "ioReadBytes" | "ioWriteBytes" | "oomKills" | "throttledPeriods" | "throttledSeconds">,
+  net: NetCounters | null,
+  atSeconds: number,
+): Counters {
+  return {
+    atSeconds,
+    cpuSeconds: raw.cpuSeconds,
+    ioReadBytes: raw.ioReadBytes,
+    ioWriteBytes: raw.ioWriteBytes,
+    netRxBytes: net?.rxBytes ?? null,
+    netTxBytes: net?.txBytes ?? null,
+    oomKills: raw.oomKills,
+    throttledPeriods: raw.throttledPeriods,
+    throttledSeconds: raw.throttledSeconds,
+  };
+}
+
+/**
+ * The sample's rates (CPU, disk, network) and throttling between two
+ * readings of the same workload; returns the seconds between them. OOM kills
+ * are the caller's: what a first reading's count means differs.
+ */
+export function fillRates(sample: Sample, now: Counters, before: Counters): number {
+  const seconds = now.atSeconds - before.atSeconds;
+  sample.cpuCores = rate(now.cpuSeconds, before.cpuSeconds, seconds);
+  sample.diskReadBytesPerSecond = rate(now.ioReadBytes, before.ioReadBytes, seconds);
+  sample.diskWriteBytesPerSecond = rate(now.ioWriteBytes, before.ioWriteBytes, seconds);
+  sample.netRxBytesPerSecond = rate(now.netRxBytes, before.netRxBytes, seconds);
+  sample.netTxBytesPerSecond = rate(now.netTxBytes, before.netTxBytes, seconds);
+  sample.cpuThrottledPeriods = delta(now.throttledPeriods, before.throttledPeriods);
+  sample.cpuThrottledSeconds = delta(now.throttledSeconds, before.throttledSeconds);
+  return seconds;
 }
 
 /**
@@ -219,31 +256,14 @@ export class HostCollector {
     raw: Omit<Counters, "atSeconds" | "netRxBytes" | "netTxBytes"> & { net: NetCounters | null },
     gauges: Pick<Sample, "memoryWorkingSetBytes" | "memoryRssBytes" | "memoryLimitBytes" | "cpuLimitCores">,
   ): Sample {
-    const counters: Counters = {
-      atSeconds: monotonicSeconds,
-      cpuSeconds: raw.cpuSeconds,
-      ioReadBytes: raw.ioReadBytes,
-      ioWriteBytes: raw.ioWriteBytes,
-      netRxBytes: raw.net?.rxBytes ?? null,
-      netTxBytes: raw.net?.txBytes ?? null,
-      oomKills: raw.oomKills,
-      throttledPeriods: raw.throttledPeriods,
-      throttledSeconds: raw.throttledSeconds,
-    };
+    const counters = countersOf(raw, raw.net, monotonicSeconds);
     const before = this.previous.get(workload);
     this.previous.set(workload, counters);
-    const seconds = before ? monotonicSeconds - before.atSeconds : 0;
     const sample = emptySample({ ts: Math.round(nowMs), workload, image: attribution.image, user: attribution.user, host: this.host, source });
     Object.assign(sample, gauges);
     if (before) {
-      sample.cpuCores = rate(counters.cpuSeconds, before.cpuSeconds, seconds);
-      sample.diskReadBytesPerSecond = rate(counters.ioReadBytes, before.ioReadBytes, seconds);
-      sample.diskWriteBytesPerSecond = rate(counters.ioWriteBytes, before.ioWriteBytes, seconds);
-      sample.netRxBytesPerSecond = rate(counters.netRxBytes, before.netRxBytes, seconds);
-      sample.netTxBytesPerSecond = rate(counters.netTxBytes, before.netTxBytes, seconds);
+      fillRates(sample, counters, before);
       sample.oomKills = delta(counters.oomKills, before.oomKills);
-      sample.cpuThrottledPeriods = delta(counters.throttledPeriods, before.throttledPeriods);
-      sample.cpuThrottledSeconds = delta(counters.throttledSeconds, before.throttledSeconds);
     }
     return sample;
   }
