@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, realpathSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve, sep } from "node:path";
 import { z } from "zod";
 import { detectHostLayout, readCgroup, type CgroupLayout, type CgroupReading } from "../collect/cgroup.js";
@@ -394,6 +394,37 @@ export class CgroupConnector {
     };
   }
 
+  /**
+   * The run cgroups (`/<root>/<image>/<user>/<run>`) that hold no process
+   * and no cgroup of their own on any hierarchy and were made before
+   * `before` (epoch ms: a cgroup directory's modification time is when it
+   * was made; writing its files or adding processes does not change it).
+   * What is left of a run whose augur was killed before it cleaned up.
+   */
+  emptyRunsMadeBefore(before: number): string[] {
+    const stale = new Map<string, boolean>();
+    for (const [, mount] of this.mounts()) {
+      const base = this.dir(mount, `/${this.config.root}`);
+      for (const image of subdirectories(base)) {
+        for (const user of subdirectories(join(base, image))) {
+          for (const run of subdirectories(join(base, image, user))) {
+            const path = `/${this.config.root}/${image}/${user}/${run}`;
+            if (stale.get(path) === false) continue;
+            const dir = join(base, image, user, run);
+            let empty = false;
+            try {
+              empty = statSync(dir).mtimeMs < before && readFileSync(join(dir, "cgroup.procs"), "utf8").trim() === "" && subdirectories(dir).length === 0;
+            } catch {
+              // Removed meanwhile, or not a cgroup: not ours to judge.
+            }
+            stale.set(path, empty);
+          }
+        }
+      }
+    }
+    return [...stale].filter(([, empty]) => empty).map(([path]) => path);
+  }
+
   /** Removes the cgroup (it must be empty) and the image/user directories above it that became empty. */
   remove(path: string): void {
     const parts = path.split("/").filter(Boolean);
@@ -411,6 +442,16 @@ export class CgroupConnector {
         }
       }
     }
+  }
+}
+
+function subdirectories(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name);
+  } catch {
+    return [];
   }
 }
 

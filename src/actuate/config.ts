@@ -37,6 +37,13 @@ export const actuateConfig = z
         commands: z.array(z.string().refine((path) => isAbsolute(path) && !path.includes("\0"), "an absolute path")).default([]),
         /** Bytes of each run's output kept for GET /v1/runs/:id. */
         outputBytes: z.number().int().min(0).max(16 << 20).default(64 << 10),
+        /**
+         * A run cgroup below the root that holds no process, is older than
+         * this and is not one of this process's runs is what a killed augur
+         * left: removed, with its run's network namespace when no process
+         * is in it, as runs start (at most every half of this). 0: never.
+         */
+        staleAfterSeconds: z.number().min(0).max(30 * 86_400).default(600),
       })
       .strict()
       .default({}),

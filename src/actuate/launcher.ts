@@ -20,7 +20,7 @@ import type { ActuateConfig } from "./config.js";
 import type { GpuConnector } from "./gpu.js";
 import { ProcessConnector } from "./process.js";
 import { ChangeLimiter, checkProposal } from "./safety.js";
-import type { RunNetwork, TcConnector } from "./tc.js";
+import { namespaceOfRunCgroup, type RunNetwork, type TcConnector } from "./tc.js";
 
 /**
  * The only shell augur runs, and it is fixed: the new process writes its own
@@ -158,6 +158,9 @@ export class Launcher {
   private stopping = false;
   /** Starts in progress. */
   private readonly starting = new Set<Promise<Run>>();
+  /** The last sweep for what killed runs left (wall time), and the one under way. */
+  private sweptAt = -Infinity;
+  private sweeping: Promise<string[]> | null = null;
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -182,6 +185,11 @@ export class Launcher {
    */
   async start(spec: RunSpec): Promise<Run> {
     if (this.stopping) throw new TransientError("this node's launcher is stopping: no new runs");
+    const staleAfterMs = this.deps.config.runs.staleAfterSeconds * 1000;
+    if (staleAfterMs > 0 && Date.now() - this.sweptAt >= staleAfterMs / 2) {
+      // A sweep that fails is reported; the run starts all the same.
+      await this.removeStaleRuns().catch((error) => console.error(`augur: looking for stale run cgroups: ${errorMessage(error)}`));
+    }
     const starting = this.startRun(spec);
     this.starting.add(starting);
     try {
@@ -189,6 +197,47 @@ export class Launcher {
     } finally {
       this.starting.delete(starting);
     }
+  }
+
+  /**
+   * Removes what runs left when their augur was killed before cleaning up
+   * (a SIGKILL, a crash): run cgroups below the root that hold no process,
+   * are older than `runs.staleAfterSeconds` (no start takes that long) and
+   * are not this launcher's, and each one's network namespace when no
+   * process is in it. Each removal is an ActuationResult (`reap`); in
+   * dry-run they are reported and kept. Returns the cgroups removed.
+   */
+  removeStaleRuns(): Promise<string[]> {
+    this.sweeping ??= this.sweep().finally(() => (this.sweeping = null));
+    return this.sweeping;
+  }
+
+  private async sweep(): Promise<string[]> {
+    const { cgroups, tc, config } = this.deps;
+    const staleAfterSeconds = config.runs.staleAfterSeconds;
+    // Directory times are wall-clock: so is the cut-off, whatever clock the launcher's events use.
+    this.sweptAt = Date.now();
+    const ours = new Set([...this.runs.values()].map((run) => run.status.cgroup));
+    const removed: string[] = [];
+    for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
+      if (ours.has(path)) continue;
+      const namespace = tc ? namespaceOfRunCgroup(path) : null;
+      let reason = `no process for over ${staleAfterSeconds} s and no run of this process: left by an augur that was killed before it cleaned up`;
+      let ok = true;
+      if (!config.safety.dryRun) {
+        try {
+          cgroups.remove(path);
+          removed.push(path);
+          if (namespace && (await tc!.removeIdleNetwork(namespace))) reason += `; its network namespace ${namespace} removed`;
+        } catch (error) {
+          ok = false;
+          reason = errorMessage(error);
+        }
+      }
+      console.error(`augur: ${ok ? (config.safety.dryRun ? "would remove" : "removed") : "could not remove"} stale run cgroup ${path}: ${reason}`);
+      await this.publishResult({ workload: `cgroup:${path}`, connector: "cgroup", action: "reap", ok, reason, details: JSON.stringify({ cgroup: path, namespace }) });
+    }
+    return removed;
   }
 
   private async startRun(spec: RunSpec): Promise<Run> {

@@ -5,6 +5,7 @@ import { basename, isAbsolute } from "node:path";
 import { promisify } from "node:util";
 import { z } from "zod";
 import { ActuationError, ValidationError, errorMessage } from "../core/errors.js";
+import { idDigest } from "../core/keys.js";
 
 const run = promisify(execFile);
 
@@ -57,6 +58,16 @@ export interface Shaping {
 
 const NAME = /^augur-[0-9a-f]{10}$/;
 
+/**
+ * The network namespace of the run whose cgroup is `path` (its last segment
+ * ends in the run id's digest, `safePathSegment`), or null for a path that
+ * is not a run's.
+ */
+export function namespaceOfRunCgroup(path: string): string | null {
+  const digest = /-([0-9a-f]{12})$/.exec(path)?.[1];
+  return digest ? `augur-${digest.slice(0, 10)}` : null;
+}
+
 /** Parses tc's rate notation ("8Mbit", "1600Kbit", "500bit", "1Gbit") into bits per second. */
 export function parseTcRate(text: string): number | null {
   const match = /^([\d.]+)([KMGT]?)(bit|bps)$/i.exec(text.trim());
@@ -103,10 +114,10 @@ export class TcConnector {
     for (const path of [config.ip, config.tc]) if (!existsSync(path)) throw new ActuationError(`tc connector: ${path} does not exist`, path);
   }
 
-  /** The namespace name of a run: `augur-` and ten hex digits of a hash of the run id. */
+  /** The namespace name of a run: `augur-` and ten hex digits of a hash of the run id (those of its cgroup's name: `namespaceOfRunCgroup`). */
   namespaceOf(runId: string): string {
     if (typeof runId !== "string" || runId.length === 0) throw new ValidationError("run id must be a non-empty string", runId);
-    return `augur-${createHash("sha256").update(runId).digest("hex").slice(0, 10)}`;
+    return `augur-${idDigest(runId).slice(0, 10)}`;
   }
 
   private async exec(file: string, args: string[]): Promise<string> {
@@ -178,11 +189,15 @@ export class TcConnector {
     return { namespace, hostDevice, workloadDevice, hostAddress, workloadAddress };
   }
 
+  private async hasNamespace(namespace: string): Promise<boolean> {
+    const list = await this.ip(["netns", "list"]);
+    return list.split("\n").some((line) => line.split(" ")[0] === namespace);
+  }
+
   /** The network of an existing namespace, or null. */
   async describe(namespace: string): Promise<RunNetwork | null> {
     this.checkName(namespace);
-    const list = await this.ip(["netns", "list"]);
-    if (!list.split("\n").some((line) => line.split(" ")[0] === namespace)) return null;
+    if (!(await this.hasNamespace(namespace))) return null;
     const suffix = namespace.slice(6, 14);
     const inside = await this.ip(["-n", namespace, "-o", "-4", "addr", "show", "dev", `ag${suffix}w`]).catch(() => "");
     const address = /inet (\d+\.\d+\.\d+\.\d+)\//.exec(inside)?.[1];
@@ -239,11 +254,19 @@ export class TcConnector {
     if (!isolated) await this.ip(["-n", network.namespace, "route", "replace", "default", "via", network.hostAddress]);
   }
 
+  /** Deletes the namespace if it exists and no process is in it; true when it did. */
+  async removeIdleNetwork(namespace: string): Promise<boolean> {
+    this.checkName(namespace);
+    if (!(await this.hasNamespace(namespace))) return false;
+    if ((await this.ip(["netns", "pids", namespace])).trim() !== "") return false;
+    await this.ip(["netns", "del", namespace]);
+    return true;
+  }
+
   /** Deletes the namespace; its veth pair goes with it. Idempotent. */
   async removeNetwork(namespace: string): Promise<void> {
     this.checkName(namespace);
-    const list = await this.ip(["netns", "list"]);
-    if (!list.split("\n").some((line) => line.split(" ")[0] === namespace)) return;
+    if (!(await this.hasNamespace(namespace))) return;
     await this.ip(["netns", "del", namespace]);
   }
 

@@ -55,6 +55,11 @@ export function profileLevels(image: string, user: string): Array<PairKey & { le
   ];
 }
 
+/** The hex digest that names an id in paths and names (twelve digits of its SHA-256). */
+export function idDigest(id: string): string {
+  return createHash("sha256").update(id).digest("hex").slice(0, 12);
+}
+
 /**
  * Turns any id into a single, harmless path segment: letters, digits, `-`,
  * `_` and `.` are kept (no leading dot, so never `.` or `..`), everything
@@ -65,6 +70,5 @@ export function safePathSegment(id: string, maxReadable = 48): string {
     .replace(/[^A-Za-z0-9._-]/g, "_")
     .replace(/^[.]+/, "_")
     .slice(0, maxReadable);
-  const digest = createHash("sha256").update(id).digest("hex").slice(0, 12);
-  return `${readable || "_"}-${digest}`;
+  return `${readable || "_"}-${idDigest(id)}`;
 }

@@ -257,6 +257,56 @@ api: { listen: "127.0.0.1:0" }
     assert.equal(isRunning(pid), false, "its command is stopped");
   });
 
+  it("removes what a killed augur left of a run, its cgroup and namespace, once stale and idle, and nothing younger or busy", { skip: !hasTc && "no ip/tc" }, async () => {
+    const reaping = join(dir, "reaping.yaml");
+    writeFileSync(reaping, readFileSync(config, "utf8").replace("runs: {", "runs: { staleAfterSeconds: 2,"));
+    // augur exec killed outright: its command goes on in the run's cgroup and namespace.
+    const child = spawn(process.execPath, [CLI, "exec", "--config", reaping, "--events", "json", "--image", "abandoned", "--user", "hal", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/sleep", "8"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const started = await eventually(
+      () => {
+        const line = stderr.split("\n").find((text) => text.startsWith("{") && text.includes('"type":"started"'));
+        return line ? (JSON.parse(line) as { cgroup: string; pid: number; network: { namespace: string } }) : undefined;
+      },
+      30_000,
+      "the run to start",
+    );
+    child.kill("SIGKILL");
+    await once(child, "exit");
+    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
+    const namespace = started.network.namespace;
+    const hasNamespace = () => spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").some((line) => line.split(" ")[0] === namespace);
+    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(), "the killed augur left its run's cgroup and namespace");
+
+    // Older than staleAfterSeconds, but its command still runs: kept.
+    await sleep(2500);
+    const busy = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
+    assert.equal(busy.status, 0, busy.stderr);
+    assert.ok(isRunning(started.pid), "the abandoned command ran through the check");
+    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(), "a cgroup with a process in it is kept");
+
+    // Once it has ended, the next start removes both; an empty cgroup younger than staleAfterSeconds (a start under way elsewhere) is kept.
+    await eventually(() => (cgroups.read(started.cgroup).pids.length === 0 ? true : undefined), 15_000, "the abandoned command to end");
+    const young = cgroups.runPath("abandoned", "ivy", "starting");
+    cgroups.create(young);
+    try {
+      const next = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
+      assert.equal(next.status, 0, next.stderr);
+      assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed`));
+      assert.equal(cgroups.exists(started.cgroup), false, "the stale cgroup is gone");
+      assert.equal(hasNamespace(), false, "its namespace is gone");
+      assert.ok(cgroups.exists(young), "the young one is kept");
+    } finally {
+      cgroups.remove(young);
+      // What a failure left.
+      if (cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
+      if (hasNamespace()) spawnSync("/usr/sbin/ip", ["netns", "del", namespace]);
+    }
+  });
+
   it("never lets hostile ids or arguments escape the root or reach a shell", async () => {
     const marker = join(dir, "pwned");
     const run = await exec(config, ["--image", "../../../../etc", "--user", `$(touch ${marker})`], ["/bin/echo", `; touch ${marker}`, "`touch " + marker + "`"]);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, it } from "node:test";
@@ -8,7 +8,7 @@ import { CgroupConnector, cgroupConnectorConfig, normalise, parseCpuList, settin
 import { actuatorConfig } from "../../src/actuate/config.js";
 import { chooseDevices, gpuEnvironment } from "../../src/actuate/gpu.js";
 import { ChangeLimiter, checkProposal, safetyConfig } from "../../src/actuate/safety.js";
-import { parseHtbClass, parseTcRate, tcConnectorConfig, TcConnector } from "../../src/actuate/tc.js";
+import { namespaceOfRunCgroup, parseHtbClass, parseTcRate, tcConnectorConfig, TcConnector } from "../../src/actuate/tc.js";
 import { ActuationError, ValidationError } from "../../src/core/errors.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "augur-actuate-"));
@@ -171,6 +171,33 @@ describe("cgroup connector (v2 tree)", () => {
     assert.ok(existsSync(join(root, "augur")));
   });
 
+  it("finds the run cgroups a killed augur left: empty, old, without cgroups of their own, below its root only", () => {
+    const root = fakeV2("stale");
+    const cgroups = connector(root);
+    const hourAgo = (Date.now() - 3_600_000) / 1000;
+    const made = (image: string, user: string, run: string, options: { procs?: string | null; at?: number; child?: boolean } = {}) => {
+      const path = cgroups.runPath(image, user, run);
+      cgroups.create(path);
+      if (options.procs !== null) writeFileSync(join(root, path, "cgroup.procs"), options.procs ?? "");
+      if (options.child) mkdirSync(join(root, path, "inner"));
+      utimesSync(join(root, path), options.at ?? hourAgo, options.at ?? hourAgo);
+      return path;
+    };
+    const left = made("app", "bob", "left");
+    made("app", "bob", "busy", { procs: "4242\n" });
+    made("app", "bob", "young", { at: Date.now() / 1000 });
+    made("app", "eve", "nested", { child: true });
+    made("app", "eve", "not-a-cgroup", { procs: null });
+    // Not runs: a pair directory with no run, a file where a run would be, another root.
+    mkdirSync(join(root, "augur", "image-only", "user-only"), { recursive: true });
+    writeFileSync(join(root, "augur", "image-only", "user-only", "a-file"), "");
+    mkdirSync(join(root, "other", "app", "bob", "left"), { recursive: true });
+    writeFileSync(join(root, "other", "app", "bob", "left", "cgroup.procs"), "");
+    utimesSync(join(root, "other", "app", "bob", "left"), hourAgo, hourAgo);
+    assert.deepEqual(cgroups.emptyRunsMadeBefore(Date.now() - 600_000), [left]);
+    assert.deepEqual(connector(root, { root: "nothing-here" }).emptyRunsMadeBefore(Date.now()), []);
+  });
+
   it("refuses a root that is not a single directory name", () => {
     for (const root of ["..", ".", "../etc", "a/b", "", ".hidden", "x".repeat(65)]) {
       assert.equal(cgroupConnectorConfig.safeParse({ kind: "cgroup", root }).success, false, root);
@@ -239,6 +266,18 @@ describe("tc connector", () => {
     assert.throws(() => tc.wrap("../x", ["true"]), ValidationError);
     assert.throws(() => tc.wrap("netns; reboot", ["true"]), ValidationError);
     assert.deepEqual(tc.wrap("augur-0123456789", ["/bin/echo", "$(x)"]), ["/usr/sbin/ip", "netns", "exec", "augur-0123456789", "/bin/echo", "$(x)"]);
+  });
+
+  it("finds a run's namespace from the name of its cgroup, whatever the run id", { skip: !existsSync("/usr/sbin/ip") && "no ip binary" }, () => {
+    const tc = new TcConnector(tcConnectorConfig.parse({ kind: "tc" }));
+    const cgroups = connector(fakeV2("namespaces"));
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 200 }), fc.string(), fc.string(), (runId, image, user) => {
+        assert.equal(namespaceOfRunCgroup(cgroups.runPath(image, user, runId)), tc.namespaceOf(runId));
+      }),
+      { numRuns: 300 },
+    );
+    for (const path of ["/augur/app/bob/handmade", "/augur/app/bob/x-0123456789AB", "/augur/app/bob/x-0123456789a"]) assert.equal(namespaceOfRunCgroup(path), null, path);
   });
 });
 
