@@ -222,7 +222,7 @@ export class Launcher {
     for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
       if (ours.has(path)) continue;
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
-      let reason = `no process for over ${staleAfterSeconds} s and no run of this process: left by an augur that was killed before it cleaned up`;
+      let reason = `made over ${staleAfterSeconds} s ago, no process in it, not a run of this process: left by an augur killed before it cleaned up`;
       let ok = true;
       if (!config.safety.dryRun) {
         try {
