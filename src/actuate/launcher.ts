@@ -278,16 +278,24 @@ export class Launcher {
     this.runs.set(runId, run);
 
     const cleanup = async () => {
+      let exists = false;
       try {
-        if (cgroups.exists(path)) {
+        exists = cgroups.exists(path);
+        if (exists) {
           this.processes.killCgroup(path);
           for (let attempt = 0; attempt < 50 && cgroups.read(path).pids.length > 0; attempt++) await new Promise((r) => setTimeout(r, 20));
-          cgroups.remove(path);
         }
+      } catch (error) {
+        console.error(`augur: run ${runId}: stopping what is left in cgroup ${path}: ${errorMessage(error)}`);
+      }
+      // The namespace goes before the cgroup: an augur killed in between
+      // leaves the cgroup, by which a later start finds both (removeStaleRuns).
+      if (run.status.network) await this.deps.tc!.removeNetwork(run.status.network.namespace).catch((error) => console.error(`augur: run ${runId}: ${errorMessage(error)}`));
+      try {
+        if (exists) cgroups.remove(path);
       } catch (error) {
         console.error(`augur: run ${runId}: removing cgroup ${path}: ${errorMessage(error)}`);
       }
-      if (run.status.network) await this.deps.tc!.removeNetwork(run.status.network.namespace).catch((error) => console.error(`augur: run ${runId}: ${errorMessage(error)}`));
       this.deps.gpu?.release(runId);
       this.deps.engine.release(runId);
       this.limiter.forget(runId);

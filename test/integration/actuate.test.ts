@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -113,6 +113,10 @@ api: { listen: "127.0.0.1:0" }
       .filter((path) => path.includes(`/${image}-`))
       .flatMap(subdirs)
       .flatMap(subdirs);
+  }
+
+  function hasNamespace(namespace: string): boolean {
+    return spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").some((line) => line.split(" ")[0] === namespace);
   }
 
   /** Waits, polling without a pause (the window it looks for lasts milliseconds), until `count` runs of `image` have their cgroups. */
@@ -230,7 +234,7 @@ api: { listen: "127.0.0.1:0" }
     assert.equal(measured.bytes, bytes);
     const achieved = measured.bytes / measured.seconds;
     assert.ok(achieved > rate * 0.8 && achieved < rate * 1.15, `achieved ${Math.round(achieved)} bytes/s against ${rate}`);
-    await eventually(() => (spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(namespace) ? undefined : true), 5000, "the namespace to go");
+    await eventually(() => (hasNamespace(namespace) ? undefined : true), 5000, "the namespace to go");
   });
 
   it("stops a run whose start a SIGTERM interrupted, and leaves no cgroup, namespace or process behind", { skip: !hasTc && "no ip/tc" }, async () => {
@@ -252,7 +256,7 @@ api: { listen: "127.0.0.1:0" }
     assert.equal(events.at(-1)!.type, "exited");
     assert.equal(events.at(-1)!.signal, "SIGTERM");
     assert.deepEqual(runCgroupsOf("interrupted"), [], "the run's cgroup is gone");
-    assert.equal(spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes((started.network as { namespace: string }).namespace), false, "its namespace is gone");
+    assert.equal(hasNamespace((started.network as { namespace: string }).namespace), false, "its namespace is gone");
     const pid = started.pid as number;
     assert.equal(isRunning(pid), false, "its command is stopped");
   });
@@ -278,15 +282,14 @@ api: { listen: "127.0.0.1:0" }
     await once(child, "exit");
     const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
     const namespace = started.network.namespace;
-    const hasNamespace = () => spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").some((line) => line.split(" ")[0] === namespace);
-    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(), "the killed augur left its run's cgroup and namespace");
+    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
 
     // Older than staleAfterSeconds, but its command still runs: kept.
     await sleep(2500);
     const busy = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
     assert.equal(busy.status, 0, busy.stderr);
     assert.ok(isRunning(started.pid), "the abandoned command ran through the check");
-    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(), "a cgroup with a process in it is kept");
+    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "a cgroup with a process in it is kept");
 
     // Once it has ended, the next start removes both; an empty cgroup younger than staleAfterSeconds (a start under way elsewhere) is kept.
     await eventually(() => (cgroups.read(started.cgroup).pids.length === 0 ? true : undefined), 15_000, "the abandoned command to end");
@@ -297,13 +300,52 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(next.status, 0, next.stderr);
       assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed`));
       assert.equal(cgroups.exists(started.cgroup), false, "the stale cgroup is gone");
-      assert.equal(hasNamespace(), false, "its namespace is gone");
+      assert.equal(hasNamespace(namespace), false, "its namespace is gone");
       assert.ok(cgroups.exists(young), "the young one is kept");
     } finally {
       cgroups.remove(young);
       // What a failure left.
       if (cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
-      if (hasNamespace()) spawnSync("/usr/sbin/ip", ["netns", "del", namespace]);
+      if (hasNamespace(namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", namespace]);
+    }
+  });
+
+  it("cleans up a run's namespace before its cgroup: an augur killed in between leaves the cgroup, by which the next start removes both", { skip: !hasTc && "no ip/tc" }, async () => {
+    // An `ip` that stalls on `netns del` (its pid in the marker) and passes everything else on.
+    const marker = join(dir, "netns-del");
+    mkdirSync(join(dir, "stalling"), { recursive: true });
+    writeFileSync(join(dir, "stalling", "ip"), `#!/bin/sh\nif [ "$1" = netns ] && [ "$2" = del ]; then echo $$ > ${marker}; exec sleep 60; fi\nexec /usr/sbin/ip "$@"\n`, { mode: 0o755 });
+    writeFileSync(join(dir, "stalling-tc.yaml"), `kind: tc\nsubnet: 10.219.0.0/16\nip: ${join(dir, "stalling", "ip")}\n`);
+    const reaping = join(dir, "reaping.yaml");
+    writeFileSync(reaping, readFileSync(config, "utf8").replace("runs: {", "runs: { staleAfterSeconds: 2,"));
+    const stalling = join(dir, "stalling.yaml");
+    writeFileSync(stalling, readFileSync(reaping, "utf8").replace(join(dir, "tc.yaml"), join(dir, "stalling-tc.yaml")));
+    const child = spawn(process.execPath, [CLI, "exec", "--config", stalling, "--events", "json", "--image", "cut-short", "--user", "hal", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/true"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
+    let started: { cgroup: string; network: { namespace: string } } | undefined;
+    try {
+      await eventually(() => (existsSync(marker) && readFileSync(marker, "utf8").endsWith("\n") ? true : undefined), 30_000, "the cleanup to reach `ip netns del`");
+      child.kill("SIGKILL");
+      await once(child, "exit");
+      const line = stderr.split("\n").find((text) => text.startsWith("{") && text.includes('"type":"started"'));
+      assert.ok(line, stderr);
+      started = JSON.parse(line) as { cgroup: string; network: { namespace: string } };
+      const namespace = started.network.namespace;
+      assert.ok(cgroups.exists(started.cgroup), "the cgroup outlives the cut-short cleanup");
+      assert.ok(hasNamespace(namespace));
+      await sleep(2100);
+      const next = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
+      assert.equal(next.status, 0, next.stderr);
+      assert.equal(cgroups.exists(started.cgroup), false, "the next start removed the cgroup");
+      assert.equal(hasNamespace(namespace), false, "and the namespace");
+    } finally {
+      if (existsSync(marker)) spawnSync("kill", ["-KILL", readFileSync(marker, "utf8").trim()]);
+      if (started && cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
+      if (started && hasNamespace(started.network.namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", started.network.namespace]);
     }
   });
 
@@ -446,7 +488,7 @@ api: { listen: "127.0.0.1:0" }
         await stopping;
         assert.deepEqual(runCgroupsOf("stopping"), [], "no run's cgroup outlives the pipeline");
         for (const pid of [firstPid, secondPid]) assert.equal(isRunning(pid), false, `run ${pid} is stopped`);
-        assert.equal(spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.includes(network.namespace), false, "its namespace is gone");
+        assert.equal(hasNamespace(network.namespace), false, "its namespace is gone");
       } finally {
         await pipeline.stop();
       }
