@@ -296,6 +296,13 @@ api: { listen: "127.0.0.1:0" }
     const young = cgroups.runPath("abandoned", "ivy", "starting");
     cgroups.create(young);
     try {
+      // In dry-run it is reported and kept.
+      const dryRun = join(dir, "reaping-dry-run.yaml");
+      writeFileSync(dryRun, readFileSync(reaping, "utf8").replace("actuate:\n", "actuate:\n  safety: { dryRun: true }\n"));
+      const reported = await exec(dryRun, ["--image", "other", "--user", "hal"], ["/bin/true"]);
+      assert.equal(reported.status, 0, reported.stderr);
+      assert.match(reported.stderr, new RegExp(`would remove stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: `));
+      assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "dry-run keeps them");
       const next = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
       assert.equal(next.status, 0, next.stderr);
       assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed`));
