@@ -141,6 +141,16 @@ export class Run extends EventEmitter {
 }
 
 
+/** What sampling a run keeps from one sample to the next. */
+interface SampleState {
+  /** The last reading's counters. */
+  value: Counters | null;
+  /** OOM kills seen so far. */
+  oomKills: number;
+  /** When the run's allocation lease was last renewed (or made). */
+  renewedAt: number;
+}
+
 /**
  * The launcher: asks the allocation engine what a run gets, creates its
  * cgroup (and network namespace when shaping is asked), applies the
@@ -402,7 +412,7 @@ export class Launcher {
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
 
-    const previous: { value: Counters | null; oomKills: number } = { value: null, oomKills: 0 };
+    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now() };
     let sampling = Promise.resolve();
     const tick = () => {
       sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
@@ -438,7 +448,7 @@ export class Launcher {
   }
 
   /** One sample of a run: publish it, and act on OOM kills, heavy throttling and a working set near the limit. */
-  private async sample(run: Run, previous: { value: Counters | null; oomKills: number }, explicit: { cpu: boolean; memory: boolean }): Promise<void> {
+  private async sample(run: Run, previous: SampleState, explicit: { cpu: boolean; memory: boolean }): Promise<void> {
     const { cgroups, config } = this.deps;
     const path = run.status.cgroup;
     if (!cgroups.exists(path)) return;
@@ -483,6 +493,13 @@ export class Launcher {
       await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "oom-feedback", ok: true, reason: `OOM kill at ${limit} bytes: next runs get at least ${Math.ceil(floor)}`, details: "" });
     }
     if (run.status.state !== "running") return;
+
+    // The run holds its reservation while it lives: the allocation's lease is renewed
+    // well before it lapses (a run that outlived it stopped counting against capacity).
+    if (nowMs - previous.renewedAt >= this.deps.engine.leaseMs / 4) {
+      this.deps.engine.renew(run.status.decision, nowMs);
+      previous.renewedAt = nowMs;
+    }
 
     // Feedback loop while it runs, within the safety rules. Explicit amounts stay as asked.
     const proposal = { ...run.status.limits };

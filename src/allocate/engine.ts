@@ -281,8 +281,22 @@ export class AllocationEngine {
   }
 
   /** Reserves the decision's requests if they fit; otherwise says what is missing. */
+  /** What the decision reserves on this node, held until `leaseSeconds` after `nowMs`. */
+  private reservation(decision: AllocationDecision, nowMs: number): ActiveAllocation & { decision: AllocationDecision } {
+    return {
+      requestId: decision.requestId,
+      node: this.node,
+      cpuCores: decision.cpu!.request,
+      memoryBytes: decision.memory!.request,
+      gpus: decision.gpus,
+      expiresAt: nowMs + this.config.leaseSeconds * 1000,
+      decision,
+    };
+  }
+
   private tryReserve(decision: AllocationDecision, nowMs: number): { ok: boolean; shortfall: Inventory } {
-    const want = { cpu: decision.cpu!.request, memory: decision.memory!.request, gpus: decision.gpus };
+    const record = this.reservation(decision, nowMs);
+    const want = { cpu: record.cpuCores, memory: record.memoryBytes, gpus: record.gpus };
     const capacity = this.capacity();
     return this.store.allocateAtomically<{ ok: boolean; shortfall: Inventory }>(this.node, nowMs, (active: ActiveAllocation[]) => {
       const used = active.reduce(
@@ -295,18 +309,7 @@ export class AllocationEngine {
         gpus: Math.max(0, used.gpus + want.gpus - capacity.gpus),
       };
       if (shortfall.cpu > 1e-9 || shortfall.memory > 0 || shortfall.gpus > 0) return { result: { ok: false, shortfall }, record: null };
-      return {
-        result: { ok: true, shortfall },
-        record: {
-          requestId: decision.requestId,
-          node: this.node,
-          cpuCores: want.cpu,
-          memoryBytes: want.memory,
-          gpus: want.gpus,
-          expiresAt: nowMs + this.config.leaseSeconds * 1000,
-          decision,
-        },
-      };
+      return { result: { ok: true, shortfall }, record };
     });
   }
 
@@ -345,6 +348,21 @@ export class AllocationEngine {
 
   release(requestId: string): boolean {
     return this.store.releaseAllocation(requestId);
+  }
+
+  /** How long an allocation holds capacity unless renewed or released (ms). */
+  get leaseMs(): number {
+    return this.config.leaseSeconds * 1000;
+  }
+
+  /**
+   * A run still holds what its allocation reserved: the lease runs on to
+   * `leaseSeconds` from `nowMs`, and an allocation whose lease lapsed (a
+   * process paused longer than the lease) is recorded again, since the run
+   * uses those resources whether or not it was counted.
+   */
+  renew(decision: AllocationDecision, nowMs: number): void {
+    this.store.renewAllocation(this.reservation(decision, nowMs));
   }
 
   /**

@@ -79,6 +79,11 @@ export class ProfileStore {
         `INSERT INTO allocations (request_id, node, cpu_cores, memory_bytes, gpus, expires_at, decision)
          VALUES (@requestId, @node, @cpuCores, @memoryBytes, @gpus, @expiresAt, @decision)`,
       ),
+      renewAllocation: this.db.prepare(
+        `INSERT INTO allocations (request_id, node, cpu_cores, memory_bytes, gpus, expires_at, decision)
+         VALUES (@requestId, @node, @cpuCores, @memoryBytes, @gpus, @expiresAt, @decision)
+         ON CONFLICT (request_id) DO UPDATE SET expires_at = MAX(allocations.expires_at, excluded.expires_at)`,
+      ),
       deleteAllocation: this.db.prepare(`DELETE FROM allocations WHERE request_id = ?`),
       expireAllocations: this.db.prepare(`DELETE FROM allocations WHERE expires_at <= ?`),
       activeAllocations: this.db.prepare(`SELECT request_id, node, cpu_cores, memory_bytes, gpus, expires_at FROM allocations WHERE node = ?`),
@@ -220,6 +225,11 @@ export class ProfileStore {
   getAllocation(requestId: string): AllocationDecision | null {
     const row = this.statements.getAllocation.get(requestId) as { decision: string } | undefined;
     return row ? (JSON.parse(row.decision) as AllocationDecision) : null;
+  }
+
+  /** Holds a live allocation until `record.expiresAt` (never shortening it), recording it again if it had expired. */
+  renewAllocation(record: ActiveAllocation & { decision: AllocationDecision }): void {
+    this.statements.renewAllocation.run({ ...record, decision: JSON.stringify(record.decision) });
   }
 
   releaseAllocation(requestId: string): boolean {

@@ -15,6 +15,7 @@ import { detectHostLayout } from "../../src/collect/cgroup.js";
 import { loadPipeline } from "../../src/config/pipeline.js";
 import { ActuationError } from "../../src/core/errors.js";
 import { startEmbeddedPipeline, type RunningPipeline } from "../../src/pipeline/embedded.js";
+import { ProfileStore } from "../../src/store/profile-store.js";
 import { CLI } from "../cli.js";
 import { eventually, isRunning, sleep, tempDir } from "../helpers.js";
 
@@ -259,6 +260,26 @@ api: { listen: "127.0.0.1:0" }
     assert.equal(hasNamespace((started.network as { namespace: string }).namespace), false, "its namespace is gone");
     const pid = started.pid as number;
     assert.equal(isRunning(pid), false, "its command is stopped");
+  });
+
+  it("holds a run's reservation for as long as it runs, past its allocation's lease", async () => {
+    const leased = join(dir, "leased.yaml");
+    writeFileSync(leased, readFileSync(config, "utf8").replace("allocate: {", "allocate: { leaseSeconds: 2,"));
+    const node = loadPipeline(leased).node;
+    let live: string[] = [];
+    let runId = "";
+    const run = await exec(leased, ["--image", "long", "--user", "lena"], ["/bin/sleep", "5"], async (started) => {
+      runId = String(started.run);
+      await sleep(3500);
+      const store = new ProfileStore(join(dir, "data"));
+      try {
+        live = store.liveAllocations(node, Date.now()).map((allocation) => allocation.requestId);
+      } finally {
+        store.close();
+      }
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.ok(live.includes(runId), `3.5 s into the run, past its 2 s lease, its allocation still holds: ${JSON.stringify(live)} lacks ${runId}`);
   });
 
   it("removes what a killed augur left of a run, its cgroup and namespace, once stale and idle, and nothing younger or busy", { skip: !hasTc && "no ip/tc" }, async () => {

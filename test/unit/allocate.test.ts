@@ -140,6 +140,29 @@ describe("allocation engine", () => {
     assert.equal((await e.allocate(request("x", "y", { request: { cpu: 1, memory: GIB } }))).ok, true);
   });
 
+  it("holds a renewed allocation past its first lease, records a lapsed one again, and never shortens a lease", async () => {
+    const cfg = config({ inventory: { cpu: 2, memory: 8 * GIB, gpus: 0 }, leaseSeconds: 60 });
+    const e = engine(cfg);
+    const at = (ts: number, cpu = 1.5) => e.allocate(parseAllocationRequest({ image: "x", user: "y", requestId: `r${++n}`, request: { cpu, memory: GIB } }, ts));
+    const run = await at(T0);
+    assert.equal(run.ok, true);
+    // Unrenewed, the lease lapses and its capacity is taken by another.
+    assert.equal((await at(T0 + 61_000)).ok, true, "the lapsed lease freed its capacity");
+    const e2 = new AllocationEngine(cfg, store, { cpu: 2, memory: 8 * GIB, gpus: 0 }, "node-renew", createScaler(cfg.scaler));
+    const held = await e2.allocate(parseAllocationRequest({ image: "x", user: "y", requestId: `r${++n}`, request: { cpu: 1.5, memory: GIB } }, T0));
+    e2.renew(held, T0 + 50_000);
+    const refused = await e2.allocate(parseAllocationRequest({ image: "x", user: "y", requestId: `r${++n}`, request: { cpu: 1, memory: GIB } }, T0 + 100_000));
+    assert.equal(refused.reason, "capacity", "renewed at 50 s, it holds until 110 s");
+    e2.renew(held, T0 + 10_000); // an older renewal does not shorten it
+    assert.equal(store.liveAllocations("node-renew", T0 + 105_000).length, 1);
+    // Lapsed and swept by another allocation, a renewal records it again.
+    const other = await e2.allocate(parseAllocationRequest({ image: "x", user: "y", requestId: `r${++n}`, request: { cpu: 1, memory: GIB } }, T0 + 200_000));
+    assert.equal(other.ok, true);
+    e2.renew(held, T0 + 210_000);
+    assert.deepEqual(store.liveAllocations("node-renew", T0 + 215_000).map((a) => a.requestId).sort(), [held.requestId, other.requestId].sort());
+    assert.equal(store.getAllocation(held.requestId)!.requestId, held.requestId);
+  });
+
   it("asks the scaler hook (a real command) when short, and succeeds if it adds capacity", async () => {
     const script = join(dir, "scaler.sh");
     writeFileSync(script, '#!/bin/sh\ncat > /dev/null\necho \'{"added": {"cpu": 8, "memory": 0}}\'\n');
