@@ -356,6 +356,16 @@ export class AllocationEngine {
   }
 
   /**
+   * A caller still holds what an allocation reserved: its lease runs on to
+   * `leaseSeconds` from `nowMs`. Returns the new expiry, or null when no
+   * allocation with that id is live (released, or lapsed: capacity it held
+   * may have gone to others since, so it must be asked for again).
+   */
+  extend(requestId: string, nowMs: number): number | null {
+    return this.store.extendAllocation(requestId, nowMs, nowMs + this.leaseMs);
+  }
+
+  /**
    * A run still holds what its allocation reserved: the lease runs on to
    * `leaseSeconds` from `nowMs`, and an allocation whose lease lapsed (a
    * process paused longer than the lease) is recorded again, since the run

@@ -128,6 +128,11 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
     return decision ? decision : problem(reply, 404, "not-found", "no live allocation with that id");
   });
 
+  app.post<{ Params: { id: string } }>("/v1/allocations/:id/renew", { preHandler: requireToken }, async (request, reply) => {
+    const expiresAt = deps.engine.extend(request.params.id, now());
+    return expiresAt === null ? problem(reply, 404, "not-found", "no live allocation with that id (released or lapsed: allocate again)") : { requestId: request.params.id, expiresAt };
+  });
+
   app.delete<{ Params: { id: string } }>("/v1/allocations/:id", { preHandler: requireToken }, async (request, reply) => {
     return deps.engine.release(request.params.id) ? reply.code(204).send() : problem(reply, 404, "not-found", "no live allocation with that id");
   });

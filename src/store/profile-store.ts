@@ -84,6 +84,7 @@ export class ProfileStore {
          VALUES (@requestId, @node, @cpuCores, @memoryBytes, @gpus, @expiresAt, @decision)
          ON CONFLICT (request_id) DO UPDATE SET expires_at = MAX(allocations.expires_at, excluded.expires_at)`,
       ),
+      extendAllocation: this.db.prepare(`UPDATE allocations SET expires_at = MAX(expires_at, @expiresAt) WHERE request_id = @requestId AND expires_at > @nowMs RETURNING expires_at`),
       deleteAllocation: this.db.prepare(`DELETE FROM allocations WHERE request_id = ?`),
       expireAllocations: this.db.prepare(`DELETE FROM allocations WHERE expires_at <= ?`),
       activeAllocations: this.db.prepare(`SELECT request_id, node, cpu_cores, memory_bytes, gpus, expires_at FROM allocations WHERE node = ?`),
@@ -230,6 +231,12 @@ export class ProfileStore {
   /** Holds a live allocation until `record.expiresAt` (never shortening it), recording it again if it had expired. */
   renewAllocation(record: ActiveAllocation & { decision: AllocationDecision }): void {
     this.statements.renewAllocation.run({ ...record, decision: JSON.stringify(record.decision) });
+  }
+
+  /** Extends an allocation still live at `nowMs` to `expiresAt` (never shortening it); its expiry, or null when none is live. */
+  extendAllocation(requestId: string, nowMs: number, expiresAt: number): number | null {
+    const row = this.statements.extendAllocation.get({ requestId, nowMs, expiresAt }) as { expires_at: number } | undefined;
+    return row ? Number(row.expires_at) : null;
   }
 
   releaseAllocation(requestId: string): boolean {

@@ -17,6 +17,7 @@ describe("HTTP API", () => {
   let app: FastifyInstance;
   let store: ProfileStore;
   let cleanup: () => void;
+  let clock = T0;
 
   before(async () => {
     const temp = tempDir();
@@ -36,7 +37,7 @@ describe("HTTP API", () => {
       oomKills: 0,
     };
     store.writeProfiles([{ profile, modelState: { model: "m", stateVersion: 1, state: {} } }]);
-    app = buildApi({ store, engine, metrics, node: "node-a", token: TOKEN, bodyLimitBytes: 4096, now: () => T0 });
+    app = buildApi({ store, engine, metrics, node: "node-a", token: TOKEN, bodyLimitBytes: 4096, now: () => clock });
     await app.ready();
   });
   after(async () => {
@@ -86,6 +87,30 @@ describe("HTTP API", () => {
     assert.equal((await app.inject({ url: `/v1/allocations/${decision.requestId}` })).statusCode, 200);
     assert.equal((await app.inject({ method: "DELETE", url: `/v1/allocations/${decision.requestId}` })).statusCode, 401);
     assert.equal((await app.inject({ method: "DELETE", url: `/v1/allocations/${decision.requestId}`, headers: auth })).statusCode, 204);
+  });
+
+  it("renews a live allocation's lease, and refuses a released, lapsed or unknown one", async () => {
+    const allocate = async () => (await app.inject({ method: "POST", url: "/v1/allocations", payload: { image: "x", user: "renewing", request: { cpu: 0.1, memory: 1e6 } }, headers: auth })).json().requestId as string;
+    const renew = (id: string, headers: Record<string, string> = auth) => app.inject({ method: "POST", url: `/v1/allocations/${encodeURIComponent(id)}/renew`, headers });
+    const held = await allocate();
+    assert.equal((await renew(held, {})).statusCode, 401);
+    try {
+      clock = T0 + 3_000_000; // before the default lease (3600 s) lapses
+      const renewed = await renew(held);
+      assert.equal(renewed.statusCode, 200, renewed.body);
+      assert.deepEqual(renewed.json(), { requestId: held, expiresAt: clock + 3_600_000 });
+      clock = T0 + 3_000_000 + 3_600_000; // lapsed: what it held may be someone else's now
+      assert.equal((await renew(held)).statusCode, 404);
+    } finally {
+      clock = T0;
+    }
+    const released = await allocate();
+    assert.equal((await app.inject({ method: "DELETE", url: `/v1/allocations/${released}`, headers: auth })).statusCode, 204);
+    for (const id of [released, "never-made", "x'; DELETE FROM allocations; --", "../../etc"]) {
+      const refused = await renew(id);
+      assert.equal(refused.statusCode, 404, id);
+      assert.equal(refused.json().reason, "not-found");
+    }
   });
 
   it("answers 409 with reason capacity when the node cannot fit it", async () => {
