@@ -280,7 +280,6 @@ export class AllocationEngine {
     };
   }
 
-  /** Reserves the decision's requests if they fit; otherwise says what is missing. */
   /** What the decision reserves on this node, held until `leaseSeconds` after `nowMs`. */
   private reservation(decision: AllocationDecision, nowMs: number): ActiveAllocation & { decision: AllocationDecision } {
     return {
@@ -294,6 +293,7 @@ export class AllocationEngine {
     };
   }
 
+  /** Reserves the decision's requests if they fit; otherwise says what is missing. */
   private tryReserve(decision: AllocationDecision, nowMs: number): { ok: boolean; shortfall: Inventory } {
     const record = this.reservation(decision, nowMs);
     const want = { cpu: record.cpuCores, memory: record.memoryBytes, gpus: record.gpus };
