@@ -33,37 +33,62 @@ interface ExecResult {
   stderr: string;
 }
 
+/** A run's `started` event. */
+interface Started {
+  run: string;
+  cgroup: string;
+  pid: number;
+  network: { namespace: string } | null;
+}
+
+/** `augur exec` started and left running: its process, its output so far, and its JSON events as they come (each also to `onEvent`). */
+function spawnExec(config: string, args: string[], command: string[], onEvent?: (event: Record<string, unknown>) => void) {
+  const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", ...args, "--", ...command], { stdio: ["ignore", "pipe", "pipe"] });
+  const run = {
+    child,
+    stdout: "",
+    stderr: "",
+    events: [] as Array<Record<string, unknown>>,
+    get started(): Started | undefined {
+      return this.events.find((event) => event.type === "started") as Started | undefined;
+    },
+  };
+  let pending = "";
+  child.stdout.on("data", (chunk) => (run.stdout += chunk));
+  child.stderr.on("data", (chunk: Buffer) => {
+    run.stderr += chunk;
+    pending += chunk.toString();
+    let at;
+    while ((at = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, at);
+      pending = pending.slice(at + 1);
+      if (!line.startsWith("{")) continue;
+      const event = JSON.parse(line) as Record<string, unknown>;
+      run.events.push(event);
+      onEvent?.(event);
+    }
+  });
+  return run;
+}
+
 /** Runs `augur exec` and collects its JSON events; `onStarted` runs while the command is still running. */
 function exec(config: string, args: string[], command: string[], onStarted?: (event: Record<string, unknown>) => Promise<void> | void): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", ...args, "--", ...command], { stdio: ["ignore", "pipe", "pipe"] });
-    const events: Array<Record<string, unknown>> = [];
-    let stdout = "";
-    let stderr = "";
-    let pending = "";
     let hook: Promise<void> = Promise.resolve();
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk;
-      pending += chunk.toString();
-      let at;
-      while ((at = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, at);
-        pending = pending.slice(at + 1);
-        if (!line.startsWith("{")) continue;
-        const event = JSON.parse(line) as Record<string, unknown>;
-        events.push(event);
-        if (event.type === "started" && onStarted) hook = Promise.resolve(onStarted(event));
-      }
+    const run = spawnExec(config, args, command, (event) => {
+      if (event.type === "started" && onStarted) hook = Promise.resolve(onStarted(event));
     });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-    child.on("error", reject);
-    child.on("close", (status) => {
+    const timer = setTimeout(() => run.child.kill("SIGKILL"), 90_000);
+    run.child.on("error", reject);
+    run.child.on("close", (status) => {
       clearTimeout(timer);
-      hook.then(() => resolve({ status, events, stdout, stderr }), reject);
+      hook.then(() => resolve({ status, events: run.events, stdout: run.stdout, stderr: run.stderr }), reject);
     });
   });
 }
+
+/** What `--request` asks for a run with its own, shaped network. */
+const SHAPED = ["--request", JSON.stringify({ netEgress: 1_000_000 })];
 
 /** Busy about `cores` (duty cycle over 20 ms) and holding `megabytes` of touched memory for `seconds`. */
 function loadScript(cores: number, megabytes: number, seconds: number): string[] {
@@ -114,6 +139,20 @@ api: { listen: "127.0.0.1:0" }
       .filter((path) => path.includes(`/${image}-`))
       .flatMap(subdirs)
       .flatMap(subdirs);
+  }
+
+  /** The test's pipeline with stale runs removed after 2 s. */
+  function reapingConfig(): string {
+    const reaping = join(dir, "reaping.yaml");
+    writeFileSync(reaping, readFileSync(config, "utf8").replace("runs: {", "runs: { staleAfterSeconds: 2,"));
+    return reaping;
+  }
+
+  /** What a failed test left of a run killed with its augur. */
+  function removeLeftovers(cgroups: CgroupConnector, started: Started | undefined): void {
+    if (!started) return;
+    if (cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
+    if (started.network && hasNamespace(started.network.namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", started.network.namespace]);
   }
 
   function hasNamespace(namespace: string): boolean {
@@ -241,25 +280,20 @@ api: { listen: "127.0.0.1:0" }
   it("stops a run whose start a SIGTERM interrupted, and leaves no cgroup, namespace or process behind", { skip: !hasTc && "no ip/tc" }, async () => {
     // The run's cgroup is made before its network namespace (tens of milliseconds of
     // ip and tc): augur exec is signalled as soon as the cgroup is there, before the command starts.
-    const child = spawn(process.execPath, [CLI, "exec", "--config", config, "--events", "json", "--image", "interrupted", "--user", "gina", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/sleep", "60"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const exited = once(child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
+    const interrupted = spawnExec(config, ["--image", "interrupted", "--user", "gina", ...SHAPED], ["/bin/sleep", "60"]);
+    const exited = once(interrupted.child, "exit") as Promise<[number | null, NodeJS.Signals | null]>;
     await untilRunCgroups("interrupted", 1);
-    child.kill("SIGTERM");
+    interrupted.child.kill("SIGTERM");
     const [code, signal] = await exited;
-    assert.match(stderr, /SIGTERM: stopping as soon as started/, "the signal came while the run was being made");
-    assert.deepEqual([code, signal], [143, null], `augur exec exits with the run's status, killed by SIGTERM:\n${stderr}`);
-    const events = stderr.split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line) as Record<string, unknown>);
-    const started = events.find((event) => event.type === "started")!;
+    assert.match(interrupted.stderr, /SIGTERM: stopping as soon as started/, "the signal came while the run was being made");
+    assert.deepEqual([code, signal], [143, null], `augur exec exits with the run's status, killed by SIGTERM:\n${interrupted.stderr}`);
+    const events = interrupted.events;
+    const started = interrupted.started!;
     assert.equal(events.at(-1)!.type, "exited");
     assert.equal(events.at(-1)!.signal, "SIGTERM");
     assert.deepEqual(runCgroupsOf("interrupted"), [], "the run's cgroup is gone");
-    assert.equal(hasNamespace((started.network as { namespace: string }).namespace), false, "its namespace is gone");
-    const pid = started.pid as number;
-    assert.equal(isRunning(pid), false, "its command is stopped");
+    assert.equal(hasNamespace(started.network!.namespace), false, "its namespace is gone");
+    assert.equal(isRunning(started.pid), false, "its command is stopped");
   });
 
   it("holds a run's reservation for as long as it runs, past its allocation's lease", async () => {
@@ -283,26 +317,14 @@ api: { listen: "127.0.0.1:0" }
   });
 
   it("removes what a killed augur left of a run, its cgroup and namespace, once stale and idle, and nothing younger or busy", { skip: !hasTc && "no ip/tc" }, async () => {
-    const reaping = join(dir, "reaping.yaml");
-    writeFileSync(reaping, readFileSync(config, "utf8").replace("runs: {", "runs: { staleAfterSeconds: 2,"));
+    const reaping = reapingConfig();
     // augur exec killed outright: its command goes on in the run's cgroup and namespace.
-    const child = spawn(process.execPath, [CLI, "exec", "--config", reaping, "--events", "json", "--image", "abandoned", "--user", "hal", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/sleep", "8"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const started = await eventually(
-      () => {
-        const line = stderr.split("\n").find((text) => text.startsWith("{") && text.includes('"type":"started"'));
-        return line ? (JSON.parse(line) as { cgroup: string; pid: number; network: { namespace: string } }) : undefined;
-      },
-      30_000,
-      "the run to start",
-    );
-    child.kill("SIGKILL");
-    await once(child, "exit");
+    const abandoned = spawnExec(reaping, ["--image", "abandoned", "--user", "hal", ...SHAPED], ["/bin/sleep", "8"]);
+    const started = await eventually(() => abandoned.started, 30_000, "the run to start");
+    abandoned.child.kill("SIGKILL");
+    await once(abandoned.child, "exit");
     const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
-    const namespace = started.network.namespace;
+    const namespace = started.network!.namespace;
     assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
 
     // Older than staleAfterSeconds, but its command still runs: kept.
@@ -332,9 +354,7 @@ api: { listen: "127.0.0.1:0" }
       assert.ok(cgroups.exists(young), "the young one is kept");
     } finally {
       cgroups.remove(young);
-      // What a failure left.
-      if (cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
-      if (hasNamespace(namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", namespace]);
+      removeLeftovers(cgroups, started);
     }
   });
 
@@ -344,24 +364,18 @@ api: { listen: "127.0.0.1:0" }
     mkdirSync(join(dir, "stalling"), { recursive: true });
     writeFileSync(join(dir, "stalling", "ip"), `#!/bin/sh\nif [ "$1" = netns ] && [ "$2" = del ]; then echo $$ > ${marker}; exec sleep 60; fi\nexec /usr/sbin/ip "$@"\n`, { mode: 0o755 });
     writeFileSync(join(dir, "stalling-tc.yaml"), `kind: tc\nsubnet: 10.219.0.0/16\nip: ${join(dir, "stalling", "ip")}\n`);
-    const reaping = join(dir, "reaping.yaml");
-    writeFileSync(reaping, readFileSync(config, "utf8").replace("runs: {", "runs: { staleAfterSeconds: 2,"));
+    const reaping = reapingConfig();
     const stalling = join(dir, "stalling.yaml");
     writeFileSync(stalling, readFileSync(reaping, "utf8").replace(join(dir, "tc.yaml"), join(dir, "stalling-tc.yaml")));
-    const child = spawn(process.execPath, [CLI, "exec", "--config", stalling, "--events", "json", "--image", "cut-short", "--user", "hal", "--request", JSON.stringify({ netEgress: 1_000_000 }), "--", "/bin/true"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const cutShort = spawnExec(stalling, ["--image", "cut-short", "--user", "hal", ...SHAPED], ["/bin/true"]);
     const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
-    let started: { cgroup: string; network: { namespace: string } } | undefined;
+    let started: Started | undefined;
     try {
       await eventually(() => (existsSync(marker) && readFileSync(marker, "utf8").endsWith("\n") ? true : undefined), 30_000, "the cleanup to reach `ip netns del`");
-      child.kill("SIGKILL");
-      await once(child, "exit");
-      const line = stderr.split("\n").find((text) => text.startsWith("{") && text.includes('"type":"started"'));
-      assert.ok(line, stderr);
-      started = JSON.parse(line) as { cgroup: string; network: { namespace: string } };
+      cutShort.child.kill("SIGKILL");
+      await once(cutShort.child, "exit");
+      started = cutShort.started;
+      assert.ok(started?.network, cutShort.stderr);
       const namespace = started.network.namespace;
       assert.ok(cgroups.exists(started.cgroup), "the cgroup outlives the cut-short cleanup");
       assert.ok(hasNamespace(namespace));
@@ -372,8 +386,7 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(hasNamespace(namespace), false, "and the namespace");
     } finally {
       if (existsSync(marker)) spawnSync("kill", ["-KILL", readFileSync(marker, "utf8").trim()]);
-      if (started && cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
-      if (started && hasNamespace(started.network.namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", started.network.namespace]);
+      removeLeftovers(cgroups, started);
     }
   });
 
