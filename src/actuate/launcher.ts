@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { constants } from "node:os";
 import type { AllocationEngine } from "../allocate/engine.js";
 import { parseAllocationRequest } from "../allocate/engine.js";
 import type { Inventory } from "../allocate/inventory.js";
@@ -9,6 +8,7 @@ import { usageOf } from "../collect/gpu.js";
 import { countersOf, delta, fillRates, type Counters } from "../collect/host-collector.js";
 import { readOwnNetns } from "../collect/proc.js";
 import { ActuationError, CapacityError, TransientError, ValidationError, errorMessage } from "../core/errors.js";
+import { exitStatus } from "../core/exit-status.js";
 import { pairKey } from "../core/keys.js";
 import type { Metrics } from "../core/metrics.js";
 import { emptySample, validateSample } from "../core/sample.js";
@@ -170,7 +170,7 @@ export class Launcher {
   private readonly starting = new Set<Promise<Run>>();
   /** The last sweep for what killed runs left (wall time), and the one under way. */
   private sweptAt = -Infinity;
-  private sweeping: Promise<string[]> | null = null;
+  private sweeping: Promise<void> | null = null;
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -215,20 +215,19 @@ export class Launcher {
    * are older than `runs.staleAfterSeconds` (no start takes that long) and
    * are not this launcher's, and each one's network namespace when no
    * process is in it. Each removal is an ActuationResult (`reap`); in
-   * dry-run they are reported and kept. Returns the cgroups removed.
+   * dry-run they are reported and kept.
    */
-  removeStaleRuns(): Promise<string[]> {
+  removeStaleRuns(): Promise<void> {
     this.sweeping ??= this.sweep().finally(() => (this.sweeping = null));
     return this.sweeping;
   }
 
-  private async sweep(): Promise<string[]> {
+  private async sweep(): Promise<void> {
     const { cgroups, tc, config } = this.deps;
     const staleAfterSeconds = config.runs.staleAfterSeconds;
     // Directory times are wall-clock: so is the cut-off, whatever clock the launcher's events use.
     this.sweptAt = Date.now();
     const ours = new Set([...this.runs.values()].map((run) => run.status.cgroup));
-    const removed: string[] = [];
     for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
       if (ours.has(path)) continue;
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
@@ -237,7 +236,6 @@ export class Launcher {
       if (!config.safety.dryRun) {
         try {
           cgroups.remove(path);
-          removed.push(path);
           if (namespace && (await tc!.removeIdleNetwork(namespace))) reason += `; its network namespace ${namespace} removed`;
         } catch (error) {
           ok = false;
@@ -247,7 +245,6 @@ export class Launcher {
       console.error(`augur: ${ok ? (config.safety.dryRun ? "would remove" : "removed") : "could not remove"} stale run cgroup ${path}: ${reason}`);
       await this.publishResult({ workload: `cgroup:${path}`, connector: "cgroup", action: "reap", ok, reason, details: JSON.stringify({ cgroup: path, namespace }) });
     }
-    return removed;
   }
 
   private async startRun(spec: RunSpec): Promise<Run> {
@@ -432,7 +429,7 @@ export class Launcher {
         // The last reading: an OOM kill shows in the counters before the cgroup goes.
         await this.sample(run, previous, explicit).catch(() => undefined);
         const oomKilled = previous.oomKills > 0 && signal === "SIGKILL";
-        const status = code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0);
+        const status = exitStatus(code, signal);
         const exit: RunExit = { code, signal, oomKilled, status };
         if (code === JOIN_FAILED) run.record({ type: "failed", ts: this.now(), error: "the command could not join its cgroup" });
         run.status.exit = exit;

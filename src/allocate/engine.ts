@@ -288,7 +288,7 @@ export class AllocationEngine {
       cpuCores: decision.cpu!.request,
       memoryBytes: decision.memory!.request,
       gpus: decision.gpus,
-      expiresAt: nowMs + this.config.leaseSeconds * 1000,
+      expiresAt: nowMs + this.leaseMs,
       decision,
     };
   }
@@ -296,7 +296,6 @@ export class AllocationEngine {
   /** Reserves the decision's requests if they fit; otherwise says what is missing. */
   private tryReserve(decision: AllocationDecision, nowMs: number): { ok: boolean; shortfall: Inventory } {
     const record = this.reservation(decision, nowMs);
-    const want = { cpu: record.cpuCores, memory: record.memoryBytes, gpus: record.gpus };
     const capacity = this.capacity();
     return this.store.allocateAtomically<{ ok: boolean; shortfall: Inventory }>(this.node, nowMs, (active: ActiveAllocation[]) => {
       const used = active.reduce(
@@ -304,9 +303,9 @@ export class AllocationEngine {
         { cpu: 0, memory: 0, gpus: 0 },
       );
       const shortfall = {
-        cpu: Math.max(0, used.cpu + want.cpu - capacity.cpu),
-        memory: Math.max(0, used.memory + want.memory - capacity.memory),
-        gpus: Math.max(0, used.gpus + want.gpus - capacity.gpus),
+        cpu: Math.max(0, used.cpu + record.cpuCores - capacity.cpu),
+        memory: Math.max(0, used.memory + record.memoryBytes - capacity.memory),
+        gpus: Math.max(0, used.gpus + record.gpus - capacity.gpus),
       };
       if (shortfall.cpu > 1e-9 || shortfall.memory > 0 || shortfall.gpus > 0) return { result: { ok: false, shortfall }, record: null };
       return { result: { ok: true, shortfall }, record };

@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import type { RunEvent } from "../actuate/launcher.js";
 import { AugurError, ValidationError } from "../core/errors.js";
 import { DEFAULT_CONFIG, EXIT, fail, loadFromFlags } from "./common.js";
-import { HeldSignals, signalStatus } from "./signals.js";
+import { exitStatus } from "../core/exit-status.js";
+import { HeldSignals } from "./signals.js";
 
 /** Parses --request: explicit amounts for this run (cores, bytes, GPUs, egress bytes/s). */
 export function parseRequestFlag(text: string): Record<string, unknown> {
@@ -62,7 +63,7 @@ export function registerExec(program: Command): void {
       if (early) {
         process.stderr.write(`augur: ${early}: not starting the run\n`);
         await opened.close().catch(() => undefined);
-        process.exit(signalStatus(early));
+        process.exit(exitStatus(null, early));
       }
       let status: number = EXIT.failed;
       try {

@@ -9,7 +9,8 @@
 import { spawn } from "node:child_process";
 import { totalmem } from "node:os";
 import { getHeapStatistics } from "node:v8";
-import { HeldSignals, signalStatus } from "./signals.js";
+import { exitStatus } from "../core/exit-status.js";
+import { HeldSignals } from "./signals.js";
 
 /** Commands that hold a whole trace and every key's state. */
 const TRACE_COMMANDS = new Set(["backtest", "detect", "inject"]);
@@ -60,7 +61,7 @@ export async function rerunWithLargerHeap(): Promise<number | null> {
     rerun.on("exit", (code, signal) => {
       signals.release();
       // Killed by a signal: exit as the shell expects (128 + its number).
-      resolve(code ?? signalStatus(signal ?? "SIGTERM"));
+      resolve(exitStatus(code, signal ?? "SIGTERM"));
     });
   });
 }

@@ -1,4 +1,4 @@
-import { constants } from "node:os";
+import { exitStatus } from "../core/exit-status.js";
 
 /**
  * SIGINT and SIGTERM (and whichever others are named) caught from the moment
@@ -7,8 +7,8 @@ import { constants } from "node:os";
  * to the handler as soon as there is one, instead of killing augur midway
  * and leaving what it made behind. A second signal before the handler
  * exits at once, so a start that hangs can still be ended. Loads nothing but
- * node's own modules (the heap re-run uses it before the commands' modules
- * load).
+ * node's own modules and one of augur's that loads nothing else (the heap
+ * re-run uses it before the commands' modules load).
  */
 export class HeldSignals {
   private held: NodeJS.Signals | null = null;
@@ -22,7 +22,7 @@ export class HeldSignals {
     } else {
       // A start that hangs (a broker that never answers) still ends on a second signal.
       process.stderr.write(`augur: ${signal} again while starting: exiting now\n`);
-      process.exit(signalStatus(signal));
+      process.exit(exitStatus(null, signal));
     }
   };
 
@@ -49,11 +49,6 @@ export class HeldSignals {
   }
 }
 
-/** The exit status a shell reports for a process killed by `signal`: 128 + its number. */
-export function signalStatus(signal: NodeJS.Signals): number {
-  return 128 + (constants.signals[signal] ?? 0);
-}
-
 /**
  * Stops a long-running command on its first signal: `stop`, then exit 0
  * (what an orchestrator's SIGTERM asks for); a failed stop exits through
@@ -65,7 +60,7 @@ export function stopOnSignal(signals: HeldSignals, stop: () => Promise<void>, fa
   signals.handle((signal) => {
     if (stopping) {
       process.stderr.write(`augur: ${signal} again, exiting without waiting\n`);
-      process.exit(signalStatus(signal));
+      process.exit(exitStatus(null, signal));
     }
     stopping = true;
     process.stderr.write(`augur: ${signal}, stopping\n`);
