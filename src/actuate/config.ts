@@ -38,6 +38,11 @@ export const actuateConfig = z
         /** Bytes of each run's output kept for GET /v1/runs/:id. */
         outputBytes: z.number().int().min(0).max(16 << 20).default(64 << 10),
         /**
+         * Events kept for each run (GET /v1/runs/:id and its event stream):
+         * beyond this the oldest after "allocated" and "started" are dropped.
+         */
+        eventsKept: z.number().int().min(10).max(100_000).default(500),
+        /**
          * A run cgroup below the root that holds no process, is older than
          * this and is not one of this process's runs is what a killed augur
          * left: removed, with its run's network namespace when no process

@@ -73,7 +73,10 @@ export interface RunStatus {
   exit: RunExit | null;
   startedAt: number;
   endedAt: number | null;
+  /** Oldest first; beyond `actuate.runs.eventsKept` the oldest after "allocated" and "started" are dropped. */
   events: RunEvent[];
+  /** Events dropped to keep the list bounded. */
+  eventsDropped: number;
   output?: string;
 }
 
@@ -91,6 +94,16 @@ export interface LauncherDependencies {
   now?: () => number;
 }
 
+/** The end of `text` that fits in `bytes` bytes of UTF-8, starting at a whole character. */
+export function lastBytes(text: string, bytes: number): string {
+  if (text.length * 3 <= bytes) return text; // no UTF-16 unit takes more than 3 bytes (a pair takes 4)
+  const encoded = Buffer.from(text, "utf8");
+  if (encoded.length <= bytes) return text;
+  let start = encoded.length - bytes;
+  while (start < encoded.length && (encoded[start]! & 0xc0) === 0x80) start++; // not inside a character
+  return encoded.subarray(start).toString("utf8");
+}
+
 /** One run the launcher started: its status, its events as they happen, and its end. */
 export class Run extends EventEmitter {
   readonly done: Promise<RunExit>;
@@ -99,7 +112,10 @@ export class Run extends EventEmitter {
   /** The process augur spawned (the command once it has joined its cgroup and exec'd). */
   private leader: ChildProcess | null = null;
 
-  constructor(readonly status: RunStatus) {
+  constructor(
+    readonly status: RunStatus,
+    private readonly eventsKept = Number.POSITIVE_INFINITY,
+  ) {
     super();
     this.done = new Promise<RunExit>((resolve, reject) => {
       this.settle = resolve;
@@ -112,8 +128,14 @@ export class Run extends EventEmitter {
     return this.status.runId;
   }
 
+  /** Keeps the event (a bounded list: the run's first two, allocated and started, stay) and tells listeners. */
   record(event: RunEvent): void {
-    this.status.events.push(event);
+    const events = this.status.events;
+    events.push(event);
+    if (events.length > this.eventsKept) {
+      events.splice(Math.min(2, this.eventsKept - 1), 1);
+      this.status.eventsDropped++;
+    }
     this.emit("event", event);
   }
 
@@ -149,6 +171,8 @@ interface SampleState {
   oomKills: number;
   /** When the run's allocation lease was last renewed (or made). */
   renewedAt: number;
+  /** The "throttled" event of the heavy throttling going on at the run's present CPU limit, if any. */
+  throttling: RunEvent | null;
 }
 
 /**
@@ -280,7 +304,8 @@ export class Launcher {
       startedAt: this.now(),
       endedAt: null,
       events: [],
-    });
+      eventsDropped: 0,
+    }, config.runs.eventsKept);
     run.record({ type: "allocated", ts: this.now(), decision });
     this.runs.set(runId, run);
 
@@ -398,18 +423,19 @@ export class Launcher {
     }
     if (spec.stdio === "capture") {
       run.status.output = "";
-      const keep = (chunk: Buffer) => {
-        run.status.output = (run.status.output + chunk.toString("utf8")).slice(-config.runs.outputBytes);
+      const keep = (chunk: string) => {
+        run.status.output = lastBytes(run.status.output + chunk, config.runs.outputBytes);
       };
-      child.stdout?.on("data", keep);
-      child.stderr?.on("data", keep);
+      // Decoded per stream, so a character split between two reads arrives whole.
+      child.stdout?.setEncoding("utf8").on("data", keep);
+      child.stderr?.setEncoding("utf8").on("data", keep);
     }
     run.attach(child);
     run.status.pid = child.pid ?? null;
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
 
-    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now() };
+    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now(), throttling: null };
     let sampling = Promise.resolve();
     const tick = () => {
       sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
@@ -467,7 +493,8 @@ export class Launcher {
     if (before) {
       const seconds = fillRates(sample, current, before);
       const periods = seconds / (cgroups.config.cpuPeriodMicros / 1e6);
-      throttledShare = periods > 0 ? sample.cpuThrottledPeriods / periods : 0;
+      // Periods are counted as they end: a reading can see one more than its seconds hold.
+      throttledShare = periods > 0 ? Math.min(1, sample.cpuThrottledPeriods / periods) : 0;
     }
     if (this.deps.gpu && reading.pids.length > 0) {
       const usage = usageOf(await this.deps.gpu.collector.snapshot().catch(() => ({ devices: [], processes: [] })), new Set(reading.pids));
@@ -504,12 +531,19 @@ export class Launcher {
     const cpuLimit = run.status.limits.cpuLimitCores;
     if (cpuLimit !== null && throttledShare >= config.resize.heavyThrottleFraction) {
       const floor = this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs);
-      run.record({ type: "throttled", ts: nowMs, share: throttledShare, limitCores: cpuLimit, nextFloorCores: floor });
+      // One event per spell of heavy throttling at one limit (a CPU-bound run held at an
+      // explicit limit is throttled every sample): later samples of it update that event.
+      const spell = previous.throttling;
+      if (spell && spell.limitCores === cpuLimit) Object.assign(spell, { lastTs: nowMs, samples: Number(spell.samples) + 1, share: throttledShare, nextFloorCores: floor });
+      else {
+        previous.throttling = { type: "throttled", ts: nowMs, lastTs: nowMs, samples: 1, share: throttledShare, limitCores: cpuLimit, nextFloorCores: floor };
+        run.record(previous.throttling);
+      }
       if (!explicit.cpu && config.resize.enabled) {
         proposal.cpuLimitCores = floor;
         reasons.push(`throttled in ${(throttledShare * 100).toFixed(0)}% of periods`);
       }
-    }
+    } else previous.throttling = null;
     const memoryLimit = run.status.limits.memoryLimitBytes;
     const workingSet = reading.memoryWorkingSetBytes ?? 0;
     if (!explicit.memory && config.resize.enabled && memoryLimit !== null && workingSet > memoryLimit * (1 - config.resize.memoryHeadroom)) {

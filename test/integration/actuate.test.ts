@@ -481,6 +481,24 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(final.output, "hello from api-app\n");
     });
 
+    it("keeps one event for a spell of throttling, and the last bytes of output as whole characters", async () => {
+      // Held at 0.1 core while spinning for 3 s: throttled in every sample, one event for all of them.
+      const spin = `process.stdout.write("€".repeat(40000)); const end = Date.now() + 3000; while (Date.now() < end); process.stdout.write("end")`;
+      const response = await post({ image: "spinner", user: "gus", request: { cpu: 0.1, memory: 128 * MIB }, command: [process.execPath, "-e", spin] });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId } = (await response.json()) as { runId: string };
+      const streamed = (await (await fetch(`${base}/v1/runs/${runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string });
+      assert.deepEqual(streamed.map((e) => e.type), ["allocated", "started", "throttled", "exited"]);
+      const final = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { events: Array<{ type: string; samples?: number; share?: number; ts: number; lastTs?: number }>; eventsDropped: number; output: string };
+      const spell = final.events.find((e) => e.type === "throttled")!;
+      assert.ok(spell.samples! >= 3 && spell.lastTs! > spell.ts && spell.share! <= 1, JSON.stringify(spell));
+      assert.equal(final.eventsDropped, 0);
+      // 120 kB of three-byte characters, read in pieces that split some of them: the last 64 KiB kept.
+      const expected = "€".repeat(Math.floor((64 * 1024 - 3) / 3)) + "end";
+      const kept = `${Buffer.byteLength(final.output)} bytes, ${final.output.split("\uFFFD").length - 1} broken characters, ending ${JSON.stringify(final.output.slice(-5))}`;
+      assert.ok(final.output === expected, `the last 64 KiB as whole characters: ${kept}`);
+    });
+
     it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {
       assert.equal((await post({ image: "a", user: "b", command: ["/bin/sh", "-c", "id"] })).status, 403);
       assert.equal((await post({ image: "a", user: "b", command: ["sleep", "1"] })).status, 403);

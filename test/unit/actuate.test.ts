@@ -7,6 +7,7 @@ import fc from "fast-check";
 import { CgroupConnector, cgroupConnectorConfig, normalise, parseCpuList, settingsFor, type Setting } from "../../src/actuate/cgroup.js";
 import { actuatorConfig } from "../../src/actuate/config.js";
 import { chooseDevices, gpuEnvironment } from "../../src/actuate/gpu.js";
+import { lastBytes, Run, type RunEvent, type RunStatus } from "../../src/actuate/launcher.js";
 import { ChangeLimiter, checkProposal, safetyConfig } from "../../src/actuate/safety.js";
 import { namespaceOfRunCgroup, parseHtbClass, parseTcRate, tcConnectorConfig, TcConnector } from "../../src/actuate/tc.js";
 import { ActuationError, ValidationError } from "../../src/core/errors.js";
@@ -319,5 +320,42 @@ describe("normalise", () => {
     for (const version of ["v1", "v2"] as const) {
       for (const setting of settingsFor(version, limits, 50_000) as Setting[]) assert.equal(normalise(setting, setting.value), setting.value, `${version} ${setting.file}`);
     }
+  });
+});
+
+describe("a run's kept output and events", () => {
+  it("keeps the last bytes of output as whole characters, as many as fit", () => {
+    assert.equal(lastBytes("hello", 3), "llo");
+    assert.equal(lastBytes("a€b", 4), "€b");
+    assert.equal(lastBytes("a€b", 3), "b"); // the euro sign's last two bytes alone are no character
+    assert.equal(lastBytes("😀x", 4), "x");
+    assert.equal(lastBytes("anything", 0), "");
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme", maxLength: 200 }), fc.nat({ max: 600 }), (text, bytes) => {
+        const kept = lastBytes(text, bytes);
+        assert.ok(text.endsWith(kept), "a suffix of the output");
+        assert.ok(Buffer.byteLength(kept) <= bytes, "within the bytes kept");
+        assert.ok(!kept.includes("\uFFFD") || text.includes("\uFFFD"), "no character cut in two");
+        // Maximal: the code point before it would not have fit.
+        const points = [...text];
+        const keptPoints = [...kept].length;
+        if (keptPoints < points.length) assert.ok(Buffer.byteLength(points[points.length - keptPoints - 1]! + kept) > bytes, "as much as fits");
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("keeps a bounded list of events: the first two and the newest, counting what it dropped", () => {
+    const status = { events: [], eventsDropped: 0 } as unknown as RunStatus;
+    const run = new Run(status, 10);
+    const heard: number[] = [];
+    run.on("event", (event: RunEvent) => heard.push(event.ts));
+    for (let ts = 0; ts < 25; ts++) run.record({ type: ts === 0 ? "allocated" : ts === 1 ? "started" : "resized", ts });
+    assert.deepEqual(
+      status.events.map((event) => event.ts),
+      [0, 1, 17, 18, 19, 20, 21, 22, 23, 24],
+    );
+    assert.equal(status.eventsDropped, 15);
+    assert.equal(heard.length, 25, "listeners hear every event");
   });
 });
