@@ -166,7 +166,8 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDependenc
   /**
    * Live updates: one server-sent event per interval naming the pairs that
    * changed and whether anomalies or allocations did; the page fetches what
-   * it shows again. A comment line keeps idle connections open.
+   * it shows again. A comment line keeps idle connections open. What a slow
+   * client has not read bounds what is queued for it: one event at most.
    */
   app.get("/v1/dashboard/stream", (request, reply) => {
     reply.hijack();
@@ -187,6 +188,9 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDependenc
     let beats = 0;
     const timer = setInterval(() => {
       beats++;
+      // A client that does not read gets nothing more until it has: what changed meanwhile
+      // is merged into the next event (it says what to fetch again, not what it is).
+      if (raw.writableNeedDrain) return;
       if (dirty) {
         raw.write(`event: update\ndata: ${JSON.stringify({ pairs: [...pairs], anomalies, allocations })}\n\n`);
         pairs.clear();

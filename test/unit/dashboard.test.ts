@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { mkdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { once } from "node:events";
+import { connect } from "node:net";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import type { FastifyInstance } from "fastify";
 import { allocationConfig } from "../../src/allocate/config.js";
@@ -158,8 +161,11 @@ describe("dashboard HTTP routes", () => {
   const { dir, cleanup } = tempDir("augur-dashboard-api-");
   let app: FastifyInstance;
   let bare: FastifyInstance;
+  /** Pushes every 5 ms, from a feed of its own. */
+  let fast: FastifyInstance;
   let store: ProfileStore;
   const feed = new DashboardFeed(dashboardConfig.parse({}));
+  const busyFeed = new DashboardFeed(dashboardConfig.parse({}));
 
   before(async () => {
     store = new ProfileStore(join(dir, "data"));
@@ -180,12 +186,14 @@ describe("dashboard HTTP routes", () => {
     const common = { store, engine, metrics, node: "node-a", token: "t".repeat(24), bodyLimitBytes: 4096, now: () => T0 };
     app = buildApi({ ...common, dashboard: { feed, reports: new ReportDirectory(join(dir, "reports")), assetsDir: assets, pushEveryMs: 50 } });
     bare = buildApi({ ...common, dashboard: { feed, reports: null, assetsDir: join(dir, "nowhere") } });
+    fast = buildApi({ ...common, dashboard: { feed: busyFeed, reports: null, assetsDir: assets, pushEveryMs: 5 } });
     await app.ready();
     await bare.ready();
   });
   after(async () => {
     await app.close();
     await bare.close();
+    await fast.close();
     store.close();
     cleanup();
   });
@@ -270,5 +278,33 @@ describe("dashboard HTTP routes", () => {
     assert.deepEqual(data.pairs, ["img|bob"]);
     controller.abort();
     await read;
+  });
+
+  it("queues at most one event for a client that does not read", async () => {
+    const address = new URL(await fast.listen({ host: "127.0.0.1", port: 0 }));
+    const socket = connect(Number(address.port), address.hostname);
+    await once(socket, "connect");
+    socket.write(`GET /v1/dashboard/stream HTTP/1.1\r\nhost: ${address.host}\r\n\r\n`);
+    await once(socket, "readable");
+    socket.pause(); // reads nothing more while the feed changes
+    // 100 pairs with 1000-character images changed every 5 ms: about 100 kB an event, 2 s of them.
+    const images = Array.from({ length: 100 }, (_, n) => `${n}-${"i".repeat(1000)}`);
+    const end = Date.now() + 2000;
+    for (let step = 0; Date.now() < end; step++) {
+      for (const image of images) busyFeed.addWindow(window(image, "u", step));
+      await sleep(5);
+    }
+    let received = 0;
+    socket.on("data", (chunk: Buffer) => (received += chunk.length));
+    socket.resume();
+    // Read until what comes is only the keep-alive comments (a few bytes every 150 ms).
+    for (let last = -1e9; received - last > 1000; ) {
+      last = received;
+      await sleep(300);
+    }
+    socket.destroy();
+    // Unbounded, the server would have queued ~400 events (40 MB); bounded, what the kernel's socket buffers held and one event.
+    assert.ok(received < 12e6, `the client received ${(received / 1e6).toFixed(1)} MB`);
+    assert.ok(received > 100e3, `and some events: ${received} bytes`);
   });
 });
