@@ -37,15 +37,27 @@ export interface SafetyVerdict {
   allowed: boolean;
 }
 
-/** Sliding-hour change counter per workload. The clock is passed in. */
+const HOUR_MS = 3_600_000;
+
+/**
+ * Sliding-hour change counter per workload. The clock is passed in. It holds
+ * only workloads changed in the last hour (swept at most every ten minutes of
+ * that clock), so workloads that come and go leave nothing behind.
+ */
 export class ChangeLimiter {
   private readonly changes = new Map<string, number[]>();
+  private sweptAt = -Infinity;
 
   constructor(private readonly maxPerHour: number) {}
 
   private recent(workload: string, nowMs: number): number[] {
-    const kept = (this.changes.get(workload) ?? []).filter((at) => at > nowMs - 3_600_000);
-    this.changes.set(workload, kept);
+    if (nowMs - this.sweptAt >= HOUR_MS / 6) {
+      this.sweptAt = nowMs;
+      for (const [other, times] of this.changes) if (times[times.length - 1]! <= nowMs - HOUR_MS) this.changes.delete(other);
+    }
+    const kept = (this.changes.get(workload) ?? []).filter((at) => at > nowMs - HOUR_MS);
+    if (kept.length > 0) this.changes.set(workload, kept);
+    else this.changes.delete(workload);
     return kept;
   }
 
@@ -54,11 +66,16 @@ export class ChangeLimiter {
   }
 
   record(workload: string, nowMs: number): void {
-    this.recent(workload, nowMs).push(nowMs);
+    this.changes.set(workload, [...this.recent(workload, nowMs), nowMs]);
   }
 
   forget(workload: string): void {
     this.changes.delete(workload);
+  }
+
+  /** Workloads it holds changes of. */
+  get size(): number {
+    return this.changes.size;
   }
 }
 

@@ -2,9 +2,11 @@ import { concatWith, defer, from, mergeMap, type Observable, type OperatorFuncti
 import type { Sample, WindowAggregate } from "../core/types.js";
 import { WindowAggregator, type RejectReason, type WindowingOptions } from "./windows.js";
 
-/** An idle tick: event time has reached `watermarkMs` even if no sample says so. */
+/** An idle tick: event time has reached `watermarkMs` even if no sample says so (for one pair, when `pair` names it). */
 export interface WatermarkTick {
   watermarkMs: number;
+  /** pairKey(image, user): only this pair's watermark moves. */
+  pair?: string;
 }
 
 export type WindowInput = Sample | WatermarkTick;
@@ -28,7 +30,7 @@ export function windowByPair(options: WindowingOptions): OperatorFunction<Window
       const aggregator = new WindowAggregator(options);
       return source.pipe(
         mergeMap((input): WindowEvent[] => {
-          if (isTick(input)) return asWindows(aggregator.advanceWatermark(input.watermarkMs));
+          if (isTick(input)) return asWindows(input.pair === undefined ? aggregator.advanceWatermark(input.watermarkMs) : aggregator.advancePairWatermark(input.pair, input.watermarkMs));
           const result = aggregator.add(input);
           const events = asWindows(result.closed);
           if (result.rejected) events.push({ kind: "rejected", reason: result.rejected, sample: input });

@@ -16,8 +16,10 @@ export interface AggregateStageOptions extends WindowingOptions {
   duplicatePolicy: "drop" | "dead-letter";
   /**
    * Live runs only: when no sample arrived for this long (wall time), move the
-   * watermark as far as wall time says, so quiet pairs' windows still close.
-   * 0 turns it off (replays, where event time alone rules).
+   * watermark as far as wall time says, so quiet pairs' windows still close;
+   * and a pair with no sample in this much of its partition's event time
+   * (its workloads ended while others go on) follows that partition's
+   * watermark. 0 turns both off (replays, where event time alone rules).
    */
   idleWatermarkMs: number;
 }
@@ -44,7 +46,9 @@ export class AggregateStage {
    * Per (image, user): partition, and per slide step the offset of the first
    * sample still in an open window. What a restart must re-read.
    */
-  private readonly open = new Map<string, { partition: number; steps: Map<number, number> }>();
+  private readonly open = new Map<string, { partition: number; steps: Map<number, number>; lastTs: number }>();
+  /** Per partition: the newest event time read, and that of the last look for quiet pairs. */
+  private readonly partitionTime = new Map<number, { newest: number; looked: number }>();
   /**
    * Per partition, the newest offset this process has taken in (folded into
    * the windows or sent to the dead letter). A record at or before it comes
@@ -104,12 +108,34 @@ export class AggregateStage {
         continue;
       }
       if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
-      this.track(sample, record);
       this.inputs.next(sample);
+      // Only a sample in a window holds the partition's offset back: a late or duplicate one opens none.
+      if (!this.emitted.some((event) => event.kind === "rejected" && event.sample === sample)) this.track(sample, record);
       // Taken in once what it closed is published (a failed publish keeps the windows, and the record comes again).
       await this.publish(record);
       this.takenUpTo.set(record.partition, record.offset);
     }
+    await this.closeQuietPairs(batch[0]!.partition);
+  }
+
+  /**
+   * A pair whose newest sample is `idleWatermarkMs` behind the newest of its
+   * partition (all its workloads ended, or its host stopped sending) would
+   * keep its last windows open, and with them the partition's committed
+   * offset, for as long as other pairs keep the stream busy: the stream-wide
+   * idle tick never comes. Such a pair follows its partition's watermark (the
+   * newest event time there less the allowed lateness). Looked for at most
+   * every quarter of `idleWatermarkMs` of the partition's event time.
+   */
+  private async closeQuietPairs(partition: number): Promise<void> {
+    const { idleWatermarkMs, allowedLatenessMs } = this.options;
+    const time = this.partitionTime.get(partition);
+    if (idleWatermarkMs <= 0 || !time || time.newest - time.looked < idleWatermarkMs / 4) return;
+    time.looked = time.newest;
+    for (const [key, entry] of this.open) {
+      if (entry.partition === partition && entry.lastTs <= time.newest - idleWatermarkMs) this.inputs.next({ pair: key, watermarkMs: time.newest - allowedLatenessMs });
+    }
+    await this.publish();
   }
 
   private async publish(origin?: TopicRecord<unknown>): Promise<void> {
@@ -146,9 +172,13 @@ export class AggregateStage {
     const key = pairKey(sample.image, sample.user);
     let entry = this.open.get(key);
     if (!entry) {
-      entry = { partition: record.partition, steps: new Map() };
+      entry = { partition: record.partition, steps: new Map(), lastTs: sample.ts };
       this.open.set(key, entry);
     }
+    entry.lastTs = Math.max(entry.lastTs, sample.ts);
+    const time = this.partitionTime.get(record.partition);
+    if (!time) this.partitionTime.set(record.partition, { newest: sample.ts, looked: sample.ts });
+    else time.newest = Math.max(time.newest, sample.ts);
     const step = Math.floor(sample.ts / this.options.slideMs);
     if (!entry.steps.has(step)) entry.steps.set(step, record.offset);
   }

@@ -220,6 +220,13 @@ export class WindowAggregator {
     return closed.sort((a, b) => a.windowEnd - b.windowEnd || a.windowStart - b.windowStart);
   }
 
+  /** Moves one pair's watermark forward (never back) and returns the windows of that pair it closes, oldest first. */
+  advancePairWatermark(key: string, watermarkMs: number): WindowAggregate[] {
+    if (watermarkMs <= this.pairWatermark(key)) return [];
+    this.pairWatermarks.set(key, watermarkMs);
+    return this.closeUpTo(key, watermarkMs);
+  }
+
   /**
    * Forgets the timestamps of workloads whose every remembered sample would
    * now be refused as late anyway: newest ≤ their pair's watermark − window
@@ -232,6 +239,8 @@ export class WindowAggregator {
     if (clock < this.forgottenUpTo + this.options.sizeMs) return; // at most once per window length of progress
     this.forgottenUpTo = clock;
     for (const [workload, seen] of this.recent) if (seen.newest <= this.pairWatermark(seen.pair) - this.options.sizeMs) this.recent.delete(workload);
+    // A pair's own watermark the common one has passed says nothing more (pairs come and go).
+    for (const [key, mark] of this.pairWatermarks) if (mark <= this.watermarkMs) this.pairWatermarks.delete(key);
   }
 
   /** Closes every open window (end of a finite stream). */
@@ -239,9 +248,10 @@ export class WindowAggregator {
     return this.advanceWatermark(Infinity);
   }
 
-  openWindowCount(): number {
-    let n = 0;
-    for (const byEnd of this.open.values()) n += byEnd.size;
-    return n;
+  /** What it holds: open windows, pairs with a watermark of their own, workloads whose recent timestamps it keeps. */
+  held(): { openWindows: number; pairs: number; workloads: number } {
+    let openWindows = 0;
+    for (const byEnd of this.open.values()) openWindows += byEnd.size;
+    return { openWindows, pairs: this.pairWatermarks.size, workloads: this.recent.size };
   }
 }

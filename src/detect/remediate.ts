@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { CgroupConnector } from "../actuate/cgroup.js";
 import type { Launcher } from "../actuate/launcher.js";
 import type { ProcessConnector } from "../actuate/process.js";
+import { ChangeLimiter } from "../actuate/safety.js";
 import type { TcConnector } from "../actuate/tc.js";
 import { regexSchema } from "../config/load.js";
 import { ActuationError, errorMessage } from "../core/errors.js";
@@ -69,7 +70,7 @@ const rank = (severity: Severity) => SEVERITIES.indexOf(severity);
  */
 export class Remediator {
   private readonly recent: number[] = [];
-  private readonly recentByWorkload = new Map<string, number[]>();
+  private readonly perWorkload: ChangeLimiter;
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
@@ -78,7 +79,9 @@ export class Remediator {
     private readonly node: string,
     private readonly report: (result: ActuationResult) => Promise<void>,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.perWorkload = new ChangeLimiter(config.maxActionsPerWorkloadPerHour);
+  }
 
   /** The action policy picks for an anomaly, and whether it is a dry run. */
   decide(event: AnomalyEvent): { action: RemediationAction; dryRun: boolean; then?: { action: RemediationAction; afterSeconds: number }; reason: string } {
@@ -100,12 +103,10 @@ export class Remediator {
   private allowed(workload: string, nowMs: number): string | null {
     const hourAgo = nowMs - 3_600_000;
     while (this.recent.length > 0 && this.recent[0]! <= hourAgo) this.recent.shift();
-    const mine = (this.recentByWorkload.get(workload) ?? []).filter((at) => at > hourAgo);
-    this.recentByWorkload.set(workload, mine);
     if (this.recent.length >= this.config.maxActionsPerHour) return `rate limit: ${this.config.maxActionsPerHour} actions in the last hour`;
-    if (mine.length >= this.config.maxActionsPerWorkloadPerHour) return `rate limit: ${this.config.maxActionsPerWorkloadPerHour} actions on this workload in the last hour`;
+    if (!this.perWorkload.allows(workload, nowMs)) return `rate limit: ${this.config.maxActionsPerWorkloadPerHour} actions on this workload in the last hour`;
     this.recent.push(nowMs);
-    mine.push(nowMs);
+    this.perWorkload.record(workload, nowMs);
     return null;
   }
 

@@ -229,6 +229,17 @@ describe("safety rules", () => {
     assert.equal(limiter.allows("w", t + 2000), false);
     assert.equal(limiter.allows("other", t + 2000), true);
     assert.equal(limiter.allows("w", t + 3_600_001), true);
+    // Workloads that come and go leave nothing: asking keeps nothing, changes are swept an hour on.
+    const churn = new ChangeLimiter(3);
+    for (let n = 0; n < 1000; n++) assert.equal(churn.allows(`asked-${n}`, t), true);
+    assert.equal(churn.size, 0);
+    for (let n = 0; n < 1000; n++) churn.record(`run-${n}`, t + n);
+    assert.equal(churn.size, 1000);
+    churn.record("later", t + 3_000_000);
+    assert.equal(churn.size, 1001, "within the hour, all kept");
+    churn.allows("any", t + 3_600_000 + 1_000);
+    assert.equal(churn.size, 1, "an hour on, only the workload changed within it");
+    assert.equal(churn.allows("later", t + 3_600_000 + 1_000), true);
     const refused = checkProposal(config, { cpuLimitCores: 1, memoryLimitBytes: null }, { memoryUsageBytes: null, capacity, initial: false, rateAllows: false });
     assert.equal(refused.allowed, false);
     assert.equal(checkProposal(config, { cpuLimitCores: 1, memoryLimitBytes: null }, { memoryUsageBytes: null, capacity, initial: true, rateAllows: false }).allowed, true);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { AggregateStage } from "../../src/aggregate/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
-import type { WindowAggregate } from "../../src/core/types.js";
+import type { Sample, WindowAggregate } from "../../src/core/types.js";
 import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
 import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type OutgoingRecord, type TopicRecord } from "../../src/transport/topic.js";
 import { T0, sample } from "../helpers.js";
@@ -94,6 +94,38 @@ describe("aggregate stage", () => {
     const text = await metrics.registry.metrics();
     assert.match(text, /augur_samples_rejected_total\{reason="redelivered"\} 5/);
     assert.doesNotMatch(text, /reason="duplicate"/);
+    await transport.close();
+  });
+
+  it("closes the windows of a pair whose workloads ended while others go on, and lets the partition's offset move past it", async () => {
+    const transport = new EmbeddedTransport({ partitions: 1, bufferRecords: 100 });
+    const windows: WindowAggregate[] = [];
+    await transport.consume<WindowAggregate>(TOPICS.windows, { group: "t" }, async (batch) => {
+      windows.push(...batch.map((r) => r.value));
+    });
+    const stage = new AggregateStage(
+      transport,
+      { kind: "tumbling", sizeMs: 10_000, slideMs: 10_000, allowedLatenessMs: 1_000, sketchAccuracy: 0.01, latePolicy: "drop", duplicatePolicy: "drop", idleWatermarkMs: 5_000 },
+      new Metrics(),
+    );
+    let offset = 0;
+    const record = (value: Sample): TopicRecord<unknown> => ({ topic: TOPICS.samples, partition: 0, offset: offset++, key: `${value.image}|${value.user}`, value, timestamp: value.ts, headers: {} });
+    const busy = (from: number, to: number) => Array.from({ length: (to - from) / 1_000 + 1 }, (_, n) => record(sample({ ts: T0 + from + n * 1_000, image: "busy", workload: "b" })));
+    // "ended" has one sample at 1 s; "busy" samples every second, one batch at a time.
+    await stage.handle([record(sample({ ts: T0 + 1_000, image: "ended", workload: "e" }))]);
+    for (let at = 1_000; at <= 39_000; at += 2_000) await stage.handle(busy(at, at + 1_000));
+    await transport.drain();
+    const published = () => windows.map((w) => `${w.image} ${(w.windowStart - T0) / 1000}`);
+    assert.ok(published().includes("ended 0"), `the ended pair's window is published while busy goes on: ${published().join(", ")}`);
+    assert.equal(stage.resumeFrom(0), 30, "only busy's open window [30 s, 40 s) holds the partition back");
+    // A late sample of the ended pair is refused, and holds nothing back once busy's windows move on.
+    const late = record(sample({ ts: T0 + 2_000, image: "ended", workload: "e" }));
+    await stage.handle([late]);
+    for (let at = 40_000; at <= 58_000; at += 2_000) await stage.handle(busy(at, at + 1_000));
+    await transport.drain();
+    assert.equal(windows.filter((w) => w.image === "ended").length, 1, "the late sample opened no window");
+    assert.ok(stage.resumeFrom(0)! > late.offset, `the late sample's offset ${late.offset} is not what the partition resumes from (${stage.resumeFrom(0)})`);
+    await stage.stop();
     await transport.close();
   });
 

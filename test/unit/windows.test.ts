@@ -74,6 +74,16 @@ describe("event-time windows", () => {
     assert.equal(aggregator.add(sample({ ts: T0 + 1_000, workload: "quiet", cpuCores: 1 })).rejected, "late");
   });
 
+  it("holds nothing of pairs and workloads the common watermark has passed", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    for (let n = 0; n < 100; n++) aggregator.add(sample({ ts: T0 + 1_000, image: `image-${n}`, workload: `w-${n}`, cpuCores: 1 }));
+    assert.deepEqual(aggregator.held(), { openWindows: 100, pairs: 100, workloads: 100 });
+    assert.equal(aggregator.advanceWatermark(T0 + 30_000).length, 100);
+    assert.deepEqual(aggregator.held(), { openWindows: 0, pairs: 0, workloads: 0 });
+    // Gone from memory, still refused: the common watermark says they are late.
+    assert.equal(aggregator.add(sample({ ts: T0 + 2_000, image: "image-3", workload: "w-3", cpuCores: 1 })).rejected, "late");
+  });
+
   it("puts a sample in every sliding window that covers it", () => {
     const aggregator = new WindowAggregator({ ...tumbling, kind: "sliding", sizeMs: 10_000, slideMs: 5_000 });
     aggregator.add(sample({ ts: T0 + 7_000, cpuCores: 1 }));
