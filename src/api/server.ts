@@ -49,6 +49,12 @@ function publicStatus(status: RunStatus): RunStatus {
   return { ...status, events: [...status.events] };
 }
 
+/** A run in the list: its status without its events and output (up to `eventsKept` and `outputBytes` each, for a thousand runs). */
+function runSummary(status: RunStatus): Omit<RunStatus, "events" | "output"> {
+  const { events: _events, output: _output, ...summary } = status;
+  return summary;
+}
+
 const profileQuery = z
   .object({
     image: z.string().optional(),
@@ -186,7 +192,7 @@ export function buildApi(deps: ApiDependencies): FastifyInstance {
     }
   });
 
-  app.get("/v1/runs", async () => ({ runs: [...(runs?.launcher?.runs.values() ?? [])].map((run) => publicStatus(run.status)) }));
+  app.get("/v1/runs", async () => ({ runs: [...(runs?.launcher?.runs.values() ?? [])].map((run) => runSummary(run.status)) }));
 
   app.get<{ Params: { id: string } }>("/v1/runs/:id", async (request, reply) => {
     const run = runs?.launcher?.get(request.params.id);

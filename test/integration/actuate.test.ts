@@ -493,6 +493,11 @@ api: { listen: "127.0.0.1:0" }
       const spell = final.events.find((e) => e.type === "throttled")!;
       assert.ok(spell.samples! >= 3 && spell.lastTs! > spell.ts && spell.share! <= 1, JSON.stringify(spell));
       assert.equal(final.eventsDropped, 0);
+      // The list names the run, without its events and output (GET /v1/runs/{id} has them).
+      const listed = ((await (await fetch(`${base}/v1/runs`)).json()) as { runs: Array<Record<string, unknown>> }).runs.find((run) => run.runId === runId);
+      assert.equal(listed?.state, "exited");
+      assert.equal(listed?.eventsDropped, 0);
+      assert.ok(!("events" in listed!) && !("output" in listed!), JSON.stringify(Object.keys(listed!)));
       // 120 kB of three-byte characters, read in pieces that split some of them: the last 64 KiB kept.
       const expected = "€".repeat(Math.floor((64 * 1024 - 3) / 3)) + "end";
       const kept = `${Buffer.byteLength(final.output)} bytes, ${final.output.split("\uFFFD").length - 1} broken characters, ending ${JSON.stringify(final.output.slice(-5))}`;
