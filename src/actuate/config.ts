@@ -22,8 +22,8 @@ export const actuateConfig = z
       .object({
         /** Resize predicted runs while they run (explicit amounts stay as asked). */
         enabled: z.boolean().default(true),
-        /** Grow the memory limit when the working set passes (1 − headroom) × limit, to working set × (1 + headroom). */
-        memoryHeadroom: z.number().min(0.01).max(4).default(0.25),
+        /** Grow the memory limit when the working set passes (1 − headroom) × limit, to (1 + headroom) × the larger of the two (never down). */
+        memoryHeadroom: z.number().min(0.01).lt(1).default(0.25),
         /** Share of CFS periods throttled in a sample that counts as heavy throttling. */
         heavyThrottleFraction: z.number().gt(0).max(1).default(0.5),
       })

@@ -173,6 +173,8 @@ interface SampleState {
   renewedAt: number;
   /** The "throttled" event of the heavy throttling going on at the run's present CPU limit, if any. */
   throttling: RunEvent | null;
+  /** Why the last sample's resize was refused, while the refusals go on (reported once). */
+  refused: string | null;
 }
 
 /**
@@ -435,7 +437,7 @@ export class Launcher {
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
 
-    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now(), throttling: null };
+    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now(), throttling: null, refused: null };
     let sampling = Promise.resolve();
     const tick = () => {
       sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
@@ -547,20 +549,30 @@ export class Launcher {
     const memoryLimit = run.status.limits.memoryLimitBytes;
     const workingSet = reading.memoryWorkingSetBytes ?? 0;
     if (!explicit.memory && config.resize.enabled && memoryLimit !== null && workingSet > memoryLimit * (1 - config.resize.memoryHeadroom)) {
-      proposal.memoryLimitBytes = Math.ceil(workingSet * (1 + config.resize.memoryHeadroom));
+      // Grown from the larger of the two: from the working set alone, 0.75 × 1.25 of a limit would shrink it.
+      proposal.memoryLimitBytes = Math.ceil(Math.max(workingSet, memoryLimit) * (1 + config.resize.memoryHeadroom));
       reasons.push(`working set ${workingSet} bytes within ${(config.resize.memoryHeadroom * 100).toFixed(0)}% of the limit`);
     }
-    if (reasons.length === 0) return;
-    const verdict = checkProposal(config.safety, proposal, {
-      memoryUsageBytes: reading.memoryUsageBytes,
-      capacity: this.deps.capacity(),
-      initial: false,
-      rateAllows: this.limiter.allows(run.id, nowMs),
-    });
-    if (!verdict.allowed) {
-      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, ...verdict.notes].join("; "), details: "" });
+    const verdict =
+      reasons.length === 0
+        ? null
+        : checkProposal(config.safety, proposal, {
+            memoryUsageBytes: reading.memoryUsageBytes,
+            capacity: this.deps.capacity(),
+            initial: false,
+            rateAllows: this.limiter.allows(run.id, nowMs),
+          });
+    if (!verdict?.allowed) {
+      // A refusal goes on for as long as what it refuses (an hour of rate limit, one sample
+      // after another): reported when it starts, not at every sample.
+      const refused = verdict ? verdict.notes.join("; ") : null;
+      if (verdict && refused !== previous.refused) {
+        await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, ...verdict.notes].join("; "), details: "" });
+      }
+      previous.refused = refused;
       return;
     }
+    previous.refused = null;
     try {
       const changes = cgroups.apply(path, { cpuLimitCores: verdict.limits.cpuLimitCores, memoryLimitBytes: verdict.limits.memoryLimitBytes }, { dryRun: config.safety.dryRun });
       if (Object.keys(changes).length === 0) return;

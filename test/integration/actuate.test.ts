@@ -456,7 +456,7 @@ api: { listen: "127.0.0.1:0" }
 
     before(async () => {
       process.env.AUGUR_IT_RUNS_TOKEN = token;
-      const yaml = readFileSync(config, "utf8").replace("api: {", "api: { tokenEnv: AUGUR_IT_RUNS_TOKEN,");
+      const yaml = readFileSync(config, "utf8").replace("api: {", "api: { tokenEnv: AUGUR_IT_RUNS_TOKEN,").replace("  sampleSeconds: 0.5\n", "  sampleSeconds: 0.5\n  safety: { maxChangesPerHour: 1 }\n");
       writeFileSync(join(dir, "api.yaml"), yaml);
       running = await startEmbeddedPipeline(loadPipeline(join(dir, "api.yaml")));
       base = running.address;
@@ -502,6 +502,40 @@ api: { listen: "127.0.0.1:0" }
       const expected = "€".repeat(Math.floor((64 * 1024 - 3) / 3)) + "end";
       const kept = `${Buffer.byteLength(final.output)} bytes, ${final.output.split("\uFFFD").length - 1} broken characters, ending ${JSON.stringify(final.output.slice(-5))}`;
       assert.ok(final.output === expected, `the last 64 KiB as whole characters: ${kept}`);
+    });
+
+    it("grows a memory limit, never shrinks it, and reports a refused resize once while the refusal lasts", async () => {
+      // The command reads its cgroup's limit L and grows its usage to 0.78 L at once, then by L/100
+      // every 100 ms to 0.97 L, and holds it 2 s. Past 0.75 L the limit grows to 1.25 L (from the
+      // working set alone, 0.94 L: down); past 0.9375 L it would grow again, at every sample from
+      // then on, and one change an hour is allowed here: each of those resizes is refused.
+      const hog = `const fs = require("fs");
+        const lines = fs.readFileSync("/proc/self/cgroup", "utf8").trim().split("\\n").map((line) => line.split(":"));
+        const v1 = lines.find((line) => line[1].split(",").includes("memory"));
+        const dir = process.env.IT_MEMORY_ROOT + (v1 ?? lines.find((line) => line[1] === ""))[2];
+        const read = (file) => Number(fs.readFileSync(dir + "/" + file, "utf8"));
+        const usage = () => read(v1 ? "memory.usage_in_bytes" : "memory.current");
+        const limit = read(v1 ? "memory.limit_in_bytes" : "memory.max");
+        const held = [Buffer.alloc(Math.max(0, Math.floor(0.78 * limit - usage())), 1)];
+        const timer = setInterval(() => {
+          if (usage() < 0.97 * limit) return held.push(Buffer.alloc(Math.floor(limit / 100), 1));
+          clearInterval(timer);
+          setTimeout(() => console.log(limit), 2000);
+        }, 100);`;
+      const memoryRoot = layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!;
+      // CPU as asked (what is free of the host depends on the runs above); memory predicted.
+      const response = await post({ image: "creeper", user: "ivy", request: { cpu: 0.1 }, command: [process.execPath, "-e", hog], env: { IT_MEMORY_ROOT: memoryRoot } });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId, limits } = (await response.json()) as { runId: string; limits: { memoryLimitBytes: number } };
+      const events = (await (await fetch(`${base}/v1/runs/${runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string; code?: number; limits?: { memoryLimitBytes: number } });
+      assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
+      const resized = events.filter((e) => e.type === "resized");
+      assert.equal(resized.length, 1, JSON.stringify(events));
+      assert.equal(resized[0]!.limits!.memoryLimitBytes, Math.ceil(limits.memoryLimitBytes * 1.25));
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const resizes = metrics.split("\n").filter((line) => line.includes('action="resize"')).join("\n");
+      assert.match(resizes, /ok="true"\} 1$/m, resizes);
+      assert.match(resizes, /ok="false"\} 1$/m, resizes);
     });
 
     it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {

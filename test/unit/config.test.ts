@@ -102,6 +102,7 @@ describe("pipeline config", () => {
     expectConfigError("actuate:\n  runs: { api: true, commands: [sleep] }\n", /actuate\.runs\.commands\.0: an absolute path/);
     expectConfigError("actuate:\n  safety: { maxChangesPerHour: -3 }\n", /actuate\.safety\.maxChangesPerHour/);
     for (const value of ["-1", "\"600\"", "1e12", ".nan"]) expectConfigError(`actuate:\n  runs: { staleAfterSeconds: ${value} }\n`, /actuate\.runs\.staleAfterSeconds/);
+    for (const value of ["0", "1", "4", "-0.5"]) expectConfigError(`actuate:\n  resize: { memoryHeadroom: ${value} }\n`, /actuate\.resize\.memoryHeadroom/);
     for (const value of ["2", "12.5", "1e9", "\"50\""]) expectConfigError(`actuate:\n  runs: { eventsKept: ${value} }\n`, /actuate\.runs\.eventsKept/);
   });
   it("rejects a config with a NUL byte", () => expectConfigError("name: a\u0000\n", /NUL/));
