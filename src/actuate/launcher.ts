@@ -94,6 +94,9 @@ export interface LauncherDependencies {
   now?: () => number;
 }
 
+/** How often a spell of heavy throttling renews the CPU floor it raised (it lasts `allocate.feedback.floorHours` from then). */
+const FLOOR_RENEW_MS = 60_000;
+
 /** The end of `text` that fits in `bytes` bytes of UTF-8, starting at a whole character. */
 export function lastBytes(text: string, bytes: number): string {
   if (text.length * 3 <= bytes) return text; // no UTF-16 unit takes more than 3 bytes (a pair takes 4)
@@ -173,6 +176,8 @@ interface SampleState {
   renewedAt: number;
   /** The "throttled" event of the heavy throttling going on at the run's present CPU limit, if any. */
   throttling: RunEvent | null;
+  /** When that spell last raised (or renewed) the pair's CPU floor in the store. */
+  floorAt: number;
   /** Why the last sample's resize was refused, while the refusals go on (reported once). */
   refused: string | null;
 }
@@ -437,7 +442,7 @@ export class Launcher {
     run.status.state = "running";
     run.record({ type: "started", ts: this.now(), pid: child.pid, cgroup: path, limits: run.status.limits, network: run.status.network });
 
-    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now(), throttling: null, refused: null };
+    const previous: SampleState = { value: null, oomKills: 0, renewedAt: this.now(), throttling: null, floorAt: 0, refused: null };
     let sampling = Promise.resolve();
     const tick = () => {
       sampling = sampling.then(() => this.sample(run, previous, explicit)).catch((error) => console.error(`augur: run ${runId}: sampling: ${errorMessage(error)}`));
@@ -532,10 +537,13 @@ export class Launcher {
     const reasons: string[] = [];
     const cpuLimit = run.status.limits.cpuLimitCores;
     if (cpuLimit !== null && throttledShare >= config.resize.heavyThrottleFraction) {
-      const floor = this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs);
       // One event per spell of heavy throttling at one limit (a CPU-bound run held at an
       // explicit limit is throttled every sample): later samples of it update that event.
+      // The floor it raises is one fsynced write: at the spell's start, then once a minute.
       const spell = previous.throttling;
+      const renew = !spell || spell.limitCores !== cpuLimit || nowMs - previous.floorAt >= FLOOR_RENEW_MS;
+      const floor = renew ? this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs) : Number(spell!.nextFloorCores);
+      if (renew) previous.floorAt = nowMs;
       if (spell && spell.limitCores === cpuLimit) Object.assign(spell, { lastTs: nowMs, samples: Number(spell.samples) + 1, share: throttledShare, nextFloorCores: floor });
       else {
         previous.throttling = { type: "throttled", ts: nowMs, lastTs: nowMs, samples: 1, share: throttledShare, limitCores: cpuLimit, nextFloorCores: floor };

@@ -492,6 +492,13 @@ api: { listen: "127.0.0.1:0" }
       const final = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { events: Array<{ type: string; samples?: number; share?: number; ts: number; lastTs?: number }>; eventsDropped: number; output: string };
       const spell = final.events.find((e) => e.type === "throttled")!;
       assert.ok(spell.samples! >= 3 && spell.lastTs! > spell.ts && spell.share! <= 1, JSON.stringify(spell));
+      // The CPU floor the spell raised was written at its start, not again at each of its samples.
+      const store = new ProfileStore(join(dir, "data"));
+      try {
+        assert.deepEqual(store.floors("spinner", "gus", Date.now(), 3_600_000).map((floor) => [floor.resource, floor.ts]), [["cpu", spell.ts]]);
+      } finally {
+        store.close();
+      }
       assert.equal(final.eventsDropped, 0);
       // The list names the run, without its events and output (GET /v1/runs/{id} has them).
       const listed = ((await (await fetch(`${base}/v1/runs`)).json()) as { runs: Array<Record<string, unknown>> }).runs.find((run) => run.runId === runId);
