@@ -540,11 +540,13 @@ export class Launcher {
       // One event per spell of heavy throttling at one limit (a CPU-bound run held at an
       // explicit limit is throttled every sample): later samples of it update that event.
       // The floor it raises is one fsynced write: at the spell's start, then once a minute.
-      const spell = previous.throttling;
-      const renew = !spell || spell.limitCores !== cpuLimit || nowMs - previous.floorAt >= FLOOR_RENEW_MS;
-      const floor = renew ? this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs) : Number(spell!.nextFloorCores);
-      if (renew) previous.floorAt = nowMs;
-      if (spell && spell.limitCores === cpuLimit) Object.assign(spell, { lastTs: nowMs, samples: Number(spell.samples) + 1, share: throttledShare, nextFloorCores: floor });
+      const spell = previous.throttling?.limitCores === cpuLimit ? previous.throttling : null;
+      let floor = Number(spell?.nextFloorCores);
+      if (!spell || nowMs - previous.floorAt >= FLOOR_RENEW_MS) {
+        floor = this.deps.engine.recordThrottling(run.status.image, run.status.user, cpuLimit, nowMs);
+        previous.floorAt = nowMs;
+      }
+      if (spell) Object.assign(spell, { lastTs: nowMs, samples: Number(spell.samples) + 1, share: throttledShare, nextFloorCores: floor });
       else {
         previous.throttling = { type: "throttled", ts: nowMs, lastTs: nowMs, samples: 1, share: throttledShare, limitCores: cpuLimit, nextFloorCores: floor };
         run.record(previous.throttling);
@@ -561,20 +563,21 @@ export class Launcher {
       proposal.memoryLimitBytes = Math.ceil(Math.max(workingSet, memoryLimit) * (1 + config.resize.memoryHeadroom));
       reasons.push(`working set ${workingSet} bytes within ${(config.resize.memoryHeadroom * 100).toFixed(0)}% of the limit`);
     }
-    const verdict =
-      reasons.length === 0
-        ? null
-        : checkProposal(config.safety, proposal, {
-            memoryUsageBytes: reading.memoryUsageBytes,
-            capacity: this.deps.capacity(),
-            initial: false,
-            rateAllows: this.limiter.allows(run.id, nowMs),
-          });
-    if (!verdict?.allowed) {
+    if (reasons.length === 0) {
+      previous.refused = null;
+      return;
+    }
+    const verdict = checkProposal(config.safety, proposal, {
+      memoryUsageBytes: reading.memoryUsageBytes,
+      capacity: this.deps.capacity(),
+      initial: false,
+      rateAllows: this.limiter.allows(run.id, nowMs),
+    });
+    if (!verdict.allowed) {
       // A refusal goes on for as long as what it refuses (an hour of rate limit, one sample
       // after another): reported when it starts, not at every sample.
-      const refused = verdict ? verdict.notes.join("; ") : null;
-      if (verdict && refused !== previous.refused) {
+      const refused = verdict.notes.join("; ");
+      if (refused !== previous.refused) {
         await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, ...verdict.notes].join("; "), details: "" });
       }
       previous.refused = refused;
