@@ -155,6 +155,16 @@ api: { listen: "127.0.0.1:0" }
     if (started.network && hasNamespace(started.network.namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", started.network.namespace]);
   }
 
+  /** `read` of the test's profile store, opened beside the process that writes it. */
+  function fromStore<T>(read: (store: ProfileStore) => T): T {
+    const store = new ProfileStore(join(dir, "data"));
+    try {
+      return read(store);
+    } finally {
+      store.close();
+    }
+  }
+
   function hasNamespace(namespace: string): boolean {
     return spawnSync("/usr/sbin/ip", ["netns", "list"], { encoding: "utf8" }).stdout.split("\n").some((line) => line.split(" ")[0] === namespace);
   }
@@ -305,12 +315,7 @@ api: { listen: "127.0.0.1:0" }
     const run = await exec(leased, ["--image", "long", "--user", "lena"], ["/bin/sleep", "5"], async (started) => {
       runId = String(started.run);
       await sleep(3500);
-      const store = new ProfileStore(join(dir, "data"));
-      try {
-        live = store.liveAllocations(node, Date.now()).map((allocation) => allocation.requestId);
-      } finally {
-        store.close();
-      }
+      live = fromStore((store) => store.liveAllocations(node, Date.now()).map((allocation) => allocation.requestId));
     });
     assert.equal(run.status, 0, run.stderr);
     assert.ok(live.includes(runId), `3.5 s into the run, past its 2 s lease, its allocation still holds: ${JSON.stringify(live)} lacks ${runId}`);
@@ -468,12 +473,19 @@ api: { listen: "127.0.0.1:0" }
     const post = (body: unknown, auth = true) =>
       fetch(`${base}/v1/runs`, { method: "POST", headers: { "content-type": "application/json", ...(auth ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
 
+    /** A run's events as its NDJSON stream gives them, read to the run's end. */
+    const streamedEvents = async <T extends { type: string }>(runId: string): Promise<T[]> =>
+      (await (await fetch(`${base}/v1/runs/${runId}/events`)).text())
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as T);
+
     it("starts an allowed command in its cgroup and streams its events to the exit", async () => {
       const response = await post({ image: "api-app", user: "erin", request: { cpu: 0.25, memory: 128 * MIB }, command: [process.execPath, "-e", "console.log('hello from', process.env.AUGUR_IMAGE)"] });
       assert.equal(response.status, 201, await response.clone().text());
       const status = (await response.json()) as { runId: string; cgroup: string; limits: { cpuLimitCores: number } };
       assert.equal(status.limits.cpuLimitCores, 0.25);
-      const events = (await (await fetch(`${base}/v1/runs/${status.runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string; code?: number });
+      const events = await streamedEvents<{ type: string; code?: number }>(status.runId);
       assert.deepEqual(events.map((e) => e.type).filter((t) => t !== "throttled"), ["allocated", "started", "exited"]);
       assert.equal(events.at(-1)!.code, 0);
       const final = (await (await fetch(`${base}/v1/runs/${status.runId}`)).json()) as { state: string; output: string };
@@ -487,18 +499,16 @@ api: { listen: "127.0.0.1:0" }
       const response = await post({ image: "spinner", user: "gus", request: { cpu: 0.1, memory: 128 * MIB }, command: [process.execPath, "-e", spin] });
       assert.equal(response.status, 201, await response.clone().text());
       const { runId } = (await response.json()) as { runId: string };
-      const streamed = (await (await fetch(`${base}/v1/runs/${runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string });
+      const streamed = await streamedEvents(runId);
       assert.deepEqual(streamed.map((e) => e.type), ["allocated", "started", "throttled", "exited"]);
       const final = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { events: Array<{ type: string; samples?: number; share?: number; ts: number; lastTs?: number }>; eventsDropped: number; output: string };
       const spell = final.events.find((e) => e.type === "throttled")!;
       assert.ok(spell.samples! >= 3 && spell.lastTs! > spell.ts && spell.share! <= 1, JSON.stringify(spell));
       // The CPU floor the spell raised was written at its start, not again at each of its samples.
-      const store = new ProfileStore(join(dir, "data"));
-      try {
-        assert.deepEqual(store.floors("spinner", "gus", Date.now(), 3_600_000).map((floor) => [floor.resource, floor.ts]), [["cpu", spell.ts]]);
-      } finally {
-        store.close();
-      }
+      assert.deepEqual(
+        fromStore((store) => store.floors("spinner", "gus", Date.now(), 3_600_000)).map((floor) => [floor.resource, floor.ts]),
+        [["cpu", spell.ts]],
+      );
       assert.equal(final.eventsDropped, 0);
       // The list names the run, without its events and output (GET /v1/runs/{id} has them).
       const listed = ((await (await fetch(`${base}/v1/runs`)).json()) as { runs: Array<Record<string, unknown>> }).runs.find((run) => run.runId === runId);
@@ -534,7 +544,7 @@ api: { listen: "127.0.0.1:0" }
       const response = await post({ image: "creeper", user: "ivy", request: { cpu: 0.1 }, command: [process.execPath, "-e", hog], env: { IT_MEMORY_ROOT: memoryRoot } });
       assert.equal(response.status, 201, await response.clone().text());
       const { runId, limits } = (await response.json()) as { runId: string; limits: { memoryLimitBytes: number } };
-      const events = (await (await fetch(`${base}/v1/runs/${runId}/events`)).text()).trim().split("\n").map((line) => JSON.parse(line) as { type: string; code?: number; limits?: { memoryLimitBytes: number } });
+      const events = await streamedEvents<{ type: string; code?: number; limits?: { memoryLimitBytes: number } }>(runId);
       assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
       const resized = events.filter((e) => e.type === "resized");
       assert.equal(resized.length, 1, JSON.stringify(events));
