@@ -178,7 +178,7 @@ interface SampleState {
   throttling: RunEvent | null;
   /** When that spell last raised (or renewed) the pair's CPU floor in the store. */
   floorAt: number;
-  /** Why the last sample's resize was refused, while the refusals go on (reported once). */
+  /** Why the last sample's resize was refused or failed, while that goes on (reported once). */
   refused: string | null;
 }
 
@@ -574,26 +574,32 @@ export class Launcher {
       rateAllows: this.limiter.allows(run.id, nowMs),
     });
     if (!verdict.allowed) {
-      // A refusal goes on for as long as what it refuses (an hour of rate limit, one sample
-      // after another): reported when it starts, not at every sample.
-      const refused = verdict.notes.join("; ");
-      if (refused !== previous.refused) {
-        await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, ...verdict.notes].join("; "), details: "" });
-      }
-      previous.refused = refused;
+      await this.notResized(run, previous, nowMs, verdict.limits, reasons, verdict.notes.join("; "));
       return;
     }
-    previous.refused = null;
     try {
       const changes = cgroups.apply(path, { cpuLimitCores: verdict.limits.cpuLimitCores, memoryLimitBytes: verdict.limits.memoryLimitBytes }, { dryRun: config.safety.dryRun });
+      previous.refused = null;
       if (Object.keys(changes).length === 0) return;
       this.limiter.record(run.id, nowMs);
       if (!config.safety.dryRun) run.status.limits = verdict.limits;
       run.record({ type: "resized", ts: nowMs, limits: verdict.limits, reasons: [...reasons, ...verdict.notes], dryRun: config.safety.dryRun });
       await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: true, reason: [...reasons, ...verdict.notes].join("; "), details: JSON.stringify({ changes }) });
     } catch (error) {
-      await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: errorMessage(error), details: "" });
+      await this.notResized(run, previous, nowMs, verdict.limits, reasons, errorMessage(error));
     }
+  }
+
+  /**
+   * A resize the safety rules refused or the kernel did not take. Either goes on for as
+   * long as what causes it (an hour of rate limit, a limit the hierarchy caps), one
+   * sample after another: recorded and published when it starts, not at every sample.
+   */
+  private async notResized(run: Run, previous: SampleState, nowMs: number, limits: RunStatus["limits"], reasons: string[], why: string): Promise<void> {
+    if (why === previous.refused) return;
+    previous.refused = why;
+    run.record({ type: "refused", ts: nowMs, limits, reasons, why });
+    await this.publishResult({ workload: `run:${run.id}`, connector: "cgroup", action: "resize", ok: false, reason: [...reasons, why].join("; "), details: "" });
   }
 
   /**

@@ -17,12 +17,14 @@ export function parseRequestFlag(text: string): Record<string, unknown> {
   return value as Record<string, unknown>;
 }
 
-function describe(event: RunEvent): string {
+export function describeRunEvent(event: RunEvent): string {
   switch (event.type) {
     case "started":
       return `started pid ${event.pid} in ${event.cgroup}; limits ${JSON.stringify(event.limits)}${event.network ? `; network ${JSON.stringify(event.network)}` : ""}`;
     case "exited":
       return `exited ${event.signal ? `by ${event.signal}` : `with ${event.code}`}${event.oomKilled ? " (OOM-killed by the kernel)" : ""}`;
+    case "refused":
+      return `resize to ${JSON.stringify(event.limits)} not made: ${event.why} (${(event.reasons as string[]).join("; ")})`;
     case "oom":
       return `OOM kill at ${event.limitBytes} bytes; the next run of this pair gets at least ${Math.ceil(Number(event.nextFloorBytes))} bytes`;
     case "allocated": {
@@ -76,7 +78,7 @@ export function registerExec(program: Command): void {
           stdio: "inherit",
         });
         const report = (event: RunEvent) =>
-          process.stderr.write(flags.events === "json" ? `${JSON.stringify({ run: run.id, ...event })}\n` : `augur: run ${run.id}: ${describe(event)}\n`);
+          process.stderr.write(flags.events === "json" ? `${JSON.stringify({ run: run.id, ...event })}\n` : `augur: run ${run.id}: ${describeRunEvent(event)}\n`);
         for (const event of run.status.events) report(event);
         run.on("event", report);
         signals.handle((signal) => {

@@ -23,6 +23,8 @@ const layout = detectHostLayout();
 const isRoot = process.getuid?.() === 0;
 const canActuate = isRoot && layout !== null;
 const hasTc = isRoot && existsSync("/usr/sbin/ip") && existsSync("/usr/sbin/tc");
+/** cgroup v1 with swap accounting: a memory limit above a cgroup's memory+swap limit is refused. */
+const hasSwapAccounting = layout?.version === "v1" && existsSync(join((layout.roots as Record<string, string>).memory ?? "/nonexistent", "memory.memsw.limit_in_bytes"));
 const skip = !canActuate && "needs root and a cgroup hierarchy";
 const MIB = 1024 * 1024;
 
@@ -521,38 +523,70 @@ api: { listen: "127.0.0.1:0" }
       assert.ok(final.output === expected, `the last 64 KiB as whole characters: ${kept}`);
     });
 
-    it("grows a memory limit, never shrinks it, and reports a refused resize once while the refusal lasts", async () => {
-      // The command reads its cgroup's limit L and grows its usage to 0.78 L at once, then by L/100
-      // every 100 ms to 0.97 L, and holds it 2 s. Past 0.75 L the limit grows to 1.25 L (from the
-      // working set alone, 0.94 L: down); past 0.9375 L it would grow again, at every sample from
-      // then on, and one change an hour is allowed here: each of those resizes is refused.
-      const hog = `const fs = require("fs");
+    /**
+     * A command that reads its cgroup's limit L and grows its usage to 0.78 L at once, then by
+     * L/100 every 100 ms to 0.97 L, holds it 2 s and prints L. With `pinSwap` (cgroup v1) it
+     * first sets its cgroup's memory+swap limit to L: the kernel then refuses any memory limit above L.
+     */
+    const hog = (pinSwap: boolean) => `const fs = require("fs");
         const lines = fs.readFileSync("/proc/self/cgroup", "utf8").trim().split("\\n").map((line) => line.split(":"));
         const v1 = lines.find((line) => line[1].split(",").includes("memory"));
         const dir = process.env.IT_MEMORY_ROOT + (v1 ?? lines.find((line) => line[1] === ""))[2];
         const read = (file) => Number(fs.readFileSync(dir + "/" + file, "utf8"));
         const usage = () => read(v1 ? "memory.usage_in_bytes" : "memory.current");
         const limit = read(v1 ? "memory.limit_in_bytes" : "memory.max");
+        if (${pinSwap}) fs.writeFileSync(dir + "/memory.memsw.limit_in_bytes", String(limit));
         const held = [Buffer.alloc(Math.max(0, Math.floor(0.78 * limit - usage())), 1)];
         const timer = setInterval(() => {
           if (usage() < 0.97 * limit) return held.push(Buffer.alloc(Math.floor(limit / 100), 1));
           clearInterval(timer);
           setTimeout(() => console.log(limit), 2000);
         }, 100);`;
-      const memoryRoot = layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!;
+    const memoryRoot = () => (layout!.version === "v2" ? layout!.roots.unified! : (layout!.roots as Record<string, string>).memory!);
+    /** The `augur_actuations_total` counts of resizes, done and not. */
+    const resizeCounts = async () => {
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      const count = (ok: boolean) => Number(new RegExp(`action="resize"[^}]*ok="${ok}"\\} (\\d+)$`, "m").exec(metrics)?.[1] ?? 0);
+      return { done: count(true), notDone: count(false) };
+    };
+    type MemoryEvent = { type: string; code?: number; why?: string; limits?: { memoryLimitBytes: number } };
+
+    it("grows a memory limit, never shrinks it, and reports a refused resize once while the refusal lasts", async () => {
+      // Past 0.75 L the limit grows to 1.25 L (from the working set alone, 0.94 L: down); past
+      // 0.9375 L it would grow again, at every sample from then on, and one change an hour is
+      // allowed here: each of those resizes is refused.
+      const counts = await resizeCounts();
       // CPU as asked (what is free of the host depends on the runs above); memory predicted.
-      const response = await post({ image: "creeper", user: "ivy", request: { cpu: 0.1 }, command: [process.execPath, "-e", hog], env: { IT_MEMORY_ROOT: memoryRoot } });
+      const response = await post({ image: "creeper", user: "ivy", request: { cpu: 0.1 }, command: [process.execPath, "-e", hog(false)], env: { IT_MEMORY_ROOT: memoryRoot() } });
       assert.equal(response.status, 201, await response.clone().text());
       const { runId, limits } = (await response.json()) as { runId: string; limits: { memoryLimitBytes: number } };
-      const events = await streamedEvents<{ type: string; code?: number; limits?: { memoryLimitBytes: number } }>(runId);
+      const events = await streamedEvents<MemoryEvent>(runId);
       assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
       const resized = events.filter((e) => e.type === "resized");
       assert.equal(resized.length, 1, JSON.stringify(events));
       assert.equal(resized[0]!.limits!.memoryLimitBytes, Math.ceil(limits.memoryLimitBytes * 1.25));
-      const metrics = await (await fetch(`${base}/metrics`)).text();
-      const resizes = metrics.split("\n").filter((line) => line.includes('action="resize"')).join("\n");
-      assert.match(resizes, /ok="true"\} 1$/m, resizes);
-      assert.match(resizes, /ok="false"\} 1$/m, resizes);
+      const refused = events.filter((e) => e.type === "refused");
+      assert.equal(refused.length, 1, JSON.stringify(events));
+      assert.match(refused[0]!.why!, /more than 1 limit changes/);
+      assert.deepEqual(await resizeCounts(), { done: counts.done + 1, notDone: counts.notDone + 1 });
+    });
+
+    it("reports a resize the kernel does not take once, and the run goes on", { skip: !hasSwapAccounting && "needs cgroup v1 swap accounting" }, async () => {
+      // The run caps its own memory+swap at its limit L: growing the limit to 1.25 L is EINVAL,
+      // at each of the samples while it holds 0.97 L.
+      const counts = await resizeCounts();
+      const response = await post({ image: "capped", user: "jo", request: { cpu: 0.1 }, command: [process.execPath, "-e", hog(true)], env: { IT_MEMORY_ROOT: memoryRoot() } });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId, limits, cgroup } = (await response.json()) as { runId: string; cgroup: string; limits: { memoryLimitBytes: number } };
+      const events = await streamedEvents<MemoryEvent>(runId);
+      assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
+      assert.deepEqual(await resizeCounts(), { done: counts.done, notDone: counts.notDone + 1 });
+      // (Held at 0.1 core, it is throttled too: that is not what is looked at here.)
+      const kinds = events.filter((e) => e.type !== "throttled");
+      assert.deepEqual(kinds.map((e) => e.type), ["allocated", "started", "refused", "exited"]);
+      const refused = kinds[2]!;
+      assert.equal(refused.limits!.memoryLimitBytes, Math.ceil(limits.memoryLimitBytes * 1.25));
+      assert.match(refused.why!, new RegExp(`cgroup ${cgroup}: writing "\\d+" to memory.limit_in_bytes failed: EINVAL`));
     });
 
     it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {

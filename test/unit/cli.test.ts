@@ -6,6 +6,7 @@ import { totalmem } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { getHeapStatistics } from "node:v8";
+import { describeRunEvent } from "../../src/cli/exec.js";
 import { HEAP_ENV, largerHeapOption } from "../../src/cli/heap.js";
 import { augur, CLI } from "../cli.js";
 import { isRunning, tempDir } from "../helpers.js";
@@ -107,6 +108,13 @@ describe("augur CLI", () => {
     } finally {
       cleanup();
     }
+  });
+});
+
+describe("augur exec's lines", () => {
+  it("says what a resize not made would have set and why", () => {
+    const line = describeRunEvent({ type: "refused", ts: 1, limits: { cpuLimitCores: null, memoryLimitBytes: 1250 }, reasons: ["working set 980 bytes within 25% of the limit"], why: "refused: more than 1 limit changes in the last hour" });
+    assert.equal(line, 'resize to {"cpuLimitCores":null,"memoryLimitBytes":1250} not made: refused: more than 1 limit changes in the last hour (working set 980 bytes within 25% of the limit)');
   });
 });
 
