@@ -1,6 +1,6 @@
 import { constants } from "node:os";
 import { z } from "zod";
-import { readProcCgroups } from "../collect/proc.js";
+import { readProcCgroups, readStartTicks } from "../collect/proc.js";
 import { ActuationError, ValidationError } from "../core/errors.js";
 import type { CgroupConnector } from "./cgroup.js";
 
@@ -34,14 +34,26 @@ export class ProcessConnector {
     return false;
   }
 
-  signal(pid: number, signal: string): void {
+  /** Whether `pid` is still the process that started at `startTicks` (not gone, and not a later one given its pid). */
+  isSame(pid: number, startTicks: number): boolean {
+    return readStartTicks(pid, this.procRoot) === startTicks;
+  }
+
+  /**
+   * Signals a process of augur's. With `startTicks`, only the process that started
+   * then: a pid reused since names another process. False when it has gone.
+   */
+  signal(pid: number, signal: string, startTicks?: number): boolean {
     if (!Number.isInteger(pid) || pid <= 1) throw new ValidationError(`not a process id augur may signal: ${pid}`, pid);
     if (!SIGNALS.has(signal)) throw new ValidationError(`unknown or disallowed signal ${JSON.stringify(signal)}`, signal);
+    if (startTicks !== undefined && !this.isSame(pid, startTicks)) return false;
     if (!this.owns(pid)) throw new ActuationError(`process ${pid} is not in a cgroup below /${this.cgroups.config.root}: augur does not touch it`, pid);
     try {
       process.kill(pid, signal as keyof typeof constants.signals);
+      return true;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error; // already gone
+      if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error;
+      return false; // already gone
     }
   }
 

@@ -97,6 +97,12 @@ export function listPids(procRoot = "/proc"): number[] {
     .map(Number);
 }
 
+/** When a process started, in clock ticks after boot (with its pid, what names one process); null when it has gone. */
+export function readStartTicks(pid: number, procRoot = "/proc"): number | null {
+  const text = read(join(procRoot, String(pid), "stat"));
+  return text === null ? null : (parseStat(text)?.startTicks ?? null);
+}
+
 /** Reads one process; null when it has gone or is a kernel thread (no executable). */
 export function readProcess(pid: number, procRoot = "/proc"): ProcessReading | null {
   const dir = join(procRoot, String(pid));

@@ -6,8 +6,10 @@ import { ChangeLimiter } from "../actuate/safety.js";
 import type { TcConnector } from "../actuate/tc.js";
 import { regexSchema } from "../config/load.js";
 import { ActuationError, errorMessage } from "../core/errors.js";
+import type { Metrics } from "../core/metrics.js";
 import type { ActuationResult } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
+import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 import { ANOMALY_TYPES, type Severity } from "./detector.js";
 import type { AnomalyEvent } from "./monitor.js";
 
@@ -46,6 +48,8 @@ export const remediationConfig = z
     /** Actions (other than alert) per sliding hour: in all, and per workload. */
     maxActionsPerHour: z.number().int().min(0).max(100_000).default(20),
     maxActionsPerWorkloadPerHour: z.number().int().min(0).max(1000).default(3),
+    /** An anomaly detected longer ago than this (a backlog read after a restart) is only reported. */
+    maxAgeSeconds: z.number().positive().max(7 * 86_400).default(600),
   })
   .strict();
 export type RemediationConfig = z.infer<typeof remediationConfig>;
@@ -90,6 +94,10 @@ export class Remediator {
     const dryRun = this.config.dryRun || (rule?.dryRun ?? false);
     const { exempt, only } = this.config;
     if (action !== "alert") {
+      const age = (this.now() - event.detectedTs) / 1000;
+      if (age > this.config.maxAgeSeconds) {
+        return { action: "alert", dryRun, reason: `detected ${Math.round(age)} s ago, more than remediation.maxAgeSeconds (${this.config.maxAgeSeconds}): too old to act on` };
+      }
       if (exempt.images.some((r) => r.test(event.image)) || exempt.users.some((r) => r.test(event.user))) {
         return { action: "alert", dryRun, reason: `(${event.image}, ${event.user}) is exempt from remediation` };
       }
@@ -110,16 +118,36 @@ export class Remediator {
     return null;
   }
 
+  /**
+   * Acts on an anomaly of a workload of this node's; another node's is left to that
+   * node's remediator (a pid or a cgroup path here would name something else).
+   */
   async handle(event: AnomalyEvent): Promise<void> {
+    if (event.host !== this.node) return;
     const decision = this.decide(event);
     await this.act(event, decision.action, decision.dryRun, decision.reason);
     if (decision.then && decision.action !== "alert") {
       const { action, afterSeconds } = decision.then;
       const timer = setTimeout(() => {
         this.timers.delete(timer);
-        void this.act(event, action, decision.dryRun, `${decision.reason}, then ${action} after ${afterSeconds} s`);
+        const why = `${decision.reason}, then ${action} after ${afterSeconds} s`;
+        // Only if the workload is still there: one that ended meanwhile is not acted on again.
+        if (this.present(event.workload)) void this.act(event, action, decision.dryRun, why);
+        else void this.act(event, "alert", decision.dryRun, `${why}: not done, the workload has ended`);
       }, afterSeconds * 1000);
       this.timers.add(timer);
+    }
+  }
+
+  /** Whether a workload is still on this node: a run still running, a cgroup still there, the same process. */
+  private present(workload: string): boolean {
+    try {
+      const target = this.resolve(workload);
+      if (target.kind === "pid") return this.targets.processes?.isSame(target.pid, target.startTicks) ?? true;
+      if (target.kind === "cgroup") return this.targets.cgroups?.exists(target.path) ?? true;
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -138,8 +166,11 @@ export class Remediator {
           this.need(this.targets.cgroups, "cgroup").setFrozen(this.cgroupOf(target), true);
           return result(true, "", { target });
         case "kill": {
-          const killed = target.kind === "pid" ? (this.need(this.targets.processes, "process").signal(target.pid, "SIGKILL"), [target.pid]) : this.need(this.targets.processes, "process").killCgroup(target.path);
-          return result(true, "", { target, killed });
+          const processes = this.need(this.targets.processes, "process");
+          if (target.kind !== "pid") return result(true, "", { target, killed: processes.killCgroup(target.path) });
+          // The pid is the process detected only while it has that start time: a pid reused since is another's.
+          const signalled = processes.signal(target.pid, "SIGKILL", target.startTicks);
+          return result(true, signalled ? "" : "the process had already ended", { target, killed: signalled ? [target.pid] : [] });
         }
         case "throttle": {
           const profile = this.targets.store?.getProfile(event.image, event.user);
@@ -167,7 +198,7 @@ export class Remediator {
   }
 
   /** What a workload id names: a launcher run, a cgroup, or a process. */
-  private resolve(workload: string): { kind: "run"; runId: string; path: string } | { kind: "cgroup"; path: string } | { kind: "pid"; pid: number } {
+  private resolve(workload: string): { kind: "run"; runId: string; path: string } | { kind: "cgroup"; path: string } | { kind: "pid"; pid: number; startTicks: number } {
     if (workload.startsWith("run:")) {
       const runId = workload.slice(4);
       const run = this.targets.launcher?.get(runId);
@@ -175,8 +206,9 @@ export class Remediator {
       return { kind: "run", runId, path: run.status.cgroup };
     }
     if (workload.startsWith("cgroup:")) return { kind: "cgroup", path: workload.slice(7) };
-    const pid = /^pid:(\d+)@/.exec(workload);
-    if (pid) return { kind: "pid", pid: Number(pid[1]) };
+    // As the host collector names a process: pid:<pid>@<start time in clock ticks since boot>.
+    const pid = /^pid:(\d{1,10})@(\d{1,20})$/.exec(workload);
+    if (pid) return { kind: "pid", pid: Number(pid[1]), startTicks: Number(pid[2]) };
     throw new ActuationError(`workload ${JSON.stringify(workload.slice(0, 80))} is not one this node can act on`, workload);
   }
 
@@ -188,6 +220,47 @@ export class Remediator {
   stop(): void {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
+  }
+}
+
+/**
+ * Remediation on one node: every anomaly of `augur.anomalies` (a group of this
+ * node's own, so each node sees all of them, from the newest on its first start)
+ * goes to the node's remediator, which acts on its own workloads only; what it
+ * does goes to `augur.actuations`. Detection scales by partitions across nodes;
+ * acting is done where the workload runs.
+ */
+export class RemediateStage {
+  private consumer: Consumer | null = null;
+  private readonly remediator: Remediator;
+
+  constructor(
+    private readonly transport: Transport,
+    config: RemediationConfig,
+    private readonly node: string,
+    private readonly metrics: Metrics,
+    targets: RemediationTargets,
+  ) {
+    this.remediator = new Remediator(config, targets, node, (result) => this.publishResult(result));
+  }
+
+  private async publishResult(result: ActuationResult): Promise<void> {
+    this.metrics.actuations.inc({ connector: result.connector, action: result.action, ok: String(result.ok) });
+    await this.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.node, value: result, timestamp: result.ts }]);
+  }
+
+  async start(): Promise<void> {
+    this.consumer = await this.transport.consume<AnomalyEvent>(TOPICS.anomalies, { group: `augur-remediate-${this.node}`, from: "latest" }, async (batch) => {
+      for (const record of batch) {
+        await this.remediator.handle(record.value).catch((error) => console.error(`augur: remediation of ${record.value.workload}: ${errorMessage(error)}`));
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.stop();
+    this.consumer = null;
+    this.remediator.stop();
   }
 }
 

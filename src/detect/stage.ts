@@ -3,11 +3,11 @@ import { postJson } from "../core/http.js";
 import { pairKey } from "../core/keys.js";
 import { errorMessage } from "../core/errors.js";
 import type { Metrics } from "../core/metrics.js";
-import { RESOURCES, sampleValue, type ActuationResult, type Profile, type Resource, type Sample } from "../core/types.js";
+import { RESOURCES, sampleValue, type Profile, type Resource, type Sample } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { TOPICS, type Consumer, type Transport } from "../transport/topic.js";
 import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "./monitor.js";
-import { Remediator, remediationConfig, type RemediationTargets } from "./remediate.js";
+import { remediationConfig } from "./remediate.js";
 
 const sinkConfig = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("log") }).strict(),
@@ -29,6 +29,7 @@ export const detectStageConfig = z
     monitor: detectConfig.default({}),
     /** Besides `augur.anomalies`: where events go. */
     sinks: z.array(sinkConfig).default([{ kind: "log" }]),
+    /** What each node does about the anomalies of its own workloads (`RemediateStage`). */
     remediation: remediationConfig.default({}),
     /** Workloads tracked at once; the least recently seen are forgotten beyond this. */
     maxWorkloads: z.number().int().min(1).max(10_000_000).default(100_000),
@@ -40,30 +41,20 @@ export type DetectStageConfig = z.infer<typeof detectStageConfig>;
  * The detect stage: every sample of `augur.samples` is a step of its
  * workload's monitor (its own recent behaviour and baseline, and the
  * `(image, user)` profile's maximum where the store has one). Anomalies go
- * to `augur.anomalies`, to the configured sinks, and to the remediator;
- * what the remediator does goes to `augur.actuations`.
+ * to `augur.anomalies` and to the configured sinks; each node's
+ * `RemediateStage` reads them from there and acts on its own workloads.
  */
 export class DetectStage {
   private consumer: Consumer | null = null;
   private readonly monitors = new Map<string, WorkloadMonitor>();
-  private readonly remediator: Remediator;
   /** Profiles read for the batch being handled: one store read per pair per batch, not one per detector and resource. */
   private batchProfiles = new Map<string, Profile | null>();
 
   constructor(
     private readonly transport: Transport,
     private readonly config: DetectStageConfig,
-    private readonly node: string,
     private readonly metrics: Metrics,
-    targets: RemediationTargets,
-  ) {
-    this.remediator = new Remediator(config.remediation, targets, node, (result) => this.publishResult(result));
-  }
-
-  private async publishResult(result: ActuationResult): Promise<void> {
-    this.metrics.actuations.inc({ connector: result.connector, action: result.action, ok: String(result.ok) });
-    await this.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.node, value: result, timestamp: result.ts }]);
-  }
+  ) {}
 
   private profileOf(image: string, user: string, store: ProfileStore | null): Profile | null {
     if (!store) return null;
@@ -105,10 +96,7 @@ export class DetectStage {
       if (events.length === 0) return;
       this.metrics.recordsOut.inc({ stage: "detect" }, events.length);
       await this.transport.topic<AnomalyEvent>(TOPICS.anomalies).publish(events.map((event) => ({ key: pairKey(event.image, event.user), value: event, timestamp: event.detectedTs })));
-      for (const event of events) {
-        await this.toSinks(event);
-        await this.remediator.handle(event).catch((error) => console.error(`augur: remediation of ${event.workload}: ${errorMessage(error)}`));
-      }
+      for (const event of events) await this.toSinks(event);
     });
   }
 
@@ -130,6 +118,5 @@ export class DetectStage {
   async stop(): Promise<void> {
     await this.consumer?.stop();
     this.consumer = null;
-    this.remediator.stop();
   }
 }

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from "fastify";
 import type { Launcher } from "../actuate/launcher.js";
-import { createActuators, createLauncher } from "../actuate/registry.js";
+import { createLauncher } from "../actuate/registry.js";
 import { DashboardFeed } from "../dashboard/feed.js";
 import { ReportDirectory } from "../dashboard/reports.js";
+import { RemediateStage } from "../detect/remediate.js";
 import { DetectStage } from "../detect/stage.js";
 import { AggregateStage } from "../aggregate/stage.js";
 import { AllocationEngine } from "../allocate/engine.js";
@@ -93,6 +94,20 @@ export function forecastStage(pipeline: LoadedPipeline, transport: Transport, st
 function historySink(pipeline: LoadedPipeline, transport: Transport, metrics: Metrics): HistorySink {
   if (!pipeline.config.history) throw new ConfigError(`${pipeline.path}: the history stage needs a 'history' section`);
   return new HistorySink(transport, pipeline.config.history, metrics);
+}
+
+/** This node's remediation, through the launcher's connectors; returns its stop. */
+async function startRemediation(
+  pipeline: LoadedPipeline,
+  transport: Transport,
+  metrics: Metrics,
+  { actuators, launcher }: ReturnType<typeof createLauncher>,
+  store: ProfileStore,
+): Promise<() => Promise<void>> {
+  const targets = { cgroups: actuators.cgroups, processes: actuators.processes, tc: actuators.tc, launcher, store };
+  const remediate = new RemediateStage(transport, pipeline.config.detect.remediation, pipeline.node, metrics, targets);
+  await remediate.start();
+  return () => remediate.stop();
 }
 
 /** Every decision of the engine goes to `augur.allocations`, keyed by node (the dashboard and any other reader). */
@@ -198,14 +213,8 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
       for (const collector of collectors) await collector.stop();
     });
     if (config.detect.enabled) {
-      const { actuators } = launching;
-      const detect = new DetectStage(transport, config.detect, pipeline.node, metrics, {
-        cgroups: actuators.cgroups,
-        processes: actuators.processes,
-        tc: actuators.tc,
-        launcher: launching.launcher,
-        store,
-      });
+      stops.push(await startRemediation(pipeline, transport, metrics, launching, store));
+      const detect = new DetectStage(transport, config.detect, metrics);
       await detect.start(store);
       stops.push(() => detect.stop());
     }
@@ -279,8 +288,8 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
         break;
       }
       case "detect": {
-        const actuators = createActuators(pipeline.actuators);
-        const detect = new DetectStage(transport, config.detect, pipeline.node, metrics, { cgroups: actuators.cgroups, processes: actuators.processes, tc: actuators.tc, launcher: null, store: null });
+        // Detection only: each node's actuate stage acts on the anomalies of its own workloads.
+        const detect = new DetectStage(transport, config.detect, metrics);
         await detect.start(null);
         stops.push(() => detect.stop());
         break;
@@ -311,6 +320,7 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
           if (!launching.launcher) throw new ConfigError(`the actuate stage cannot run here: ${launching.reason}`);
           stops.push(() => launching.launcher!.stopAll());
           launcher = { launcher: launching.launcher, reason: null, runs: config.actuate.runs };
+          stops.push(await startRemediation(pipeline, transport, metrics, launching, store));
         }
         const api = buildApi({ dashboard: dashboard ?? undefined, store, engine, metrics, node: pipeline.node, token, bodyLimitBytes: config.api.bodyLimitBytes, launcher, admission: config.api.admission, health: () => ({ transport: transport.kind, stage: name }) });
         const { host, port } = parseListen(config.api.listen);

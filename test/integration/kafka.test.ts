@@ -3,13 +3,15 @@
 // VictoriaMetrics. Each test uses its own topic namespace.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createServer, type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import avro from "avsc";
 import { Kafka, logLevel } from "kafkajs";
-import type { Profile } from "../../src/core/types.js";
+import { detectHostLayout } from "../../src/collect/cgroup.js";
+import type { ActuationResult, Profile } from "../../src/core/types.js";
+import type { AnomalyEvent } from "../../src/detect/monitor.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
 import { DEAD_LETTER_HEADERS, TOPICS, type Transport } from "../../src/transport/topic.js";
 import { augur, CLI, REPO } from "../cli.js";
@@ -28,6 +30,9 @@ const CLIENTS = ["kafkajs", ...(() => {
     return [];
   }
 })()];
+const layout = detectHostLayout();
+/** Root and a cgroup hierarchy: what the actuate stage needs. */
+const canActuate = process.getuid?.() === 0 && layout !== null;
 const kafka = new Kafka({ clientId: "augur-test", brokers: [BROKERS], logLevel: logLevel.NOTHING });
 
 interface Setup {
@@ -525,6 +530,90 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
       assert.equal(restores, 3, "the restore was tried until it succeeded, before any record was handled");
       assert.deepEqual(seen, stamps, "each record once, in order");
     });
+  });
+
+  it("each node's actuate stage acts on the anomalies of its own workloads only", { skip: !canActuate && "needs root and a cgroup hierarchy" }, async () => {
+    // Two nodes' actuate stages read every anomaly (a group per node); an anomaly names the host of its workload.
+    const s = setup("remediate");
+    const root = `augur-it-remediate-${process.pid}`;
+    const token = "kafka-remediate-token-0123456789";
+    process.env.AUGUR_IT_REMEDIATE_TOKEN = token;
+    writeFileSync(`${s.dir}/cgroup.yaml`, `kind: cgroup\nroot: ${root}\n`);
+    writeFileSync(`${s.dir}/process.yaml`, "kind: process\n");
+    const { loadPipeline } = await import("../../src/config/pipeline.js");
+    const { startStage } = await import("../../src/pipeline/embedded.js");
+    const { createTransport } = await import("../../src/transport/create.js");
+    const nodeConfig = (node: string) => {
+      const path = `${s.dir}/${node}.yaml`;
+      const text = readFileSync(s.config, "utf8")
+        .replace("node: test-node", `node: ${node}`)
+        .replace(/^dataDir: .*$/m, `dataDir: ${s.dir}/${node}`)
+        .replace("api: { listen: 127.0.0.1:0 }", "api: { listen: 127.0.0.1:0, tokenEnv: AUGUR_IT_REMEDIATE_TOKEN }");
+      writeFileSync(
+        path,
+        `${text}
+actuate:
+  connectors: [${s.dir}/cgroup.yaml, ${s.dir}/process.yaml]
+  runs: { api: true, commands: ["/bin/sleep"] }
+detect:
+  remediation:
+    rules: [{ type: miner, action: kill }]
+`,
+      );
+      return loadPipeline(path);
+    };
+    run(["topics", "create", "--config", s.config]);
+    const transport = await createTransport(loadPipeline(s.config).config);
+    const nodes = [await startStage(nodeConfig("node-a"), "actuate"), await startStage(nodeConfig("node-b"), "actuate")];
+    const results: ActuationResult[] = [];
+    const reader = await transport.consume<ActuationResult>(TOPICS.actuations, { group: "it-results", from: "earliest", ephemeral: true }, async (batch) => {
+      for (const record of batch) results.push(record.value);
+    });
+    const anomaly = (host: string, workload: string, type: string): AnomalyEvent => ({
+      workload, image: "coin", user: "mallory", host, type: type as AnomalyEvent["type"], severity: "critical", score: 9, resource: "cpu", observed: 3.9, expected: 0.1, startTs: Date.now(), detectedTs: Date.now(), message: "m",
+    });
+    const publish = (event: AnomalyEvent) => transport.topic<AnomalyEvent>(TOPICS.anomalies).publish([{ key: "coin|mallory", value: event, timestamp: event.detectedTs }]);
+    try {
+      // The groups start at the newest anomaly: until each node has answered one, a new one may come before their start.
+      await eventually(async () => {
+        for (const host of ["node-a", "node-b"]) await publish(anomaly(host, `cgroup:/warm-${host}`, "spike"));
+        return ["node-a", "node-b"].every((node) => results.some((r) => r.node === node && r.workload === `cgroup:/warm-${node}`)) ? true : undefined;
+      }, 60_000, "each node's remediation to answer");
+      assert.ok(results.every((r) => r.action === "alert" && r.workload === `cgroup:/warm-${r.node}`), "each node answers its own anomalies only");
+
+      const response = await fetch(`${nodes[0]!.address}/v1/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({ image: "coin", user: "mallory", command: ["/bin/sleep", "60"] }),
+      });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId } = (await response.json()) as { runId: string };
+      // Node b's miner is node b's: node a, whose run it names, does not act on it; node b has no such run.
+      await publish(anomaly("node-b", `run:${runId}`, "miner"));
+      // (The launcher's own results for the run, its limits, are not remediation.)
+      const remediation = () => results.filter((r) => r.workload === `run:${runId}` && r.action === "kill");
+      const refused = await eventually(() => remediation()[0], 30_000, "node b's answer");
+      assert.deepEqual([refused.node, refused.ok], ["node-b", false]);
+      assert.match(refused.reason, /is not running on this node/);
+      // Node a's miner: node a kills its run.
+      await publish(anomaly("node-a", `run:${runId}`, "miner"));
+      const killed = await eventually(() => remediation().find((r) => r.ok), 30_000, "node a's kill");
+      assert.equal(killed.node, "node-a");
+      const state = await eventually(async () => {
+        const status = (await (await fetch(`${nodes[0]!.address}/v1/runs/${runId}`)).json()) as { state: string; exit: { signal: string | null } | null };
+        return status.state === "exited" ? status : undefined;
+      }, 15_000, "the run to end");
+      assert.equal(state.exit?.signal, "SIGKILL");
+      assert.equal(remediation().length, 2, JSON.stringify(results));
+    } finally {
+      await reader.stop();
+      for (const node of nodes) await node.stop();
+      await transport.close();
+      for (const mount of new Set(Object.values(layout!.roots))) {
+        if (mount && existsSync(`${mount}/${root}`)) spawnSync("find", [`${mount}/${root}`, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"]);
+      }
+      s.cleanup();
+    }
   });
 
   for (const client of CLIENTS) it(`poison records go to the dead letter with the reason, and the stage keeps going (${client})`, async () => {

@@ -134,5 +134,9 @@ describe("Kubernetes manifests", () => {
     const forecast = all.find((d) => d.kind === "Deployment" && d.spec.template.spec.containers.some((c: any) => c.args?.[0] === "stage" && c.args[1] === "forecast"));
     assert.ok(forecast, "a forecast Deployment");
     if ((forecast.spec.replicas ?? 1) > 1) assert.equal(parsed.data!.transport.kind === "kafka" && parsed.data!.transport.changelog, true, "more than one forecast replica needs transport.changelog");
+    // Remediation acts where the workload runs: the stage that does it (actuate) is on every node.
+    const onEveryNode = all.filter((d) => d.kind === "DaemonSet").flatMap((d) => d.spec.template.spec.containers.map((c: any) => c.args?.[1]));
+    assert.ok(onEveryNode.includes("actuate") && onEveryNode.includes("collect"), JSON.stringify(onEveryNode));
+    assert.ok(!onEveryNode.includes("detect"), "detection scales by partitions, not by node");
   });
 });

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, it } from "node:test";
 import { loadTrace } from "../../src/backtest/adapters/index.js";
@@ -8,11 +10,13 @@ import type { Resource } from "../../src/core/types.js";
 import { BlockMeans } from "../../src/detect/blocks.js";
 import { injectAnomalies } from "../../src/detect/inject.js";
 import { detectConfig, WorkloadMonitor, type AnomalyEvent } from "../../src/detect/monitor.js";
-import { seededRandom } from "../helpers.js";
+import { seededRandom, sleep, tempDir } from "../helpers.js";
 import { detectTrace, parseLabels, scoreDetections, suppressFleetWide } from "../../src/detect/offline.js";
 import { mannKendall, mad, median, theilSen } from "../../src/detect/stats.js";
 import { ANOMALY_TYPES } from "../../src/detect/detector.js";
-import { Remediator, remediationConfig } from "../../src/detect/remediate.js";
+import { Remediator, remediationConfig, type RemediationTargets } from "../../src/detect/remediate.js";
+import { ProcessConnector, processConnectorConfig } from "../../src/actuate/process.js";
+import type { CgroupConnector } from "../../src/actuate/cgroup.js";
 import type { ActuationResult } from "../../src/core/types.js";
 
 const fixtures = fileURLToPath(new URL("../../../test/fixtures/", import.meta.url));
@@ -351,10 +355,11 @@ describe("injected anomalies in a real Bitbrains slice", { timeout: 120_000 }, (
 
 describe("remediation policy", () => {
   const event = (overrides: Partial<AnomalyEvent> = {}): AnomalyEvent => ({
-    workload: "pid:4242@1", image: "build", user: "ci", host: "h", type: "miner", severity: "critical", score: 9, resource: "cpu", observed: 3.9, expected: 0.2, startTs: 0, detectedTs: 0, message: "m", ...overrides,
+    workload: "pid:4242@1", image: "build", user: "ci", host: "node-a", type: "miner", severity: "critical", score: 9, resource: "cpu", observed: 3.9, expected: 0.2, startTs: 0, detectedTs: 990_000, message: "m", ...overrides,
   });
-  const remediator = (config: Record<string, unknown>, results: ActuationResult[]) =>
-    new Remediator(remediationConfig.parse(config), { cgroups: null, processes: null, tc: null, launcher: null, store: null }, "node-a", async (r) => void results.push(r), () => 1_000_000);
+  const noTargets: RemediationTargets = { cgroups: null, processes: null, tc: null, launcher: null, store: null };
+  const remediator = (config: Record<string, unknown>, results: ActuationResult[], targets = noTargets) =>
+    new Remediator(remediationConfig.parse(config), targets, "node-a", async (r) => void results.push(r), () => 1_000_000);
 
   it("picks the rule by type and severity, alert by default", () => {
     const r = remediator({ rules: [{ type: "miner", minSeverity: "critical", action: "kill" }, { type: "any", action: "freeze", minSeverity: "warning" }] }, []);
@@ -383,6 +388,49 @@ describe("remediation policy", () => {
     await remediator({}, results).handle(event());
     assert.equal(results[3]!.action, "alert");
     assert.equal(results[3]!.ok, true);
+  });
+
+  it("acts only on this node's workloads, and only on anomalies detected within maxAgeSeconds", async () => {
+    const results: ActuationResult[] = [];
+    const r = remediator({ rules: [{ type: "any", action: "freeze" }], maxAgeSeconds: 60 }, results);
+    // Another node's pid names another process here: that node's remediator acts on it.
+    await r.handle(event({ host: "node-b" }));
+    assert.equal(results.length, 0);
+    // Detected 100 s ago (a backlog read after a restart): reported, not acted on.
+    await r.handle(event({ detectedTs: 900_000 }));
+    assert.equal(results.length, 1);
+    assert.equal(results[0]!.action, "alert");
+    assert.match(results[0]!.reason, /detected 100 s ago, more than remediation.maxAgeSeconds \(60\): too old to act on/);
+    assert.equal(remediationConfig.safeParse({ maxAgeSeconds: 0 }).success, false);
+  });
+
+  it("never signals a process whose pid now names a later one, and escalates only while the workload is there", async () => {
+    // /proc as the connector reads it: pid 4242 started at tick 7, not at tick 1 as the anomaly's process did.
+    const { dir, cleanup } = tempDir("augur-remediate-proc-");
+    try {
+      mkdirSync(join(dir, "4242"));
+      writeFileSync(join(dir, "4242", "stat"), "4242 (sleep) S 1 1 1 0 -1 0 0 0 0 0 5 5 0 0 20 0 1 0 7 1000 10");
+      const processes = new ProcessConnector(processConnectorConfig.parse({ kind: "process" }), { config: { root: "augur" } } as CgroupConnector, dir);
+      assert.equal(processes.isSame(4242, 7), true);
+      assert.equal(processes.isSame(4242, 1), false);
+      assert.equal(processes.isSame(4243, 7), false);
+      const results: ActuationResult[] = [];
+      const targets = { ...noTargets, processes };
+      await remediator({ rules: [{ type: "any", action: "kill" }] }, results, targets).handle(event());
+      assert.equal(results.length, 1);
+      assert.equal(results[0]!.ok, true);
+      assert.match(results[0]!.reason, /the process had already ended/);
+      assert.deepEqual(JSON.parse(results[0]!.details).killed, []);
+      // Freeze (refused for a plain process), then kill after 0 s: the process has gone by then.
+      const escalating = remediator({ rules: [{ type: "any", action: "freeze", then: { action: "kill", afterSeconds: 0 } }] }, results, targets);
+      await escalating.handle(event());
+      await sleep(50);
+      assert.deepEqual(results.slice(1).map((result) => [result.action, result.ok]), [["freeze", false], ["alert", true]]);
+      assert.match(results[2]!.reason, /then kill after 0 s: not done, the workload has ended/);
+      escalating.stop();
+    } finally {
+      cleanup();
+    }
   });
 
   it("refuses policies it cannot read", () => {
