@@ -139,15 +139,18 @@ export class Remediator {
     }
   }
 
-  /** Whether a workload is still on this node: a run still running, a cgroup still there, the same process. */
+  /**
+   * Whether a workload is still on this node: a run still running, a cgroup still
+   * there, the same process. Where that cannot be told, the action is tried and says why.
+   */
   private present(workload: string): boolean {
+    if (workload.startsWith("run:")) return this.targets.launcher?.get(workload.slice(4))?.status.state === "running";
     try {
       const target = this.resolve(workload);
       if (target.kind === "pid") return this.targets.processes?.isSame(target.pid, target.startTicks) ?? true;
-      if (target.kind === "cgroup") return this.targets.cgroups?.exists(target.path) ?? true;
-      return true;
+      return target.kind !== "cgroup" || (this.targets.cgroups?.exists(target.path) ?? true);
     } catch {
-      return false;
+      return true;
     }
   }
 
