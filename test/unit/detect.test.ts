@@ -428,6 +428,14 @@ describe("remediation policy", () => {
       assert.deepEqual(results.slice(1).map((result) => [result.action, result.ok]), [["freeze", false], ["alert", true]]);
       assert.match(results[2]!.reason, /then kill after 0 s: not done, the workload has ended/);
       escalating.stop();
+      // Where whether it is there cannot be told (a path outside augur's root), the escalation is tried and says why.
+      const outside = { exists: () => assert.fail("outside the root: looked up"), setFrozen: () => assert.fail("frozen") } as unknown as CgroupConnector;
+      const unsure = remediator({ rules: [{ type: "any", action: "freeze", then: { action: "kill", afterSeconds: 0 } }] }, results, { ...noTargets, cgroups: outside });
+      await unsure.handle(event({ workload: "cgroup:/elsewhere" }));
+      await sleep(50);
+      assert.deepEqual(results.slice(3).map((result) => [result.action, result.ok]), [["freeze", false], ["kill", false]]);
+      assert.match(results[4]!.reason, /then kill after 0 s; no process connector/);
+      unsure.stop();
     } finally {
       cleanup();
     }
