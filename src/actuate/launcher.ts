@@ -15,7 +15,7 @@ import { emptySample, validateSample } from "../core/sample.js";
 import type { ActuationResult, AllocationDecision, Sample } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { TOPICS, type Transport } from "../transport/topic.js";
-import { CgroupConnector, type CgroupLimits } from "./cgroup.js";
+import { CgroupConnector, type CgroupLimits, type Changes } from "./cgroup.js";
 import type { ActuateConfig } from "./config.js";
 import type { GpuConnector } from "./gpu.js";
 import { ProcessConnector } from "./process.js";
@@ -55,7 +55,7 @@ export interface RunExit {
 }
 
 export interface RunEvent {
-  type: "allocated" | "started" | "resized" | "oom" | "throttled" | "exited" | "failed" | "refused";
+  type: "allocated" | "started" | "resized" | "oom" | "throttled" | "restricted" | "exited" | "failed" | "refused";
   ts: number;
   [field: string]: unknown;
 }
@@ -73,6 +73,8 @@ export interface RunStatus {
   exit: RunExit | null;
   startedAt: number;
   endedAt: number | null;
+  /** The CPU remediation holds the run at (`throttle`), and why; the feedback loop leaves its CPU alone from then on. */
+  restricted: { cpuLimitCores: number; reason: string; ts: number } | null;
   /** Oldest first; beyond `actuate.runs.eventsKept` the oldest after "allocated" and "started" are dropped. */
   events: RunEvent[];
   /** Events dropped to keep the list bounded. */
@@ -310,6 +312,7 @@ export class Launcher {
       exit: null,
       startedAt: this.now(),
       endedAt: null,
+      restricted: null,
       events: [],
       eventsDropped: 0,
     }, config.runs.eventsKept);
@@ -536,7 +539,8 @@ export class Launcher {
     const proposal = { ...run.status.limits };
     const reasons: string[] = [];
     const cpuLimit = run.status.limits.cpuLimitCores;
-    if (cpuLimit !== null && throttledShare >= config.resize.heavyThrottleFraction) {
+    // A run remediation holds back is throttled as asked: no sign that the pair needs more.
+    if (cpuLimit !== null && throttledShare >= config.resize.heavyThrottleFraction && !run.status.restricted) {
       // One event per spell of heavy throttling at one limit (a CPU-bound run held at an
       // explicit limit is throttled every sample): later samples of it update that event.
       // The floor it raises is one fsynced write: at the spell's start, then once a minute.
@@ -646,5 +650,21 @@ export class Launcher {
 
   get(runId: string): Run | undefined {
     return this.runs.get(runId);
+  }
+
+  /**
+   * Holds a running run's CPU at `cores` (remediation's `throttle`). From then on the
+   * feedback loop leaves its CPU alone: its throttling is what was asked, so it neither
+   * raises the limit back nor raises the pair's CPU floor for later runs.
+   */
+  restrict(runId: string, cores: number, reason: string): Changes {
+    const run = this.runs.get(runId);
+    if (!run || run.status.state !== "running") throw new ActuationError(`run ${runId} is not running on this node`, runId);
+    const changes = this.deps.cgroups.apply(run.status.cgroup, { cpuLimitCores: cores });
+    const ts = this.now();
+    run.status.limits = { ...run.status.limits, cpuLimitCores: cores };
+    run.status.restricted = { cpuLimitCores: cores, reason, ts };
+    run.record({ type: "restricted", ts, limits: run.status.limits, reason });
+    return changes;
   }
 }

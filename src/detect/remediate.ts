@@ -179,7 +179,9 @@ export class Remediator {
           const profile = this.targets.store?.getProfile(event.image, event.user);
           const cores = profile?.resources.cpu?.limit ?? null;
           if (cores === null) throw new ActuationError(`no CPU profile for (${event.image}, ${event.user}) to throttle to`, event);
-          const changes = this.need(this.targets.cgroups, "cgroup").apply(this.cgroupOf(target), { cpuLimitCores: Math.max(0.01, cores) });
+          // A run's through its launcher, whose feedback loop would otherwise give the CPU back.
+          const limit = Math.max(0.01, cores);
+          const changes = target.kind === "run" ? this.targets.launcher!.restrict(target.runId, limit, reason) : this.need(this.targets.cgroups, "cgroup").apply(this.cgroupOf(target), { cpuLimitCores: limit });
           return result(true, "", { target, changes });
         }
         case "isolate-network": {

@@ -14,6 +14,8 @@ import { ProcessConnector } from "../../src/actuate/process.js";
 import { detectHostLayout } from "../../src/collect/cgroup.js";
 import { loadPipeline } from "../../src/config/pipeline.js";
 import { ActuationError } from "../../src/core/errors.js";
+import type { ActuationResult } from "../../src/core/types.js";
+import { Remediator, remediationConfig } from "../../src/detect/remediate.js";
 import { startEmbeddedPipeline, type RunningPipeline } from "../../src/pipeline/embedded.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
 import { CLI } from "../cli.js";
@@ -587,6 +589,32 @@ api: { listen: "127.0.0.1:0" }
       const refused = kinds[2]!;
       assert.equal(refused.limits!.memoryLimitBytes, Math.ceil(limits.memoryLimitBytes * 1.25));
       assert.match(refused.why!, new RegExp(`cgroup ${cgroup}: writing "\\d+" to memory.limit_in_bytes failed: EINVAL`));
+    });
+
+    it("a run remediation throttles stays throttled: its feedback loop neither gives the CPU back nor raises the pair's floor", async () => {
+      // Idle for a second (remediation comes first), then spinning for 4 s under what remediation left it.
+      const spin = "setTimeout(() => { const end = Date.now() + 4000; while (Date.now() < end); }, 1000)";
+      const response = await post({ image: "runaway", user: "kim", request: { memory: 128 * MIB }, command: [process.execPath, "-e", spin] });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId, limits } = (await response.json()) as { runId: string; limits: { cpuLimitCores: number | null } };
+      assert.notEqual(limits.cpuLimitCores, null, "a CPU limit the feedback loop would raise when throttled");
+      // The pair's profile says a tenth of a core (the remediator reads nothing else of the store).
+      const profiles = { getProfile: () => ({ resources: { cpu: { limit: 0.1 } } }) } as unknown as ProfileStore;
+      const node = loadPipeline(join(dir, "api.yaml")).node;
+      const results: ActuationResult[] = [];
+      const remediator = new Remediator(remediationConfig.parse({ rules: [{ type: "cpu_runaway", action: "throttle" }] }), { cgroups: new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root })), processes: null, tc: null, launcher: running.launcher, store: profiles }, node, async (result) => void results.push(result));
+      const now = Date.now();
+      await remediator.handle({ workload: `run:${runId}`, image: "runaway", user: "kim", host: node, type: "cpu_runaway", severity: "critical", score: 5, resource: "cpu", observed: 1, expected: 0.1, startTs: now, detectedTs: now, message: "m" });
+      assert.deepEqual(results.map((result) => [result.action, result.ok, result.reason]), [["throttle", true, results[0]?.reason]]);
+      const events = await streamedEvents<{ type: string; code?: number; limits?: { cpuLimitCores: number } }>(runId);
+      assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
+      assert.deepEqual(events.map((e) => e.type), ["allocated", "started", "restricted", "exited"]);
+      assert.equal(events[2]!.limits!.cpuLimitCores, 0.1);
+      assert.deepEqual(fromStore((store) => store.floors("runaway", "kim", Date.now(), 3_600_000)), []);
+      const final = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { limits: { cpuLimitCores: number }; restricted: { cpuLimitCores: number; reason: string } };
+      assert.equal(final.limits.cpuLimitCores, 0.1);
+      assert.equal(final.restricted.cpuLimitCores, 0.1);
+      assert.match(final.restricted.reason, /cpu_runaway \(critical\) on run:/);
     });
 
     it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {

@@ -116,6 +116,11 @@ describe("augur exec's lines", () => {
     const line = describeRunEvent({ type: "refused", ts: 1, limits: { cpuLimitCores: null, memoryLimitBytes: 1250 }, reasons: ["working set 980 bytes within 25% of the limit"], why: "refused: more than 1 limit changes in the last hour" });
     assert.equal(line, 'resize to {"cpuLimitCores":null,"memoryLimitBytes":1250} not made: refused: more than 1 limit changes in the last hour (working set 980 bytes within 25% of the limit)');
   });
+
+  it("says at what CPU remediation holds a run, and why", () => {
+    const line = describeRunEvent({ type: "restricted", ts: 1, limits: { cpuLimitCores: 0.1, memoryLimitBytes: null }, reason: "cpu_runaway (critical) on run:r1: m" });
+    assert.equal(line, "CPU held at 0.1 cores by remediation: cpu_runaway (critical) on run:r1: m");
+  });
 });
 
 describe("what a command loads", () => {
