@@ -212,8 +212,9 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
     stops.push(async () => {
       for (const collector of collectors) await collector.stop();
     });
+    // This node's workloads' anomalies, from its own detection or (on Kafka) another process's.
+    stops.push(await startRemediation(pipeline, transport, metrics, launching, store));
     if (config.detect.enabled) {
-      stops.push(await startRemediation(pipeline, transport, metrics, launching, store));
       const detect = new DetectStage(transport, config.detect, metrics);
       await detect.start(store);
       stops.push(() => detect.stop());

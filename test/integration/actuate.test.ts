@@ -18,6 +18,7 @@ import type { ActuationResult } from "../../src/core/types.js";
 import { Remediator, remediationConfig } from "../../src/detect/remediate.js";
 import { startEmbeddedPipeline, type RunningPipeline } from "../../src/pipeline/embedded.js";
 import { ProfileStore } from "../../src/store/profile-store.js";
+import { TOPICS } from "../../src/transport/topic.js";
 import { CLI } from "../cli.js";
 import { eventually, isRunning, sleep, tempDir } from "../helpers.js";
 
@@ -615,6 +616,24 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(final.limits.cpuLimitCores, 0.1);
       assert.equal(final.restricted.cpuLimitCores, 0.1);
       assert.match(final.restricted.reason, /cpu_runaway \(critical\) on run:/);
+    });
+
+    it("answers its own workloads' anomalies from another process's detection, detecting nothing itself", async () => {
+      // detect.enabled is off here: on Kafka a detect stage elsewhere publishes the anomalies of this node's runs.
+      const results: ActuationResult[] = [];
+      const reader = await running.transport.consume<ActuationResult>(TOPICS.actuations, { group: "it-anomaly-answers", from: "latest" }, async (batch) => {
+        for (const record of batch) results.push(record.value);
+      });
+      try {
+        const node = loadPipeline(join(dir, "api.yaml")).node;
+        const now = Date.now();
+        const anomaly = { workload: "run:elsewhere-detected", image: "far", user: "lee", host: node, type: "spike", severity: "info", score: 3, resource: "cpu", observed: 2, expected: 0.5, startTs: now, detectedTs: now, message: "m" };
+        await running.transport.topic(TOPICS.anomalies).publish([{ key: "far|lee", value: anomaly, timestamp: now }]);
+        const answer = await eventually(() => results.find((result) => result.workload === "run:elsewhere-detected"), 10_000, "the policy's answer");
+        assert.deepEqual([answer.action, answer.ok, answer.node], ["alert", true, node]);
+      } finally {
+        await reader.stop();
+      }
     });
 
     it("refuses commands outside the allow-list, bad bodies and missing tokens", async () => {
