@@ -401,7 +401,7 @@ describe("remediation policy", () => {
     assert.equal(results.length, 1);
     assert.equal(results[0]!.action, "alert");
     assert.match(results[0]!.reason, /detected 100 s ago, more than remediation.maxAgeSeconds \(60\): too old to act on/);
-    assert.equal(remediationConfig.safeParse({ maxAgeSeconds: 0 }).success, false);
+    for (const maxAgeSeconds of [0, -5, 1e9, "600", Infinity, null]) assert.equal(remediationConfig.safeParse({ maxAgeSeconds }).success, false, String(maxAgeSeconds));
   });
 
   it("never signals a process whose pid now names a later one, and escalates only while the workload is there", async () => {
