@@ -55,7 +55,7 @@ export interface RunExit {
 }
 
 export interface RunEvent {
-  type: "allocated" | "started" | "resized" | "oom" | "throttled" | "restricted" | "exited" | "failed" | "refused";
+  type: "allocated" | "started" | "resized" | "oom" | "throttled" | "remediated" | "exited" | "failed" | "refused";
   ts: number;
   [field: string]: unknown;
 }
@@ -664,7 +664,7 @@ export class Launcher {
     const ts = this.now();
     run.status.limits = { ...run.status.limits, cpuLimitCores: cores };
     run.status.restricted = { cpuLimitCores: cores, reason, ts };
-    run.record({ type: "restricted", ts, limits: run.status.limits, reason });
+    run.record({ type: "remediated", ts, action: "throttle", reason, limits: run.status.limits });
     return changes;
   }
 }

@@ -25,8 +25,10 @@ export function describeRunEvent(event: RunEvent): string {
       return `exited ${event.signal ? `by ${event.signal}` : `with ${event.code}`}${event.oomKilled ? " (OOM-killed by the kernel)" : ""}`;
     case "refused":
       return `resize to ${JSON.stringify(event.limits)} not made: ${event.why} (${(event.reasons as string[]).join("; ")})`;
-    case "restricted":
-      return `CPU held at ${(event.limits as { cpuLimitCores: number }).cpuLimitCores} cores by remediation: ${event.reason}`;
+    case "remediated": {
+      const limits = event.limits as { cpuLimitCores: number } | undefined;
+      return `${event.action} by remediation${limits ? ` (CPU held at ${limits.cpuLimitCores} cores)` : ""}: ${event.reason}`;
+    }
     case "oom":
       return `OOM kill at ${event.limitBytes} bytes; the next run of this pair gets at least ${Math.ceil(Number(event.nextFloorBytes))} bytes`;
     case "allocated": {

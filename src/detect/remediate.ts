@@ -164,13 +164,22 @@ export class Remediator {
     try {
       const target = this.resolve(event.workload);
       if (dryRun) return result(true, "dry run: nothing changed", { target });
+      // What is done to a run of augur's launcher is one of the run's events too (its owner sees it there).
+      const onRun = () => {
+        if (target.kind === "run") this.targets.launcher?.get(target.runId)?.record({ type: "remediated", ts: this.now(), action, reason });
+      };
       switch (action) {
         case "freeze":
           this.need(this.targets.cgroups, "cgroup").setFrozen(this.cgroupOf(target), true);
+          onRun();
           return result(true, "", { target });
         case "kill": {
           const processes = this.need(this.targets.processes, "process");
-          if (target.kind !== "pid") return result(true, "", { target, killed: processes.killCgroup(target.path) });
+          if (target.kind !== "pid") {
+            const killed = processes.killCgroup(target.path);
+            onRun();
+            return result(true, "", { target, killed });
+          }
           // The pid is the process detected only while it has that start time: a pid reused since is another's.
           const signalled = processes.signal(target.pid, "SIGKILL", target.startTicks);
           return result(true, signalled ? "" : "the process had already ended", { target, killed: signalled ? [target.pid] : [] });
@@ -189,6 +198,7 @@ export class Remediator {
           const network = run?.status.network;
           if (!network) throw new ActuationError(`${event.workload} has no network namespace of augur's to isolate`, event);
           await this.need(this.targets.tc, "tc").setIsolated(network, true);
+          onRun();
           return result(true, "", { target, namespace: network.namespace });
         }
       }

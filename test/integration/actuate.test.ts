@@ -609,7 +609,7 @@ api: { listen: "127.0.0.1:0" }
       assert.deepEqual(results.map((result) => [result.action, result.ok, result.reason]), [["throttle", true, results[0]?.reason]]);
       const events = await streamedEvents<{ type: string; code?: number; limits?: { cpuLimitCores: number } }>(runId);
       assert.equal(events.at(-1)?.code, 0, JSON.stringify(events.at(-1)));
-      assert.deepEqual(events.map((e) => e.type), ["allocated", "started", "restricted", "exited"]);
+      assert.deepEqual(events.map((e) => e.type), ["allocated", "started", "remediated", "exited"]);
       assert.equal(events[2]!.limits!.cpuLimitCores, 0.1);
       assert.deepEqual(fromStore((store) => store.floors("runaway", "kim", Date.now(), 3_600_000)), []);
       const final = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { limits: { cpuLimitCores: number }; restricted: { cpuLimitCores: number; reason: string } };

@@ -110,6 +110,11 @@ describe("detection and remediation on this host", { skip, timeout: 180_000 }, (
       return state.state === "exited" ? state : undefined;
     }, 15_000, "the run to end");
     assert.equal(final.exit!.signal, "SIGKILL");
+    // The run's owner sees what was done to it, and why, in its events.
+    const { events } = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { events: Array<{ type: string; action?: string; reason?: string }> };
+    const told = events.filter((e) => e.type === "remediated" || e.type === "exited");
+    assert.deepEqual(told.map((e) => e.action ?? e.type), ["freeze", "kill", "exited"]);
+    assert.match(told[0]!.reason!, /memory_leak/);
   });
 
   it("only reports in dry-run, and never touches a leaking process outside its root", async () => {

@@ -117,9 +117,10 @@ describe("augur exec's lines", () => {
     assert.equal(line, 'resize to {"cpuLimitCores":null,"memoryLimitBytes":1250} not made: refused: more than 1 limit changes in the last hour (working set 980 bytes within 25% of the limit)');
   });
 
-  it("says at what CPU remediation holds a run, and why", () => {
-    const line = describeRunEvent({ type: "restricted", ts: 1, limits: { cpuLimitCores: 0.1, memoryLimitBytes: null }, reason: "cpu_runaway (critical) on run:r1: m" });
-    assert.equal(line, "CPU held at 0.1 cores by remediation: cpu_runaway (critical) on run:r1: m");
+  it("says what remediation did to a run, and why", () => {
+    const throttled = describeRunEvent({ type: "remediated", ts: 1, action: "throttle", reason: "cpu_runaway (critical) on run:r1: m", limits: { cpuLimitCores: 0.1, memoryLimitBytes: null } });
+    assert.equal(throttled, "throttle by remediation (CPU held at 0.1 cores): cpu_runaway (critical) on run:r1: m");
+    assert.equal(describeRunEvent({ type: "remediated", ts: 1, action: "freeze", reason: "memory_leak (warning) on run:r1: m" }), "freeze by remediation: memory_leak (warning) on run:r1: m");
   });
 });
 
