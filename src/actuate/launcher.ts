@@ -609,21 +609,24 @@ export class Launcher {
   /**
    * Stops a run: SIGTERM to its processes (and to the one augur spawned,
    * which may not have joined the cgroup yet), SIGKILL to what is left after
-   * the grace period.
+   * the grace period; a frozen run is killed at once.
    */
   async stop(runId: string, graceSeconds = 5): Promise<void> {
     const run = this.runs.get(runId);
     if (!run || run.status.state !== "running") return;
-    run.signalLeader("SIGTERM");
-    for (const pid of this.deps.cgroups.read(run.status.cgroup).pids) {
-      try {
-        this.processes.signal(pid, "SIGTERM");
-      } catch {
-        // gone already
+    // A frozen run (remediation froze it) cannot act on SIGTERM: there is no grace to give it.
+    if (this.deps.cgroups.isFrozen(run.status.cgroup) !== true) {
+      run.signalLeader("SIGTERM");
+      for (const pid of this.deps.cgroups.read(run.status.cgroup).pids) {
+        try {
+          this.processes.signal(pid, "SIGTERM");
+        } catch {
+          // gone already
+        }
       }
+      const timeout = new Promise((resolve) => setTimeout(resolve, graceSeconds * 1000).unref());
+      await Promise.race([run.done.catch(() => undefined), timeout]);
     }
-    const timeout = new Promise((resolve) => setTimeout(resolve, graceSeconds * 1000).unref());
-    await Promise.race([run.done.catch(() => undefined), timeout]);
     if (run.status.state === "running") {
       this.processes.killCgroup(run.status.cgroup);
       run.signalLeader("SIGKILL");

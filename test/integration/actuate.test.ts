@@ -660,6 +660,21 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(final.exit!.signal, "SIGTERM");
     });
 
+    it("kills a frozen run at once: it cannot act on SIGTERM", async () => {
+      const response = await post({ image: "sleeper", user: "gwen", command: ["/bin/sleep", "60"] });
+      assert.equal(response.status, 201, await response.clone().text());
+      const { runId, cgroup } = (await response.json()) as { runId: string; cgroup: string };
+      // Frozen as remediation freezes it; then stopped with a grace far longer than this test waits.
+      new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root })).setFrozen(cgroup, true);
+      const stopping = running.launcher!.stop(runId, 600);
+      const final = await eventually(async () => {
+        const body = (await (await fetch(`${base}/v1/runs/${runId}`)).json()) as { state: string; exit: { signal: string } | null };
+        return body.state === "exited" ? body : undefined;
+      }, 15_000, "the frozen run to end");
+      assert.equal(final.exit!.signal, "SIGKILL");
+      await stopping;
+    });
+
     it("stopping the pipeline stops its runs, the one still starting included, and refuses new ones meanwhile", { skip: !hasTc && "no ip/tc" }, async () => {
       const yaml = readFileSync(join(dir, "api.yaml"), "utf8").replace(/^dataDir: .*$/m, `dataDir: ${join(dir, "data-stopping")}`);
       writeFileSync(join(dir, "stopping.yaml"), yaml);
