@@ -19,6 +19,7 @@ import { CgroupConnector, type CgroupLimits, type Changes } from "./cgroup.js";
 import type { ActuateConfig } from "./config.js";
 import type { GpuConnector } from "./gpu.js";
 import { ProcessConnector } from "./process.js";
+import { reportActuation } from "./report.js";
 import { ChangeLimiter, checkProposal } from "./safety.js";
 import { namespaceOfRunCgroup, type RunNetwork, type TcConnector } from "./tc.js";
 
@@ -213,10 +214,8 @@ export class Launcher {
 
   private async publishResult(result: Omit<ActuationResult, "node" | "ts" | "dryRun"> & { dryRun?: boolean }): Promise<void> {
     const value: ActuationResult = { node: this.deps.node, dryRun: this.deps.config.safety.dryRun, ts: this.now(), ...result };
-    this.deps.metrics?.actuations.inc({ connector: value.connector, action: value.action, ok: String(value.ok) });
-    if (!this.deps.transport) return;
     try {
-      await this.deps.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.deps.node, value, timestamp: value.ts }]);
+      await reportActuation(value, this.deps.metrics, this.deps.transport);
     } catch (error) {
       console.error(`augur: could not publish an actuation result: ${errorMessage(error)}`);
     }

@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { CgroupConnector } from "../actuate/cgroup.js";
 import type { Launcher } from "../actuate/launcher.js";
 import type { ProcessConnector } from "../actuate/process.js";
+import { reportActuation } from "../actuate/report.js";
 import { ChangeLimiter } from "../actuate/safety.js";
 import type { TcConnector } from "../actuate/tc.js";
 import { regexSchema } from "../config/load.js";
@@ -253,15 +254,10 @@ export class RemediateStage {
     private readonly transport: Transport,
     config: RemediationConfig,
     private readonly node: string,
-    private readonly metrics: Metrics,
+    metrics: Metrics,
     targets: RemediationTargets,
   ) {
-    this.remediator = new Remediator(config, targets, node, (result) => this.publishResult(result));
-  }
-
-  private async publishResult(result: ActuationResult): Promise<void> {
-    this.metrics.actuations.inc({ connector: result.connector, action: result.action, ok: String(result.ok) });
-    await this.transport.topic<ActuationResult>(TOPICS.actuations).publish([{ key: this.node, value: result, timestamp: result.ts }]);
+    this.remediator = new Remediator(config, targets, node, (result) => reportActuation(result, metrics, transport));
   }
 
   async start(): Promise<void> {
