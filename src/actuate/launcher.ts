@@ -663,10 +663,8 @@ export class Launcher {
     const run = this.runs.get(runId);
     if (!run || run.status.state !== "running") throw new ActuationError(`run ${runId} is not running on this node`, runId);
     const changes = this.deps.cgroups.apply(run.status.cgroup, { cpuLimitCores: cores });
-    const ts = this.now();
     run.status.limits = { ...run.status.limits, cpuLimitCores: cores };
-    run.status.restricted = { cpuLimitCores: cores, reason, ts };
-    run.record({ type: "remediated", ts, action: "throttle", reason, limits: run.status.limits });
+    run.status.restricted = { cpuLimitCores: cores, reason, ts: this.now() };
     return changes;
   }
 }

@@ -167,7 +167,8 @@ export class Remediator {
       if (dryRun) return result(true, "dry run: nothing changed", { target });
       // What is done to a run of augur's launcher is one of the run's events too (its owner sees it there).
       const onRun = () => {
-        if (target.kind === "run") this.targets.launcher?.get(target.runId)?.record({ type: "remediated", ts: this.now(), action, reason });
+        const run = target.kind === "run" ? this.targets.launcher?.get(target.runId) : undefined;
+        run?.record({ type: "remediated", ts: this.now(), action, reason, ...(action === "throttle" ? { limits: run.status.limits } : {}) });
       };
       switch (action) {
         case "freeze":
@@ -192,6 +193,7 @@ export class Remediator {
           // A run's through its launcher, whose feedback loop would otherwise give the CPU back.
           const limit = Math.max(0.01, cores);
           const changes = target.kind === "run" ? this.targets.launcher!.restrict(target.runId, limit, reason) : this.need(this.targets.cgroups, "cgroup").apply(this.cgroupOf(target), { cpuLimitCores: limit });
+          onRun();
           return result(true, "", { target, changes });
         }
         case "isolate-network": {
