@@ -7,7 +7,7 @@ import type { Sample, WindowAggregate } from "../core/types.js";
 import { sendToDeadLetter } from "../transport/dead-letter.js";
 import { TOPICS, type Consumer, type TopicRecord, type Transport } from "../transport/topic.js";
 import { windowByPair, type WindowEvent, type WindowInput } from "./operators.js";
-import type { WindowingOptions } from "./windows.js";
+import type { WindowAggregator, WindowingOptions } from "./windows.js";
 
 export interface AggregateStageOptions extends WindowingOptions {
   /** What happens to a sample for a window that has closed. */
@@ -37,6 +37,7 @@ export class AggregateStage {
   private readonly inputs = new Subject<WindowInput>();
   private readonly subscription: Subscription;
   private emitted: WindowEvent[] = [];
+  private aggregator: WindowAggregator | null = null;
   private consumer: Consumer | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private lastRecordWallMs = Date.now();
@@ -63,7 +64,7 @@ export class AggregateStage {
     private readonly options: AggregateStageOptions,
     private readonly metrics: Metrics,
   ) {
-    this.subscription = this.inputs.pipe(windowByPair(options)).subscribe((event) => this.emitted.push(event));
+    this.subscription = this.inputs.pipe(windowByPair(options, (aggregator) => (this.aggregator = aggregator))).subscribe((event) => this.emitted.push(event));
   }
 
   async start(): Promise<void> {
@@ -108,7 +109,7 @@ export class AggregateStage {
         continue;
       }
       if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
-      this.inputs.next(sample);
+      this.inputs.next({ sample, lane: record.partition });
       // Only a sample in a window holds the partition's offset back: a late or duplicate one opens none.
       if (!this.emitted.some((event) => event.kind === "rejected" && event.sample === sample)) this.track(sample, record);
       // Taken in once what it closed is published (a failed publish keeps the windows, and the record comes again).
@@ -126,6 +127,12 @@ export class AggregateStage {
    * idle tick never comes. Such a pair follows its partition's watermark (the
    * newest event time there less the allowed lateness). Looked for at most
    * every quarter of `idleWatermarkMs` of the partition's event time.
+   *
+   * Every pair of the partition is then at least `idleWatermarkMs` behind
+   * that watermark (a busy one is ahead of it, a quiet one has just been moved
+   * past it): that is the partition's floor, and pairs the floor has passed
+   * are forgotten, so a busy stream where pairs come and go holds only the
+   * pairs of the last `idleWatermarkMs`.
    */
   private async closeQuietPairs(partition: number): Promise<void> {
     const { idleWatermarkMs, allowedLatenessMs } = this.options;
@@ -133,12 +140,19 @@ export class AggregateStage {
     if (idleWatermarkMs <= 0 || !time || time.newest - time.looked < idleWatermarkMs / 4) return;
     time.looked = time.newest;
     for (const [key, entry] of this.open) {
-      if (entry.partition === partition && entry.lastTs <= time.newest - idleWatermarkMs) this.inputs.next({ pair: key, watermarkMs: time.newest - allowedLatenessMs });
+      if (entry.partition === partition && entry.lastTs <= time.newest - idleWatermarkMs) this.inputs.next({ pair: key, lane: partition, watermarkMs: time.newest - allowedLatenessMs });
     }
+    this.inputs.next({ lane: partition, watermarkMs: time.newest - idleWatermarkMs - allowedLatenessMs });
     await this.publish();
   }
 
   private async publish(origin?: TopicRecord<unknown>): Promise<void> {
+    if (this.aggregator) {
+      const { openWindows, pairs, workloads } = this.aggregator.held();
+      this.metrics.windowState.set({ kind: "open_windows" }, openWindows);
+      this.metrics.windowState.set({ kind: "pairs" }, pairs);
+      this.metrics.windowState.set({ kind: "workloads" }, workloads);
+    }
     const events = this.emitted;
     this.emitted = [];
     const windows: WindowAggregate[] = [];

@@ -115,6 +115,16 @@ class WindowAccumulator {
 /** How many recent timestamps per workload are remembered to spot duplicates. */
 const RECENT_TIMESTAMPS = 64;
 
+/** What the windowing keeps of one (image, user) pair. */
+interface PairState {
+  /** The pair's own watermark: its newest event time less the allowed lateness, or a tick's. */
+  mark: number;
+  /** The lane (a partition) its samples come from, when the caller says. */
+  lane: number | undefined;
+  /** Open windows by their end. */
+  windows: Map<number, WindowAccumulator>;
+}
+
 /**
  * Event-time windows per (image, user). The clock is the records' own, per
  * pair: a pair's watermark is the newest event time of that pair minus the
@@ -124,12 +134,20 @@ const RECENT_TIMESTAMPS = 64;
  * replay must not make another's samples late. Samples for windows that have
  * closed are late; a second sample of a workload at a timestamp already
  * counted is a duplicate. Both are refused and reported, never counted twice.
- * `advanceWatermark` moves every pair's watermark (idle ticks, end of stream).
+ *
+ * Watermarks that hold for many pairs at once bound what is kept: the common
+ * one (`advanceWatermark`: idle ticks, end of stream) for every pair, and a
+ * lane's floor (`advanceLaneFloor`) for the pairs whose samples come from
+ * that lane (a partition). A pair with no open window whose own watermark
+ * one of those has passed is forgotten: what it would refuse, they refuse.
+ * Without them a stream that is never idle would keep a watermark for every
+ * pair it ever saw.
  */
 export class WindowAggregator {
-  private readonly open = new Map<string, Map<number, WindowAccumulator>>(); // key → windowEnd → window
-  private readonly pairWatermarks = new Map<string, number>();
-  private readonly recent = new Map<string, { ts: number[]; newest: number; pair: string }>();
+  private readonly pairs = new Map<string, PairState>();
+  private readonly laneFloors = new Map<number, number>();
+  private readonly recent = new Map<string, { ts: number[]; newest: number; pair: string; lane: number | undefined }>();
+  private openWindows = 0;
   private maxEventTs = -Infinity;
   private watermarkMs = -Infinity;
   private forgottenUpTo = -Infinity;
@@ -155,57 +173,79 @@ export class WindowAggregator {
     return starts;
   }
 
-  private pairWatermark(key: string): number {
-    return Math.max(this.pairWatermarks.get(key) ?? -Infinity, this.watermarkMs);
+  /** The watermark every pair of a lane has passed. */
+  private floor(lane: number | undefined): number {
+    return lane === undefined ? this.watermarkMs : Math.max(this.watermarkMs, this.laneFloors.get(lane) ?? -Infinity);
   }
 
-  add(sample: Sample): AddResult {
+  private pairWatermark(key: string, lane: number | undefined): number {
+    const state = this.pairs.get(key);
+    return state ? Math.max(state.mark, this.floor(state.lane)) : this.floor(lane);
+  }
+
+  /** Counts a sample, from `lane` when the caller tells (the partition it was read from). */
+  add(sample: Sample, lane?: number): AddResult {
     const { sizeMs } = this.options;
     const key = pairKey(sample.image, sample.user);
-    const watermark = this.pairWatermark(key);
+    let state = this.pairs.get(key);
+    if (state && lane !== undefined) state.lane = lane;
+    const watermark = this.pairWatermark(key, lane);
     const starts = this.windowStarts(sample.ts).filter((start) => start + sizeMs > watermark);
     if (starts.length === 0) return { closed: [], rejected: "late" };
-    if (this.isDuplicate(sample, key)) return { closed: [], rejected: "duplicate" };
-    let byEnd = this.open.get(key);
-    if (!byEnd) this.open.set(key, (byEnd = new Map()));
+    if (this.isDuplicate(sample, key, state?.lane ?? lane)) return { closed: [], rejected: "duplicate" };
+    if (!state) this.pairs.set(key, (state = { mark: -Infinity, lane, windows: new Map() }));
     for (const start of starts) {
       const end = start + sizeMs;
-      let window = byEnd.get(end);
-      if (!window) byEnd.set(end, (window = new WindowAccumulator(sample.image, sample.user, start, end, this.options.sketchAccuracy)));
+      let window = state.windows.get(end);
+      if (!window) {
+        state.windows.set(end, (window = new WindowAccumulator(sample.image, sample.user, start, end, this.options.sketchAccuracy)));
+        this.openWindows++;
+      }
       window.add(sample);
     }
     if (sample.ts > this.maxEventTs) this.maxEventTs = sample.ts;
-    const next = sample.ts - this.options.allowedLatenessMs;
-    if (next > watermark) this.pairWatermarks.set(key, next);
-    return { closed: this.closeUpTo(key, this.pairWatermark(key)) };
+    state.mark = Math.max(state.mark, sample.ts - this.options.allowedLatenessMs);
+    return { closed: this.closeUpTo(key, state) };
   }
 
-  private closeUpTo(key: string, watermarkMs: number): WindowAggregate[] {
-    const byEnd = this.open.get(key);
-    if (!byEnd) return [];
+  /** Closes the pair's windows its watermark has passed; forgets the pair once nothing of it says more than its lane's floor. */
+  private closeUpTo(key: string, state: PairState): WindowAggregate[] {
+    const floor = this.floor(state.lane);
+    const watermarkMs = Math.max(state.mark, floor);
     let ends: number[] | null = null;
-    for (const end of byEnd.keys()) if (end <= watermarkMs) (ends ??= []).push(end);
-    if (!ends) return [];
-    ends.sort((a, b) => a - b);
-    const closed = ends.map((end) => {
-      const window = byEnd.get(end)!.result();
-      byEnd.delete(end);
-      return window;
-    });
-    if (byEnd.size === 0) this.open.delete(key);
-    this.forgetIdleWorkloads();
+    for (const end of state.windows.keys()) if (end <= watermarkMs) (ends ??= []).push(end);
+    let closed: WindowAggregate[] = [];
+    if (ends) {
+      ends.sort((a, b) => a - b);
+      closed = ends.map((end) => {
+        const window = state.windows.get(end)!.result();
+        state.windows.delete(end);
+        return window;
+      });
+      this.openWindows -= ends.length;
+    }
+    if (state.windows.size === 0 && state.mark <= floor) this.pairs.delete(key);
+    if (ends) this.forgetIdleWorkloads();
     return closed;
   }
 
-  private isDuplicate(sample: Sample, pair: string): boolean {
+  private isDuplicate(sample: Sample, pair: string, lane: number | undefined): boolean {
     let seen = this.recent.get(sample.workload);
-    if (!seen) this.recent.set(sample.workload, (seen = { ts: [], newest: sample.ts, pair }));
+    if (!seen) this.recent.set(sample.workload, (seen = { ts: [], newest: sample.ts, pair, lane }));
     seen.pair = pair;
+    seen.lane = lane;
     if (seen.ts.includes(sample.ts)) return true;
     seen.ts.push(sample.ts);
     if (seen.ts.length > RECENT_TIMESTAMPS) seen.ts.shift();
     if (sample.ts > seen.newest) seen.newest = sample.ts;
     return false;
+  }
+
+  /** Closes, oldest first, what the given pairs' watermarks now pass. */
+  private closeEach(pairs: Iterable<[string, PairState]>): WindowAggregate[] {
+    const closed: WindowAggregate[] = [];
+    for (const [key, state] of [...pairs]) closed.push(...this.closeUpTo(key, state));
+    return closed.sort((a, b) => a.windowEnd - b.windowEnd || a.windowStart - b.windowStart);
   }
 
   /**
@@ -215,16 +255,27 @@ export class WindowAggregator {
   advanceWatermark(watermarkMs: number): WindowAggregate[] {
     if (watermarkMs <= this.watermarkMs) return [];
     this.watermarkMs = watermarkMs;
-    const closed: WindowAggregate[] = [];
-    for (const key of [...this.open.keys()]) closed.push(...this.closeUpTo(key, watermarkMs));
-    return closed.sort((a, b) => a.windowEnd - b.windowEnd || a.windowStart - b.windowStart);
+    return this.closeEach(this.pairs);
+  }
+
+  /**
+   * Moves the floor of every pair whose samples come from `lane` forward
+   * (never back) and returns the windows it closes, oldest first.
+   */
+  advanceLaneFloor(lane: number, watermarkMs: number): WindowAggregate[] {
+    if (watermarkMs <= (this.laneFloors.get(lane) ?? -Infinity)) return [];
+    this.laneFloors.set(lane, watermarkMs);
+    return this.closeEach([...this.pairs].filter(([, state]) => state.lane === lane));
   }
 
   /** Moves one pair's watermark forward (never back) and returns the windows of that pair it closes, oldest first. */
-  advancePairWatermark(key: string, watermarkMs: number): WindowAggregate[] {
-    if (watermarkMs <= this.pairWatermark(key)) return [];
-    this.pairWatermarks.set(key, watermarkMs);
-    return this.closeUpTo(key, watermarkMs);
+  advancePairWatermark(key: string, watermarkMs: number, lane?: number): WindowAggregate[] {
+    if (watermarkMs <= this.pairWatermark(key, lane)) return [];
+    let state = this.pairs.get(key);
+    if (!state) this.pairs.set(key, (state = { mark: watermarkMs, lane, windows: new Map() }));
+    if (lane !== undefined) state.lane = lane;
+    state.mark = watermarkMs;
+    return this.closeUpTo(key, state);
   }
 
   /**
@@ -238,9 +289,7 @@ export class WindowAggregator {
     const clock = Math.max(this.watermarkMs, this.maxEventTs);
     if (clock < this.forgottenUpTo + this.options.sizeMs) return; // at most once per window length of progress
     this.forgottenUpTo = clock;
-    for (const [workload, seen] of this.recent) if (seen.newest <= this.pairWatermark(seen.pair) - this.options.sizeMs) this.recent.delete(workload);
-    // A pair's own watermark the common one has passed says nothing more (pairs come and go).
-    for (const [key, mark] of this.pairWatermarks) if (mark <= this.watermarkMs) this.pairWatermarks.delete(key);
+    for (const [workload, seen] of this.recent) if (seen.newest <= this.pairWatermark(seen.pair, seen.lane) - this.options.sizeMs) this.recent.delete(workload);
   }
 
   /** Closes every open window (end of a finite stream). */
@@ -248,10 +297,8 @@ export class WindowAggregator {
     return this.advanceWatermark(Infinity);
   }
 
-  /** What it holds: open windows, pairs with a watermark of their own, workloads whose recent timestamps it keeps. */
+  /** What it holds: open windows, pairs it keeps a watermark or windows for, workloads whose recent timestamps it keeps. */
   held(): { openWindows: number; pairs: number; workloads: number } {
-    let openWindows = 0;
-    for (const byEnd of this.open.values()) openWindows += byEnd.size;
-    return { openWindows, pairs: this.pairWatermarks.size, workloads: this.recent.size };
+    return { openWindows: this.openWindows, pairs: this.pairs.size, workloads: this.recent.size };
   }
 }

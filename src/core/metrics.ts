@@ -13,6 +13,7 @@ export class Metrics {
   readonly allocations: Counter<"reason" | "level">;
   readonly decisionSeconds: Histogram;
   readonly watermarkLagSeconds: Gauge<"stage">;
+  readonly windowState: Gauge<"kind">;
   readonly actuations: Counter<"connector" | "action" | "ok">;
   readonly runs: Gauge;
   readonly consumerLag: Gauge<"topic" | "group" | "partition">;
@@ -56,6 +57,12 @@ export class Metrics {
       name: "augur_stage_watermark_lag_seconds",
       help: "Wall time minus the stage's event-time watermark",
       labelNames: ["stage"],
+      registers,
+    });
+    this.windowState = new Gauge({
+      name: "augur_aggregate_state",
+      help: "What the aggregate stage's windowing holds: open windows, (image, user) pairs it keeps windows or a watermark for, workloads whose recent timestamps it keeps",
+      labelNames: ["kind"],
       registers,
     });
     this.actuations = new Counter({

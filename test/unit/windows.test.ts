@@ -84,6 +84,50 @@ describe("event-time windows", () => {
     assert.equal(aggregator.add(sample({ ts: T0 + 2_000, image: "image-3", workload: "w-3", cpuCores: 1 })).rejected, "late");
   });
 
+  it("forgets the pairs and workloads its lane's floor has passed, refuses their late samples still, and leaves other lanes alone", () => {
+    // Lane 0 is never idle: "busy" samples every second while short-lived pairs come and go, one every 10 s.
+    // Every 10 s, as the aggregate stage does: quiet pairs (5 s without a sample) follow the lane's watermark, and
+    // with floors, the lane's floor moves to its newest event time less 5 s and the lateness.
+    const busyStream = (floors: boolean) => {
+      const aggregator = new WindowAggregator(tumbling);
+      const quiet = new Set<string>(); // pairs with a window not yet closed
+      for (let s = 0; s < 1_000; s++) {
+        const ts = T0 + s * 1_000;
+        aggregator.add(sample({ ts, image: "busy", workload: "b", cpuCores: 1 }), 0);
+        if (s % 10 === 0) aggregator.add(sample({ ts, image: `short-${s / 10}`, workload: `w-${s / 10}`, cpuCores: 1 }), 0);
+        if (s % 10 === 5) quiet.add(`short-${(s - 5) / 10}|alice`);
+        if (s % 10 === 9) {
+          for (const pair of quiet) if (aggregator.advancePairWatermark(pair, ts - 2_000, 0).length > 0) quiet.delete(pair);
+          if (floors) aggregator.advanceLaneFloor(0, ts - 5_000 - 2_000);
+        }
+      }
+      return aggregator;
+    };
+    assert.equal(busyStream(false).held().pairs, 101, "without floors every pair's watermark is kept");
+    const aggregator = busyStream(true);
+    const held = aggregator.held();
+    assert.ok(held.pairs <= 3 && held.workloads <= 3, `only the pairs and workloads of the last seconds are kept: ${JSON.stringify(held)}`);
+    // Gone from memory, still refused: the floor says they are late.
+    assert.equal(aggregator.add(sample({ ts: T0 + 500_000, image: "short-50", workload: "w-50", cpuCores: 1 }), 0).rejected, "late");
+    // Lane 1 starts far behind lane 0 (a partition read from further back): lane 0's floor is not its own.
+    assert.equal(aggregator.add(sample({ ts: T0 + 1_000, image: "lagging", workload: "l", cpuCores: 1 }), 1).rejected, undefined);
+    assert.equal(aggregator.add(sample({ ts: T0 + 2_000, image: "short-50", workload: "w-50-again", cpuCores: 1 }), 1).rejected, undefined, "a pair read from another lane now follows that lane's floor");
+    // A floor never moves back.
+    assert.deepEqual(aggregator.advanceLaneFloor(0, T0), []);
+    assert.equal(aggregator.add(sample({ ts: T0 + 600_000, image: "short-60", workload: "w-60", cpuCores: 1 }), 0).rejected, "late");
+  });
+
+  it("closes the open windows of a lane's pairs its floor passes, not those of other lanes", () => {
+    const aggregator = new WindowAggregator(tumbling);
+    aggregator.add(sample({ ts: T0 + 1_000, image: "on-0", workload: "a", cpuCores: 1 }), 0);
+    aggregator.add(sample({ ts: T0 + 1_000, image: "on-1", workload: "b", cpuCores: 1 }), 1);
+    assert.deepEqual(
+      aggregator.advanceLaneFloor(0, T0 + 10_000).map((w) => w.image),
+      ["on-0"],
+    );
+    assert.deepEqual(aggregator.held(), { openWindows: 1, pairs: 1, workloads: 2 });
+  });
+
   it("puts a sample in every sliding window that covers it", () => {
     const aggregator = new WindowAggregator({ ...tumbling, kind: "sliding", sizeMs: 10_000, slideMs: 5_000 });
     aggregator.add(sample({ ts: T0 + 7_000, cpuCores: 1 }));
