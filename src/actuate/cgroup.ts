@@ -48,6 +48,11 @@ export interface Setting {
 export type Changes = Record<string, [string | null, string]>;
 
 const V1_UNLIMITED = 2 ** 62;
+
+/** The last segment of a run's cgroup: its id, sanitised, and a digest of it. */
+export function runCgroupName(runId: string): string {
+  return safePathSegment(runId, 64);
+}
 const PAGE = 4096;
 
 /** Expands "0-2,5" into a sorted, de-duplicated list, so "0,1,2" and "0-2" compare equal. */
@@ -195,7 +200,7 @@ export class CgroupConnector {
 
   /** The cgroup of one run: /<root>/<image>/<user>/<run>, each segment sanitised. */
   runPath(image: string, user: string, runId: string): string {
-    return `/${this.config.root}/${safePathSegment(image)}/${safePathSegment(user)}/${safePathSegment(runId, 64)}`;
+    return `/${this.config.root}/${safePathSegment(image)}/${safePathSegment(user)}/${runCgroupName(runId)}`;
   }
 
   /** Controller → mount point of the hierarchies this connector writes. */

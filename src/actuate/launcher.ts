@@ -15,7 +15,7 @@ import { emptySample, validateSample } from "../core/sample.js";
 import type { ActuationResult, AllocationDecision, Sample } from "../core/types.js";
 import type { ProfileStore } from "../store/profile-store.js";
 import { TOPICS, type Transport } from "../transport/topic.js";
-import { CgroupConnector, type CgroupLimits, type Changes } from "./cgroup.js";
+import { CgroupConnector, runCgroupName, type CgroupLimits, type Changes } from "./cgroup.js";
 import type { ActuateConfig } from "./config.js";
 import type { GpuConnector } from "./gpu.js";
 import { ProcessConnector } from "./process.js";
@@ -260,22 +260,27 @@ export class Launcher {
     // Directory times are wall-clock: so is the cut-off, whatever clock the launcher's events use.
     this.sweptAt = Date.now();
     const ours = new Set([...this.runs.values()].map((run) => run.status.cgroup));
-    for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
-      if (ours.has(path)) continue;
+    const stale = cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000).filter((path) => !ours.has(path));
+    if (stale.length === 0) return;
+    // A run's cgroup is named after its allocation's id: what a killed run still reserves is found by it.
+    const allocations = new Map(this.deps.store.liveAllocations(this.deps.node, Date.now()).map((allocation) => [runCgroupName(allocation.requestId), allocation.requestId]));
+    for (const path of stale) {
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
+      const allocation = allocations.get(path.slice(path.lastIndexOf("/") + 1)) ?? null;
       let reason = `made over ${staleAfterSeconds} s ago, no process in it, not a run of this process: left by an augur killed before it cleaned up`;
       let ok = true;
       if (!config.safety.dryRun) {
         try {
           cgroups.remove(path);
           if (namespace && (await tc!.removeIdleNetwork(namespace))) reason += `; its network namespace ${namespace} removed`;
+          if (allocation && this.deps.engine.release(allocation)) reason += `; its allocation ${allocation} released`;
         } catch (error) {
           ok = false;
           reason = errorMessage(error);
         }
-      }
+      } else if (allocation) reason += `; its allocation ${allocation} still reserves capacity`;
       console.error(`augur: ${ok ? (config.safety.dryRun ? "would remove" : "removed") : "could not remove"} stale run cgroup ${path}: ${reason}`);
-      await this.publishResult({ workload: `cgroup:${path}`, connector: "cgroup", action: "reap", ok, reason, details: JSON.stringify({ cgroup: path, namespace }) });
+      await this.publishResult({ workload: `cgroup:${path}`, connector: "cgroup", action: "reap", ok, reason, details: JSON.stringify({ cgroup: path, namespace, allocation }) });
     }
   }
 

@@ -153,6 +153,16 @@ api: { listen: "127.0.0.1:0" }
     return reaping;
   }
 
+  /** The run ids whose allocations still reserve capacity on the test's node. */
+  function reserved(): string[] {
+    const store = new ProfileStore(join(dir, "data"));
+    try {
+      return store.liveAllocations(loadPipeline(config).node, Date.now()).map((allocation) => allocation.requestId);
+    } finally {
+      store.close();
+    }
+  }
+
   /** What a failed test left of a run killed with its augur. */
   function removeLeftovers(cgroups: CgroupConnector, started: Started | undefined): void {
     if (!started) return;
@@ -336,6 +346,7 @@ api: { listen: "127.0.0.1:0" }
     const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
     const namespace = started.network!.namespace;
     assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
+    assert.ok(reserved().includes(started.run), "and its allocation, which no one renews or releases");
 
     // Older than staleAfterSeconds, but its command still runs: kept.
     await sleep(2500);
@@ -354,11 +365,12 @@ api: { listen: "127.0.0.1:0" }
       writeFileSync(dryRun, readFileSync(reaping, "utf8").replace("actuate:\n", "actuate:\n  safety: { dryRun: true }\n"));
       const reported = await exec(dryRun, ["--image", "other", "--user", "hal"], ["/bin/true"]);
       assert.equal(reported.status, 0, reported.stderr);
-      assert.match(reported.stderr, new RegExp(`would remove stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: `));
+      assert.match(reported.stderr, new RegExp(`would remove stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its allocation ${started.run} still reserves capacity`));
       assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "dry-run keeps them");
       const next = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
       assert.equal(next.status, 0, next.stderr);
-      assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed`));
+      assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed; its allocation ${started.run} released`));
+      assert.ok(!reserved().includes(started.run), "its allocation no longer holds capacity");
       assert.equal(cgroups.exists(started.cgroup), false, "the stale cgroup is gone");
       assert.equal(hasNamespace(namespace), false, "its namespace is gone");
       assert.ok(cgroups.exists(young), "the young one is kept");
