@@ -46,7 +46,8 @@ export const actuateConfig = z
          * A run cgroup below the root that holds no process, is older than
          * this and is not one of this process's runs is what a killed augur
          * left: removed, with its run's network namespace when no process
-         * is in it, as runs start (at most every half of this). 0: never.
+         * is in it, when the node's pipeline starts and every half of this
+         * (and as runs start, at most that often). 0: never.
          */
         staleAfterSeconds: z.number().min(0).max(30 * 86_400).default(600),
       })

@@ -205,6 +205,7 @@ export class Launcher {
   /** The last sweep for what killed runs left (wall time), and the one under way. */
   private sweptAt = -Infinity;
   private sweeping: Promise<void> | null = null;
+  private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -252,6 +253,20 @@ export class Launcher {
   removeStaleRuns(): Promise<void> {
     this.sweeping ??= this.sweep().finally(() => (this.sweeping = null));
     return this.sweeping;
+  }
+
+  /**
+   * Sweeps now and every half of `runs.staleAfterSeconds` until `stopAll`,
+   * for a node's long-lived launcher: one that starts no run for a while
+   * (or none at all) still removes what a killed augur left.
+   */
+  sweepPeriodically(): void {
+    const staleAfterMs = this.deps.config.runs.staleAfterSeconds * 1000;
+    if (staleAfterMs <= 0 || this.sweepTimer || this.stopping) return;
+    const sweep = () => void this.removeStaleRuns().catch((error) => console.error(`augur: looking for stale run cgroups: ${errorMessage(error)}`));
+    this.sweepTimer = setInterval(sweep, Math.max(1_000, staleAfterMs / 2));
+    this.sweepTimer.unref();
+    sweep();
   }
 
   private async sweep(): Promise<void> {
@@ -645,8 +660,11 @@ export class Launcher {
    */
   async stopAll(): Promise<void> {
     this.stopping = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     await Promise.allSettled(this.starting);
     await Promise.all([...this.runs.keys()].map((id) => this.stop(id)));
+    await this.sweeping?.catch(() => undefined);
   }
 
   /** Finished runs stay visible (GET /v1/runs/:id) until this many newer ones finished. */

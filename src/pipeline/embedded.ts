@@ -220,7 +220,10 @@ export async function startEmbeddedPipeline(pipeline: LoadedPipeline): Promise<R
       stops.push(() => detect.stop());
     }
     // Runs stop first: their last samples still reach the stages.
-    if (launching.launcher) stops.push(() => launching.launcher!.stopAll());
+    if (launching.launcher) {
+      stops.push(() => launching.launcher!.stopAll());
+      launching.launcher.sweepPeriodically();
+    }
 
     let stopped = false;
     return {
@@ -320,6 +323,7 @@ export async function startStage(pipeline: LoadedPipeline, name: StageName, opti
           const launching = createLauncher(pipeline, { engine, store, transport, metrics });
           if (!launching.launcher) throw new ConfigError(`the actuate stage cannot run here: ${launching.reason}`);
           stops.push(() => launching.launcher!.stopAll());
+          launching.launcher.sweepPeriodically();
           launcher = { launcher: launching.launcher, reason: null, runs: config.actuate.runs };
           stops.push(await startRemediation(pipeline, transport, metrics, launching, store));
         }

@@ -380,6 +380,27 @@ api: { listen: "127.0.0.1:0" }
     }
   });
 
+  it("a node's pipeline that starts no run removes, while it runs, what a killed augur left once it goes stale", { skip: !hasTc && "no ip/tc" }, async () => {
+    const reaping = reapingConfig();
+    const abandoned = spawnExec(reaping, ["--image", "abandoned-idle", "--user", "hal", ...SHAPED], ["/bin/sleep", "2"]);
+    const started = await eventually(() => abandoned.started, 30_000, "the run to start");
+    abandoned.child.kill("SIGKILL");
+    await once(abandoned.child, "exit");
+    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
+    const namespace = started.network!.namespace;
+    // The pipeline starts while the abandoned command still runs: nothing to remove yet, and no run starts after.
+    const pipeline = await startEmbeddedPipeline(loadPipeline(reaping));
+    try {
+      assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "kept while its command runs");
+      assert.ok(reserved().includes(started.run));
+      await eventually(() => (!cgroups.exists(started.cgroup) && !hasNamespace(namespace) ? true : undefined), 20_000, "the stale cgroup and namespace to be removed");
+      assert.ok(!reserved().includes(started.run), "its allocation was released with it");
+    } finally {
+      await pipeline.stop();
+      removeLeftovers(cgroups, started);
+    }
+  });
+
   it("cleans up a run's namespace before its cgroup: an augur killed in between leaves the cgroup, by which the next start removes both", { skip: !hasTc && "no ip/tc" }, async () => {
     // An `ip` that stalls on `netns del` (its pid in the marker) and passes everything else on.
     const marker = join(dir, "netns-del");
