@@ -400,34 +400,49 @@ export class CgroupConnector {
   }
 
   /**
-   * The run cgroups (`/<root>/<image>/<user>/<run>`) that hold no process
-   * and no cgroup of their own on any hierarchy and were made before
-   * `before` (epoch ms: a cgroup directory's modification time is when it
-   * was made; writing its files or adding processes does not change it).
-   * What is left of a run whose augur was killed before it cleaned up.
+   * Every run cgroup (`/<root>/<image>/<user>/<run>`) on any hierarchy: when
+   * it was made (epoch ms, the newest of its directories' modification
+   * times: a cgroup directory's is when it was made; writing its files or
+   * adding processes does not change it), whether a process or a cgroup of
+   * its own is in it on some hierarchy, and whether every one could be read.
    */
-  emptyRunsMadeBefore(before: number): string[] {
-    const stale = new Map<string, boolean>();
+  private runCgroups(): Map<string, { madeAt: number; busy: boolean; readable: boolean }> {
+    const runs = new Map<string, { madeAt: number; busy: boolean; readable: boolean }>();
     for (const [, mount] of this.mounts()) {
       const base = this.dir(mount, `/${this.config.root}`);
       for (const image of subdirectories(base)) {
         for (const user of subdirectories(join(base, image))) {
           for (const run of subdirectories(join(base, image, user))) {
             const path = `/${this.config.root}/${image}/${user}/${run}`;
-            if (stale.get(path) === false) continue;
+            const entry = runs.get(path) ?? { madeAt: -Infinity, busy: false, readable: true };
+            runs.set(path, entry);
             const dir = join(base, image, user, run);
-            let empty = false;
             try {
-              empty = statSync(dir).mtimeMs < before && readFileSync(join(dir, "cgroup.procs"), "utf8").trim() === "" && subdirectories(dir).length === 0;
+              entry.madeAt = Math.max(entry.madeAt, statSync(dir).mtimeMs);
+              entry.busy ||= readFileSync(join(dir, "cgroup.procs"), "utf8").trim() !== "" || subdirectories(dir).length > 0;
             } catch {
               // Removed meanwhile, or not a cgroup: not ours to judge.
+              entry.readable = false;
             }
-            stale.set(path, empty);
           }
         }
       }
     }
-    return [...stale].filter(([, empty]) => empty).map(([path]) => path);
+    return runs;
+  }
+
+  /**
+   * The run cgroups that hold no process and no cgroup of their own on any
+   * hierarchy and were made before `before` (epoch ms). What is left of a
+   * run whose augur was killed before it cleaned up.
+   */
+  emptyRunsMadeBefore(before: number): string[] {
+    return [...this.runCgroups()].filter(([, run]) => run.readable && !run.busy && run.madeAt < before).map(([path]) => path);
+  }
+
+  /** The run cgroups a process (or a cgroup of their own) is in: runs going on, whichever augur started them. */
+  busyRuns(): string[] {
+    return [...this.runCgroups()].filter(([, run]) => run.busy).map(([path]) => path);
   }
 
   /** Removes the cgroup (it must be empty) and the image/user directories above it that became empty. */

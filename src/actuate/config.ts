@@ -46,8 +46,9 @@ export const actuateConfig = z
          * A run cgroup below the root that holds no process, is older than
          * this and is not one of this process's runs is what a killed augur
          * left: removed, with its run's network namespace when no process
-         * is in it, when the node's pipeline starts and every half of this
-         * (and as runs start, at most that often). 0: never.
+         * is in it and its allocation, when the node's pipeline starts and
+         * every half of this (and as runs start, at most that often). Such a
+         * run still going keeps its allocation renewed. 0: neither.
          */
         staleAfterSeconds: z.number().min(0).max(30 * 86_400).default(600),
       })

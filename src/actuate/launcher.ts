@@ -206,6 +206,8 @@ export class Launcher {
   private sweptAt = -Infinity;
   private sweeping: Promise<void> | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
+  /** Other processes' runs going on whose allocations the sweeps renew. */
+  private readonly kept = new Set<string>();
 
   constructor(private readonly deps: LauncherDependencies) {
     this.limiter = new ChangeLimiter(deps.config.safety.maxChangesPerHour);
@@ -246,9 +248,11 @@ export class Launcher {
    * Removes what runs left when their augur was killed before cleaning up
    * (a SIGKILL, a crash): run cgroups below the root that hold no process,
    * are older than `runs.staleAfterSeconds` (no start takes that long) and
-   * are not this launcher's, and each one's network namespace when no
-   * process is in it. Each removal is an ActuationResult (`reap`); in
-   * dry-run they are reported and kept.
+   * are not this launcher's, each one's network namespace when no process
+   * is in it, and the allocation it is named after. Each removal is an
+   * ActuationResult (`reap`); in dry-run they are reported and kept. Runs of
+   * other processes that still have processes keep their allocations
+   * reserved (`keepReserved`).
    */
   removeStaleRuns(): Promise<void> {
     this.sweeping ??= this.sweep().finally(() => (this.sweeping = null));
@@ -256,15 +260,17 @@ export class Launcher {
   }
 
   /**
-   * Sweeps now and every half of `runs.staleAfterSeconds` until `stopAll`,
-   * for a node's long-lived launcher: one that starts no run for a while
-   * (or none at all) still removes what a killed augur left.
+   * Sweeps now and every half of `runs.staleAfterSeconds` (a quarter of the
+   * allocation lease when that is shorter) until `stopAll`, for a node's
+   * long-lived launcher: one that starts no run for a while (or none at
+   * all) still removes what a killed augur left, and keeps reserved what
+   * the runs of a killed augur that go on use.
    */
   sweepPeriodically(): void {
     const staleAfterMs = this.deps.config.runs.staleAfterSeconds * 1000;
     if (staleAfterMs <= 0 || this.sweepTimer || this.stopping) return;
     const sweep = () => void this.removeStaleRuns().catch((error) => console.error(`augur: looking for stale run cgroups: ${errorMessage(error)}`));
-    this.sweepTimer = setInterval(sweep, Math.max(1_000, staleAfterMs / 2));
+    this.sweepTimer = setInterval(sweep, Math.max(1_000, Math.min(staleAfterMs / 2, this.deps.engine.leaseMs / 4)));
     this.sweepTimer.unref();
     sweep();
   }
@@ -275,13 +281,14 @@ export class Launcher {
     // Directory times are wall-clock: so is the cut-off, whatever clock the launcher's events use.
     this.sweptAt = Date.now();
     const ours = new Set([...this.runs.values()].map((run) => run.status.cgroup));
-    const stale = cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000).filter((path) => !ours.has(path));
-    if (stale.length === 0) return;
-    // A run's cgroup is named after its allocation's id: what a killed run still reserves is found by it.
-    const allocations = new Map(this.deps.store.liveAllocations(this.deps.node, Date.now()).map((allocation) => [runCgroupName(allocation.requestId), allocation.requestId]));
-    for (const path of stale) {
+    // A run's cgroup is named after its allocation's id: what another process's run reserves is found by it.
+    const allocations = new Map(this.deps.store.liveAllocations(this.deps.node, this.sweptAt).map((allocation) => [runCgroupName(allocation.requestId), allocation.requestId]));
+    const allocationOf = (path: string) => allocations.get(path.slice(path.lastIndexOf("/") + 1)) ?? null;
+    this.keepReserved(cgroups.busyRuns().filter((path) => !ours.has(path)), allocationOf);
+    for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
+      if (ours.has(path)) continue;
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
-      const allocation = allocations.get(path.slice(path.lastIndexOf("/") + 1)) ?? null;
+      const allocation = allocationOf(path);
       let reason = `made over ${staleAfterSeconds} s ago, no process in it, not a run of this process: left by an augur killed before it cleaned up`;
       let ok = true;
       if (!config.safety.dryRun) {
@@ -297,6 +304,23 @@ export class Launcher {
       console.error(`augur: ${ok ? (config.safety.dryRun ? "would remove" : "removed") : "could not remove"} stale run cgroup ${path}: ${reason}`);
       await this.publishResult({ workload: `cgroup:${path}`, connector: "cgroup", action: "reap", ok, reason, details: JSON.stringify({ cgroup: path, namespace, allocation }) });
     }
+  }
+
+  /**
+   * Runs of another process that go on (their augur was killed, or another
+   * augur on this host runs them): their allocations' leases are renewed,
+   * since no one else renews them and their commands still use what they
+   * reserved. Said once per run.
+   */
+  private keepReserved(busy: string[], allocationOf: (path: string) => string | null): void {
+    const nowMs = Date.now();
+    for (const path of busy) {
+      const allocation = allocationOf(path);
+      if (allocation === null || this.deps.engine.extend(allocation, nowMs) === null || this.kept.has(path)) continue;
+      console.error(`augur: run cgroup ${path} is not a run of this process and has processes in it: its allocation ${allocation} stays reserved while they run`);
+      this.kept.add(path);
+    }
+    for (const path of this.kept) if (!busy.includes(path)) this.kept.delete(path);
   }
 
   private async startRun(spec: RunSpec): Promise<Run> {

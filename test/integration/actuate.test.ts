@@ -153,11 +153,11 @@ api: { listen: "127.0.0.1:0" }
     return reaping;
   }
 
-  /** The run ids whose allocations still reserve capacity on the test's node. */
-  function reserved(): string[] {
+  /** The allocations that still reserve capacity on the test's node: run id → when its lease ends. */
+  function reserved(): Map<string, number> {
     const store = new ProfileStore(join(dir, "data"));
     try {
-      return store.liveAllocations(loadPipeline(config).node, Date.now()).map((allocation) => allocation.requestId);
+      return new Map(store.liveAllocations(loadPipeline(config).node, Date.now()).map((allocation) => [allocation.requestId, allocation.expiresAt]));
     } finally {
       store.close();
     }
@@ -346,12 +346,15 @@ api: { listen: "127.0.0.1:0" }
     const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
     const namespace = started.network!.namespace;
     assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
-    assert.ok(reserved().includes(started.run), "and its allocation, which no one renews or releases");
+    assert.ok(reserved().has(started.run), "and its allocation");
 
-    // Older than staleAfterSeconds, but its command still runs: kept.
+    // Older than staleAfterSeconds, but its command still runs: kept, and so is its allocation, renewed.
+    const leaseEnd = reserved().get(started.run)!;
     await sleep(2500);
     const busy = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
     assert.equal(busy.status, 0, busy.stderr);
+    assert.match(busy.stderr, new RegExp(`run cgroup ${started.cgroup.replaceAll(".", "\\.")} is not a run of this process and has processes in it: its allocation ${started.run} stays reserved`));
+    assert.ok(reserved().get(started.run)! >= leaseEnd + 2_000, "its lease was renewed");
     assert.ok(isRunning(started.pid), "the abandoned command ran through the check");
     assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "a cgroup with a process in it is kept");
 
@@ -370,7 +373,7 @@ api: { listen: "127.0.0.1:0" }
       const next = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
       assert.equal(next.status, 0, next.stderr);
       assert.match(next.stderr, new RegExp(`removed stale run cgroup ${started.cgroup.replaceAll(".", "\\.")}: .*its network namespace ${namespace} removed; its allocation ${started.run} released`));
-      assert.ok(!reserved().includes(started.run), "its allocation no longer holds capacity");
+      assert.ok(!reserved().has(started.run), "its allocation no longer holds capacity");
       assert.equal(cgroups.exists(started.cgroup), false, "the stale cgroup is gone");
       assert.equal(hasNamespace(namespace), false, "its namespace is gone");
       assert.ok(cgroups.exists(young), "the young one is kept");
@@ -392,9 +395,9 @@ api: { listen: "127.0.0.1:0" }
     const pipeline = await startEmbeddedPipeline(loadPipeline(reaping));
     try {
       assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "kept while its command runs");
-      assert.ok(reserved().includes(started.run));
+      assert.ok(reserved().has(started.run));
       await eventually(() => (!cgroups.exists(started.cgroup) && !hasNamespace(namespace) ? true : undefined), 20_000, "the stale cgroup and namespace to be removed");
-      assert.ok(!reserved().includes(started.run), "its allocation was released with it");
+      assert.ok(!reserved().has(started.run), "its allocation was released with it");
     } finally {
       await pipeline.stop();
       removeLeftovers(cgroups, started);

@@ -172,7 +172,7 @@ describe("cgroup connector (v2 tree)", () => {
     assert.ok(existsSync(join(root, "augur")));
   });
 
-  it("finds the run cgroups a killed augur left: empty, old, without cgroups of their own, below its root only", () => {
+  it("finds the run cgroups a killed augur left (empty, old, without cgroups of their own, below its root only) and those going on", () => {
     const root = fakeV2("stale");
     const cgroups = connector(root);
     const hourAgo = (Date.now() - 3_600_000) / 1000;
@@ -185,9 +185,9 @@ describe("cgroup connector (v2 tree)", () => {
       return path;
     };
     const left = made("app", "bob", "left");
-    made("app", "bob", "busy", { procs: "4242\n" });
+    const busy = made("app", "bob", "busy", { procs: "4242\n" });
     made("app", "bob", "young", { at: Date.now() / 1000 });
-    made("app", "eve", "nested", { child: true });
+    const nested = made("app", "eve", "nested", { child: true });
     made("app", "eve", "not-a-cgroup", { procs: null });
     // Not runs: a pair directory with no run, a file where a run would be, another root.
     mkdirSync(join(root, "augur", "image-only", "user-only"), { recursive: true });
@@ -197,6 +197,8 @@ describe("cgroup connector (v2 tree)", () => {
     utimesSync(join(root, "other", "app", "bob", "left"), hourAgo, hourAgo);
     assert.deepEqual(cgroups.emptyRunsMadeBefore(Date.now() - 600_000), [left]);
     assert.deepEqual(connector(root, { root: "nothing-here" }).emptyRunsMadeBefore(Date.now()), []);
+    // Runs going on, whoever started them: a process or a cgroup of their own in them.
+    assert.deepEqual(cgroups.busyRuns().sort(), [busy, nested].sort());
   });
 
   it("refuses a root that is not a single directory name", () => {
