@@ -153,6 +153,16 @@ api: { listen: "127.0.0.1:0" }
     return reaping;
   }
 
+  /** `augur exec` of a shaped run of `sleep seconds`, killed outright once started: its command goes on in the run's cgroup and namespace. */
+  async function abandonRun(config: string, image: string, seconds: number) {
+    const abandoned = spawnExec(config, ["--image", image, "--user", "hal", ...SHAPED], ["/bin/sleep", String(seconds)]);
+    const started = await eventually(() => abandoned.started, 30_000, "the run to start");
+    abandoned.child.kill("SIGKILL");
+    await once(abandoned.child, "exit");
+    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
+    return { started, cgroups, namespace: started.network!.namespace };
+  }
+
   /** The allocations that still reserve capacity on the test's node: run id → when its lease ends. */
   function reserved(): Map<string, number> {
     const store = new ProfileStore(join(dir, "data"));
@@ -338,13 +348,7 @@ api: { listen: "127.0.0.1:0" }
 
   it("removes what a killed augur left of a run, its cgroup and namespace, once stale and idle, and nothing younger or busy", { skip: !hasTc && "no ip/tc" }, async () => {
     const reaping = reapingConfig();
-    // augur exec killed outright: its command goes on in the run's cgroup and namespace.
-    const abandoned = spawnExec(reaping, ["--image", "abandoned", "--user", "hal", ...SHAPED], ["/bin/sleep", "8"]);
-    const started = await eventually(() => abandoned.started, 30_000, "the run to start");
-    abandoned.child.kill("SIGKILL");
-    await once(abandoned.child, "exit");
-    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
-    const namespace = started.network!.namespace;
+    const { started, cgroups, namespace } = await abandonRun(reaping, "abandoned", 8);
     assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
     assert.ok(reserved().has(started.run), "and its allocation");
 
@@ -385,12 +389,7 @@ api: { listen: "127.0.0.1:0" }
 
   it("a node's pipeline that starts no run removes, while it runs, what a killed augur left once it goes stale", { skip: !hasTc && "no ip/tc" }, async () => {
     const reaping = reapingConfig();
-    const abandoned = spawnExec(reaping, ["--image", "abandoned-idle", "--user", "hal", ...SHAPED], ["/bin/sleep", "2"]);
-    const started = await eventually(() => abandoned.started, 30_000, "the run to start");
-    abandoned.child.kill("SIGKILL");
-    await once(abandoned.child, "exit");
-    const cgroups = new CgroupConnector(cgroupConnectorConfig.parse({ kind: "cgroup", root }));
-    const namespace = started.network!.namespace;
+    const { started, cgroups, namespace } = await abandonRun(reaping, "abandoned-idle", 2);
     // The pipeline starts while the abandoned command still runs: nothing to remove yet, and no run starts after.
     const pipeline = await startEmbeddedPipeline(loadPipeline(reaping));
     try {
