@@ -48,12 +48,12 @@ export interface Setting {
 export type Changes = Record<string, [string | null, string]>;
 
 const V1_UNLIMITED = 2 ** 62;
+const PAGE = 4096;
 
 /** The last segment of a run's cgroup: its id, sanitised, and a digest of it. */
 export function runCgroupName(runId: string): string {
   return safePathSegment(runId, 64);
 }
-const PAGE = 4096;
 
 /** Expands "0-2,5" into a sorted, de-duplicated list, so "0,1,2" and "0-2" compare equal. */
 export function parseCpuList(text: string): number[] {

@@ -284,7 +284,7 @@ export class Launcher {
     // A run's cgroup is named after its allocation's id: what another process's run reserves is found by it.
     const allocations = new Map(this.deps.store.liveAllocations(this.deps.node, this.sweptAt).map((allocation) => [runCgroupName(allocation.requestId), allocation.requestId]));
     const allocationOf = (path: string) => allocations.get(path.slice(path.lastIndexOf("/") + 1)) ?? null;
-    this.keepReserved(cgroups.busyRuns().filter((path) => !ours.has(path)), allocationOf);
+    this.keepReserved(new Set(cgroups.busyRuns().filter((path) => !ours.has(path))), allocationOf);
     for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
       if (ours.has(path)) continue;
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
@@ -312,7 +312,7 @@ export class Launcher {
    * since no one else renews them and their commands still use what they
    * reserved. Said once per run.
    */
-  private keepReserved(busy: string[], allocationOf: (path: string) => string | null): void {
+  private keepReserved(busy: Set<string>, allocationOf: (path: string) => string | null): void {
     const nowMs = Date.now();
     for (const path of busy) {
       const allocation = allocationOf(path);
@@ -320,7 +320,7 @@ export class Launcher {
       console.error(`augur: run cgroup ${path} is not a run of this process and has processes in it: its allocation ${allocation} stays reserved while they run`);
       this.kept.add(path);
     }
-    for (const path of this.kept) if (!busy.includes(path)) this.kept.delete(path);
+    for (const path of this.kept) if (!busy.has(path)) this.kept.delete(path);
   }
 
   private async startRun(spec: RunSpec): Promise<Run> {
