@@ -58,6 +58,18 @@ export interface ConsumeOptions {
    * batch is handled: the place to restore that partition's state (rebalances).
    */
   onAssign?: (partition: number) => Promise<void>;
+  /**
+   * Called with a partition a rebalance took from this member (it is another
+   * member's now), before any batch of the new assignment is handled: the
+   * place to drop what was kept of that partition. Not called for a
+   * partition a rebalance gives back to the same member.
+   */
+  onRevoke?: (partition: number) => void;
+}
+
+/** The partitions of `before` that `after` no longer has: what a rebalance took from a member. */
+export function revokedPartitions(before: ReadonlySet<number>, after: ReadonlySet<number>): number[] {
+  return [...before].filter((partition) => !after.has(partition)).sort((a, b) => a - b);
 }
 
 export interface Consumer {

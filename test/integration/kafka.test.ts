@@ -532,6 +532,31 @@ describe("distributed mode on Kafka, Schema Registry and VictoriaMetrics", { tim
     });
   });
 
+  for (const client of CLIENTS) it(`a member is told the partitions a rebalance gives to another member, and not those given back (${client})`, async () => {
+    await withPublishedSamples(client === "kafkajs" ? "revoke" : "revokerd", `  client: ${client}`, 4, async (transport) => {
+      const lost: number[] = [];
+      const handled = new Set<number>();
+      const first = await transport.consume(TOPICS.samples, { group: "revoke", onRevoke: (partition) => lost.push(partition) }, async (batch) => void handled.add(batch[0]!.partition));
+      try {
+        await eventually(() => (handled.size > 0 ? true : undefined), 60_000, "the first member to handle a batch");
+        assert.deepEqual(lost, [], "nothing lost while it is the only member");
+        // A second member joins: the first loses two of the four partitions.
+        const second = await transport.consume(TOPICS.samples, { group: "revoke" }, async () => undefined);
+        try {
+          await eventually(() => (lost.length === 2 ? true : undefined), 60_000, `the first member to lose two partitions (lost ${JSON.stringify(lost)})`);
+        } finally {
+          await second.stop();
+        }
+        // The second leaves: all four come back to the first, and none of its own is reported lost.
+        await sleep(8_000);
+        assert.equal(lost.length, 2, `only the partitions the second member took: ${JSON.stringify(lost)}`);
+        assert.ok(lost.every((partition) => partition >= 0 && partition < 4));
+      } finally {
+        await first.stop();
+      }
+    });
+  });
+
   it("each node's actuate stage acts on the anomalies of its own workloads only", { skip: !canActuate && "needs root and a cgroup hierarchy" }, async () => {
     // Two nodes' actuate stages read every anomaly (a group per node); an anomaly names the host of its workload.
     const s = setup("remediate");

@@ -2,7 +2,7 @@ import { Kafka, Partitioners, logLevel, type Admin, type logCreator, type Consum
 import { AugurError, DecodeError, TransientError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
-import { TOPICS, type BatchHandler, type ConsumeOptions, type Consumer, type DeadLetter, type OutgoingRecord, type Topic, type TopicRecord, type Transport } from "../topic.js";
+import { TOPICS, revokedPartitions, type BatchHandler, type ConsumeOptions, type Consumer, type DeadLetter, type OutgoingRecord, type Topic, type TopicRecord, type Transport } from "../topic.js";
 import { encodeDeadLetter, type AvroSerde } from "./avro-serde.js";
 import { EventTimeAligner, handlePartitionBatch, type RawMessage } from "./partition-batch.js";
 
@@ -306,6 +306,8 @@ class KafkaTransportConsumer implements TransportConsumer {
   private readonly aligner: EventTimeAligner;
   /** Partitions whose state `onAssign` restored since the last (re)join. */
   private readonly assigned = new Set<number>();
+  /** The partitions of the last assignment (for `onRevoke`). */
+  private owned = new Set<number>();
   /** Consecutive replacements of a crashed consumer (backoff); reset by a batch handled. */
   private replacements = 0;
 
@@ -345,10 +347,13 @@ class KafkaTransportConsumer implements TransportConsumer {
       this.metrics?.stageErrors.inc({ stage: this.options.group });
       if (!payload.restart && !this.stopping) this.replace(consumer);
     });
-    consumer.on(consumer.events.GROUP_JOIN, () => {
+    consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
       // New assignment: forget what the old one knew (kafkajs keeps partitions paused across a rebalance).
       this.aligner.reset();
       this.assigned.clear();
+      const owned = new Set(payload.memberAssignment[this.transport.physical(this.topic)] ?? []);
+      for (const partition of revokedPartitions(this.owned, owned)) this.options.onRevoke?.(partition);
+      this.owned = owned;
     });
     await withRetry(
       async () => {

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { ConfigError, errorMessage } from "../../core/errors.js";
 import type { Metrics } from "../../core/metrics.js";
 import { logRetry, withRetry } from "../../core/retry.js";
-import type { BatchHandler, ConsumeOptions } from "../topic.js";
+import { revokedPartitions, type BatchHandler, type ConsumeOptions } from "../topic.js";
 import type { AvroSerde } from "./avro-serde.js";
 import { KafkaTransport, type EncodedMessage, type KafkaTransportOptions, type TransportConsumer } from "./kafka-transport.js";
 import { EventTimeAligner, handlePartitionBatch, type RawMessage } from "./partition-batch.js";
@@ -174,6 +174,8 @@ class RdkafkaTransportConsumer implements TransportConsumer {
   private readonly hold = new Map<number, number>();
   /** Partitions this member owns now, and those whose state `onAssign` restored since it got them. */
   private owned = new Set<number>();
+  /** The partitions of the last assignment, kept through the revocation before the next (for `onRevoke`). */
+  private lastAssigned = new Set<number>();
   private readonly assigned = new Set<number>();
   private readonly aligner: EventTimeAligner;
   private readonly physicalTopic: string;
@@ -216,6 +218,9 @@ class RdkafkaTransportConsumer implements TransportConsumer {
           this.hold.clear();
           if (error.code === ERR__ASSIGN_PARTITIONS) {
             this.owned = new Set(assignment.map((tp) => tp.partition));
+            // Every rebalance revokes all before it assigns: what was lost is what the new assignment lacks.
+            for (const partition of revokedPartitions(this.lastAssigned, this.owned)) this.options.onRevoke?.(partition);
+            this.lastAssigned = this.owned;
             consumer.assign(assignment);
           } else if (error.code === ERR__REVOKE_PARTITIONS) {
             this.owned = new Set();
