@@ -68,7 +68,8 @@ export class AggregateStage {
   }
 
   async start(): Promise<void> {
-    this.consumer = await this.transport.consume<unknown>(TOPICS.samples, { group: "augur-aggregate" }, (batch) =>
+    const onRevoke = (partition: number) => void this.serialised(async () => this.revoke(partition));
+    this.consumer = await this.transport.consume<unknown>(TOPICS.samples, { group: "augur-aggregate", onRevoke }, (batch) =>
       this.serialised(() => this.handle(batch)).then(() => ({ resumeFrom: this.resumeFrom(batch[0]!.partition) })),
     );
     if (this.options.idleWatermarkMs > 0) {
@@ -146,13 +147,16 @@ export class AggregateStage {
     await this.publish();
   }
 
+  private reportHeld(): void {
+    if (!this.aggregator) return;
+    const { openWindows, pairs, workloads } = this.aggregator.held();
+    this.metrics.windowState.set({ kind: "open_windows" }, openWindows);
+    this.metrics.windowState.set({ kind: "pairs" }, pairs);
+    this.metrics.windowState.set({ kind: "workloads" }, workloads);
+  }
+
   private async publish(origin?: TopicRecord<unknown>): Promise<void> {
-    if (this.aggregator) {
-      const { openWindows, pairs, workloads } = this.aggregator.held();
-      this.metrics.windowState.set({ kind: "open_windows" }, openWindows);
-      this.metrics.windowState.set({ kind: "pairs" }, pairs);
-      this.metrics.windowState.set({ kind: "workloads" }, workloads);
-    }
+    this.reportHeld();
     const events = this.emitted;
     this.emitted = [];
     const windows: WindowAggregate[] = [];
@@ -219,6 +223,27 @@ export class AggregateStage {
       for (const offset of entry.steps.values()) if (offset < first) first = offset;
     }
     return Number.isFinite(first) ? first : undefined;
+  }
+
+  /**
+   * A rebalance gave `partition` to another member, which reads it again from
+   * the last commit (held back to the first sample of a window not yet
+   * published) and publishes its windows: what this process kept of it is
+   * dropped, so none of those windows is published twice, late, from here.
+   */
+  revoke(partition: number): void {
+    const pairs = new Set<string>();
+    for (const [key, entry] of this.open) {
+      if (entry.partition !== partition) continue;
+      pairs.add(key);
+      this.open.delete(key);
+    }
+    // Windows of its pairs kept from a publish that failed.
+    this.emitted = this.emitted.filter((event) => event.kind !== "window" || !pairs.has(pairKey(event.window.image, event.window.user)));
+    this.aggregator?.dropLane(partition);
+    this.partitionTime.delete(partition);
+    this.takenUpTo.delete(partition);
+    this.reportHeld();
   }
 
   /** Closes every open window and publishes it (end of a replay, shutdown). */

@@ -292,6 +292,22 @@ export class WindowAggregator {
     for (const [workload, seen] of this.recent) if (seen.newest <= this.pairWatermark(seen.pair, seen.lane) - this.options.sizeMs) this.recent.delete(workload);
   }
 
+  /**
+   * Forgets everything of the pairs whose samples come from `lane`: their
+   * open windows (not emitted), watermarks and workloads' timestamps, and
+   * the lane's floor. For a partition now another member's: it reads them
+   * again from the last commit and publishes those windows itself.
+   */
+  dropLane(lane: number): void {
+    for (const [key, state] of this.pairs) {
+      if (state.lane !== lane) continue;
+      this.openWindows -= state.windows.size;
+      this.pairs.delete(key);
+    }
+    for (const [workload, seen] of this.recent) if (seen.lane === lane) this.recent.delete(workload);
+    this.laneFloors.delete(lane);
+  }
+
   /** Closes every open window (end of a finite stream). */
   flush(): WindowAggregate[] {
     return this.advanceWatermark(Infinity);

@@ -4,7 +4,7 @@ import { AggregateStage } from "../../src/aggregate/stage.js";
 import { Metrics } from "../../src/core/metrics.js";
 import type { Sample, WindowAggregate } from "../../src/core/types.js";
 import { EmbeddedTransport } from "../../src/transport/embedded/embedded-transport.js";
-import { DEAD_LETTER_HEADERS, TOPICS, type DeadLetter, type OutgoingRecord, type TopicRecord } from "../../src/transport/topic.js";
+import { DEAD_LETTER_HEADERS, TOPICS, revokedPartitions, type ConsumeOptions, type DeadLetter, type OutgoingRecord, type TopicRecord } from "../../src/transport/topic.js";
 import { T0, sample } from "../helpers.js";
 
 /** An aggregate stage (10 s tumbling windows, late samples dead-lettered) on an embedded transport, and what it published and dead-lettered. */
@@ -167,6 +167,39 @@ describe("aggregate stage", () => {
     assert.equal(jobs.length, 199, "every ended pair's window was published (the last pair's 9 s are not yet quiet)");
     await stage.stop();
     await transport.close();
+  });
+
+  it("drops what it kept of a partition a rebalance gave to another member: none of its windows published from here", async () => {
+    const { transport, metrics, windows, stage } = await stageWithSinks("drop");
+    // The stage's consumer options, as the transport is given them.
+    let options: ConsumeOptions | undefined;
+    const consume = transport.consume.bind(transport);
+    transport.consume = ((topic, given, handler) => consume(topic, (options = given), handler)) as typeof transport.consume;
+    await stage.start();
+    const record = (partition: number, offset: number, value: Sample): TopicRecord<unknown> => ({ topic: TOPICS.samples, partition, offset, key: `${value.image}|${value.user}`, value, timestamp: value.ts, headers: {} });
+    await stage.handle([record(0, 0, sample({ ts: T0, image: "stays", workload: "s" })), record(0, 1, sample({ ts: T0 + 1_000, image: "stays", workload: "s" }))]);
+    await stage.handle([record(1, 0, sample({ ts: T0, image: "moves", workload: "m" })), record(1, 1, sample({ ts: T0 + 1_000, image: "moves", workload: "m" }))]);
+    assert.equal(stage.resumeFrom(1), 0);
+    options!.onRevoke!(1); // a rebalance gave partition 1 to another member
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(stage.resumeFrom(1), undefined, "nothing of partition 1 holds a commit back");
+    assert.match(await metrics.registry.metrics(), /augur_aggregate_state\{kind="pairs"\} 1$/m);
+    // Given back later from the other member's commit: read as new, not skipped as read before.
+    await stage.handle([record(1, 1, sample({ ts: T0 + 1_000, image: "moves", workload: "m" }))]);
+    await stage.stop({ flush: true });
+    await transport.drain();
+    assert.deepEqual(
+      windows.map((w) => [w.image, w.sampleCount]).sort(),
+      [["moves", 1], ["stays", 2]],
+    );
+    assert.doesNotMatch(await metrics.registry.metrics(), /reason="redelivered"/);
+    await transport.close();
+  });
+
+  it("a member's lost partitions are those its new assignment lacks", () => {
+    assert.deepEqual(revokedPartitions(new Set([0, 1, 2, 3]), new Set([1, 3, 4])), [0, 2]);
+    assert.deepEqual(revokedPartitions(new Set(), new Set([0])), []);
+    assert.deepEqual(revokedPartitions(new Set([2]), new Set([2])), []);
   });
 
   it("keeps windows whose publish failed and publishes them with the retried batch: none lost", async () => {
