@@ -173,9 +173,11 @@ api: { listen: "127.0.0.1:0" }
     }
   }
 
-  /** What a failed test left of a run killed with its augur. */
-  function removeLeftovers(cgroups: CgroupConnector, started: Started | undefined): void {
+  /** What a failed test left of a run killed with its augur (its command, should it still run, included). */
+  async function removeLeftovers(cgroups: CgroupConnector, started: Started | undefined): Promise<void> {
     if (!started) return;
+    if (isRunning(started.pid)) process.kill(started.pid, "SIGKILL");
+    await eventually(() => (!isRunning(started.pid) ? true : undefined), 5_000, "the abandoned command to end");
     if (cgroups.exists(started.cgroup)) cgroups.remove(started.cgroup);
     if (started.network && hasNamespace(started.network.namespace)) spawnSync("/usr/sbin/ip", ["netns", "del", started.network.namespace]);
   }
@@ -349,24 +351,24 @@ api: { listen: "127.0.0.1:0" }
   it("removes what a killed augur left of a run, its cgroup and namespace, once stale and idle, and nothing younger or busy", { skip: !hasTc && "no ip/tc" }, async () => {
     const reaping = reapingConfig();
     const { started, cgroups, namespace } = await abandonRun(reaping, "abandoned", 8);
-    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
-    assert.ok(reserved().has(started.run), "and its allocation");
-
-    // Older than staleAfterSeconds, but its command still runs: kept, and so is its allocation, renewed.
-    const leaseEnd = reserved().get(started.run)!;
-    await sleep(2500);
-    const busy = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
-    assert.equal(busy.status, 0, busy.stderr);
-    assert.match(busy.stderr, new RegExp(`run cgroup ${started.cgroup.replaceAll(".", "\\.")} is not a run of this process and has processes in it: its allocation ${started.run} stays reserved`));
-    assert.ok(reserved().get(started.run)! >= leaseEnd + 2_000, "its lease was renewed");
-    assert.ok(isRunning(started.pid), "the abandoned command ran through the check");
-    assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "a cgroup with a process in it is kept");
-
-    // Once it has ended, the next start removes both; an empty cgroup younger than staleAfterSeconds (a start under way elsewhere) is kept.
-    await eventually(() => (cgroups.read(started.cgroup).pids.length === 0 ? true : undefined), 15_000, "the abandoned command to end");
     const young = cgroups.runPath("abandoned", "ivy", "starting");
-    cgroups.create(young);
     try {
+      assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "the killed augur left its run's cgroup and namespace");
+      assert.ok(reserved().has(started.run), "and its allocation");
+
+      // Older than staleAfterSeconds, but its command still runs: kept, and so is its allocation, renewed.
+      const leaseEnd = reserved().get(started.run)!;
+      await sleep(2500);
+      const busy = await exec(reaping, ["--image", "other", "--user", "hal"], ["/bin/true"]);
+      assert.equal(busy.status, 0, busy.stderr);
+      assert.match(busy.stderr, new RegExp(`run cgroup ${started.cgroup.replaceAll(".", "\\.")} is not a run of this process and has processes in it: its allocation ${started.run} stays reserved`));
+      assert.ok(reserved().get(started.run)! >= leaseEnd + 2_000, "its lease was renewed");
+      assert.ok(isRunning(started.pid), "the abandoned command ran through the check");
+      assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "a cgroup with a process in it is kept");
+
+      // Once it has ended, the next start removes both; an empty cgroup younger than staleAfterSeconds (a start under way elsewhere) is kept.
+      await eventually(() => (cgroups.read(started.cgroup).pids.length === 0 ? true : undefined), 15_000, "the abandoned command to end");
+      cgroups.create(young);
       // In dry-run it is reported and kept.
       const dryRun = join(dir, "reaping-dry-run.yaml");
       writeFileSync(dryRun, readFileSync(reaping, "utf8").replace("actuate:\n", "actuate:\n  safety: { dryRun: true }\n"));
@@ -382,8 +384,8 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(hasNamespace(namespace), false, "its namespace is gone");
       assert.ok(cgroups.exists(young), "the young one is kept");
     } finally {
-      cgroups.remove(young);
-      removeLeftovers(cgroups, started);
+      if (cgroups.exists(young)) cgroups.remove(young);
+      await removeLeftovers(cgroups, started);
     }
   });
 
@@ -395,11 +397,11 @@ api: { listen: "127.0.0.1:0" }
     try {
       assert.ok(cgroups.exists(started.cgroup) && hasNamespace(namespace), "kept while its command runs");
       assert.ok(reserved().has(started.run));
-      await eventually(() => (!cgroups.exists(started.cgroup) && !hasNamespace(namespace) ? true : undefined), 20_000, "the stale cgroup and namespace to be removed");
-      assert.ok(!reserved().has(started.run), "its allocation was released with it");
+      // The sweep removes the cgroup, then the namespace, then releases the allocation.
+      await eventually(() => (!cgroups.exists(started.cgroup) && !hasNamespace(namespace) && !reserved().has(started.run) ? true : undefined), 20_000, "the stale cgroup, its namespace and allocation to be removed");
     } finally {
       await pipeline.stop();
-      removeLeftovers(cgroups, started);
+      await removeLeftovers(cgroups, started);
     }
   });
 
@@ -431,7 +433,7 @@ api: { listen: "127.0.0.1:0" }
       assert.equal(hasNamespace(namespace), false, "and the namespace");
     } finally {
       if (existsSync(marker)) spawnSync("kill", ["-KILL", readFileSync(marker, "utf8").trim()]);
-      removeLeftovers(cgroups, started);
+      await removeLeftovers(cgroups, started);
     }
   });
 
