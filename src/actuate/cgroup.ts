@@ -437,12 +437,23 @@ export class CgroupConnector {
    * run whose augur was killed before it cleaned up.
    */
   emptyRunsMadeBefore(before: number): string[] {
-    return [...this.runCgroups()].filter(([, run]) => run.readable && !run.busy && run.madeAt < before).map(([path]) => path);
+    return this.runsNow(before).empty;
   }
 
   /** The run cgroups a process (or a cgroup of their own) is in: runs going on, whichever augur started them. */
   busyRuns(): string[] {
-    return [...this.runCgroups()].filter(([, run]) => run.busy).map(([path]) => path);
+    return this.runsNow(-Infinity).busy;
+  }
+
+  /** Both of the above from one walk of the run cgroups (what a sweep needs). */
+  runsNow(emptyBefore: number): { empty: string[]; busy: string[] } {
+    const empty: string[] = [];
+    const busy: string[] = [];
+    for (const [path, run] of this.runCgroups()) {
+      if (run.busy) busy.push(path);
+      else if (run.readable && run.madeAt < emptyBefore) empty.push(path);
+    }
+    return { empty, busy };
   }
 
   /** Removes the cgroup (it must be empty) and the image/user directories above it that became empty. */

@@ -284,8 +284,9 @@ export class Launcher {
     // A run's cgroup is named after its allocation's id: what another process's run reserves is found by it.
     const allocations = new Map(this.deps.store.liveAllocations(this.deps.node, this.sweptAt).map((allocation) => [runCgroupName(allocation.requestId), allocation.requestId]));
     const allocationOf = (path: string) => allocations.get(path.slice(path.lastIndexOf("/") + 1)) ?? null;
-    this.keepReserved(new Set(cgroups.busyRuns().filter((path) => !ours.has(path))), allocationOf);
-    for (const path of cgroups.emptyRunsMadeBefore(this.sweptAt - staleAfterSeconds * 1000)) {
+    const { empty, busy } = cgroups.runsNow(this.sweptAt - staleAfterSeconds * 1000);
+    this.keepReserved(new Set(busy.filter((path) => !ours.has(path))), allocationOf);
+    for (const path of empty) {
       if (ours.has(path)) continue;
       const namespace = tc ? namespaceOfRunCgroup(path) : null;
       const allocation = allocationOf(path);
